@@ -1,0 +1,1 @@
+"""Stubs generated from proto/runtime/v1/api.proto by scripts/gen-proto; never edited by hand."""

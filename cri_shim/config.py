@@ -1,0 +1,212 @@
+"""The runtime's configuration: one TOML file, every key documented and defaulted here.
+
+The dataclasses below are the single source of truth: `cri-shim config` renders them (with
+their docs) as the default TOML file, and load() reads a file against them, refusing unknown
+keys so that a typo is an error at start rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def _doc(text: str, default: typing.Any = dataclasses.MISSING, factory: typing.Any = dataclasses.MISSING) -> typing.Any:
+    """A dataclass field carrying its documentation for the rendered default file."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class ServerConfig:
+    socket: str = _doc("Unix socket the CRI gRPC server listens on.", "/run/cri-shim/cri-shim.sock")
+    socket_mode: int = _doc("Permission bits of the socket.", 0o660)
+    socket_group: str = _doc("Group owning the socket; empty keeps root's.", "")
+    max_message_bytes: int = _doc("Largest gRPC message in either direction (kubelet uses 16 MiB).", 16 * MIB)
+    log_level: str = _doc("debug, info, warning or error.", "info")
+    log_format: str = _doc("json (one object a line) or text.", "json")
+
+
+@dataclass
+class PathsConfig:
+    state_dir: str = _doc("Durable records, image store and CNI result cache.", "/var/lib/cri-shim")
+    run_dir: str = _doc("Volatile state: namespace pins, bundles, exit files, sockets.", "/run/cri-shim")
+
+
+@dataclass
+class HandlerConfig:
+    path: str = _doc("OCI runtime binary (name looked up in PATH, or absolute).", "runc")
+    root: str = _doc("The runtime's --root state directory; empty: <run_dir>/<handler name>.", "")
+
+
+@dataclass
+class RuntimeConfig:
+    default_handler: str = _doc("Handler used when a pod names none (RuntimeHandler \"\").", "runc")
+    handlers: dict[str, HandlerConfig] = _doc(
+        "OCI runtimes by RuntimeHandler name.", factory=lambda: {"runc": HandlerConfig()}
+    )
+    conmon: str = _doc("conmon binary, the per-container monitor.", "conmon")
+    infra: str = _doc("Process that holds a pod-level PID namespace (PID 1 of the pod).", "catatonit")
+    cgroup_driver: str = _doc("cgroupfs or systemd; reported to kubelet by RuntimeConfig.", "cgroupfs")
+    default_cgroup_parent: str = _doc("Pod cgroup parent when a pod names none.", "/cri-shim")
+    seccomp_default_profile: str = _doc("RuntimeDefault seccomp profile (JSON); empty: the shipped one.", "")
+
+
+@dataclass
+class NetworkConfig:
+    conf_dir: str = _doc("Directory of CNI network configurations (.conflist/.conf).", "/etc/cni/net.d")
+    bin_dirs: list[str] = _doc("Where CNI plugins are looked up, in order.", factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+    network: str = _doc("Name of the network to use; empty: the first file in conf_dir.", "")
+    default_subnet: str = _doc("Pod subnet of the embedded bridge network used when conf_dir is empty.", "10.88.0.0/16")
+    default_bridge: str = _doc("Bridge device of the embedded network.", "crishim0")
+
+
+@dataclass
+class StreamingConfig:
+    address: str = _doc("Address the Exec/Attach/PortForward HTTP server binds.", "127.0.0.1")
+    port: int = _doc("Port of that server; 0 picks a free one.", 0)
+    token_ttl_seconds: int = _doc("How long an Exec/Attach/PortForward URL stays valid.", 60)
+    max_tokens: int = _doc("Outstanding URLs allowed at once.", 1000)
+
+
+@dataclass
+class ImagesConfig:
+    mirrors: dict[str, list[str]] = _doc(
+        "Registry host to mirror endpoints tried first, e.g. \"registry.k8s.io\" = [\"http://127.0.0.1:5000\"].",
+        factory=dict,
+    )
+    insecure_registries: list[str] = _doc("Registry hosts reached over plain http.", factory=list)
+    auth_file: str = _doc("Docker-style config.json with registry credentials; empty: none.", "")
+    pull_progress_timeout_seconds: int = _doc("A pull that makes no progress this long fails.", 300)
+    pinned_images: list[str] = _doc("Images reported as pinned (never garbage-collected).", factory=list)
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.paths.state_dir)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.paths.run_dir)
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or names an unknown key or a wrong type."""
+
+
+def _build(cls: type, data: dict[str, typing.Any], where: str) -> typing.Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(sorted(unknown))}")
+    values = {}
+    for name, value in data.items():
+        values[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
+    return cls(**values)
+
+
+def _convert(hint: typing.Any, value: typing.Any, where: str) -> typing.Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
+        return _build(hint, value, where)
+    if origin is dict:
+        _, vtype = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
+        return {k: _convert(vtype, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        (itype,) = typing.get_args(hint)
+        if not isinstance(value, list) or not all(isinstance(v, itype) for v in value):
+            raise ConfigError(f"{where} must be a list of {itype.__name__}")
+        return list(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where} must be of type {hint.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
+        raise ConfigError("runtime.cgroup_driver must be cgroupfs or systemd")
+    if cfg.runtime.default_handler not in cfg.runtime.handlers:
+        raise ConfigError(f"runtime.default_handler {cfg.runtime.default_handler!r} is not in runtime.handlers")
+    if cfg.server.log_format not in ("json", "text"):
+        raise ConfigError("server.log_format must be json or text")
+
+
+def load(path: str | Path | None) -> Config:
+    """The configuration from a TOML file, or the embedded defaults when path is None."""
+    if path is None:
+        cfg = Config()
+    else:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        cfg = _build(Config, data, "")
+        # Handlers named in the file come on top of the built-in runc, which stays available.
+        cfg.runtime.handlers = {**RuntimeConfig().handlers, **cfg.runtime.handlers}
+    for name, handler in cfg.runtime.handlers.items():
+        if not handler.root:
+            handler.root = str(cfg.run_dir / name)
+    _validate(cfg)
+    return cfg
+
+
+def _toml_value(value: typing.Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def render_defaults() -> str:
+    """The default configuration as a commented TOML file (`cri-shim config`)."""
+    lines: list[str] = ["# cri-shim configuration; every key is optional and shown with its default.", ""]
+
+    def table(obj: typing.Any, name: str) -> None:
+        lines.append(f"[{name}]")
+        nested = []
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name == "handlers":
+                nested.append((f, value))
+                continue
+            lines.append(f"# {f.metadata['doc']}")
+            shown = f"0o{value:o}" if f.name == "socket_mode" else _toml_value(value)
+            lines.append(f"{f.name} = {shown}")
+        lines.append("")
+        for f, handlers in nested:
+            lines.append(f"# {f.metadata['doc']}")
+            for hname, handler in handlers.items():
+                table(handler, f"{name}.{f.name}.{hname}")
+
+    cfg = Config()
+    for f in dataclasses.fields(cfg):
+        table(getattr(cfg, f.name), f.name)
+    return "\n".join(lines).rstrip() + "\n"

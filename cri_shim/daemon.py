@@ -1,0 +1,85 @@
+"""The composition root: builds the runtime's parts from the configuration and runs them.
+
+Start-up order matters: the socket answers UNAVAILABLE while recovery reconciles the records
+on disk with what really runs, then the gate opens. SIGTERM stops the server and leaves pods
+and containers running; their monitors outlive the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+from pathlib import Path
+
+from cri_shim import server
+from cri_shim.config import Config
+from cri_shim.services.runtime_info import RuntimeInfoService
+
+log = logging.getLogger("cri_shim.daemon")
+
+
+class AlreadyRunning(RuntimeError):
+    """Another cri-shim holds the lock on the state directory."""
+
+
+class Daemon:
+    """Owns every long-lived part of the runtime and the order they start and stop in."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.gate = server.Gate()
+        # Pod CIDR from kubelet's UpdateRuntimeConfig; the embedded network uses it as its subnet.
+        self.pod_cidr: str | None = None
+
+    def services(self) -> dict[str, list[object]]:
+        """The service objects serving each API service, by service name."""
+        return {
+            "RuntimeService": [RuntimeInfoService(self)],
+            "ImageService": [],
+        }
+
+    async def recover(self) -> None:
+        """Reconciles durable records with the system before the first call is answered."""
+
+    async def close(self) -> None:
+        """Releases daemon-side resources; pods, containers and their monitors keep running."""
+
+
+def _lock_state_dir(cfg: Config) -> int:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    fd = os.open(cfg.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another cri-shim is using {cfg.state_dir}") from None
+    return fd
+
+
+async def run(cfg: Config) -> None:
+    """Serves until SIGTERM or SIGINT."""
+    lock = _lock_state_dir(cfg)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    daemon = Daemon(cfg)
+    grpc_server = server.create(cfg, daemon.services(), daemon.gate)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await grpc_server.start()
+    server.secure_socket(cfg)
+    log.info("listening", extra={"socket": cfg.server.socket, "pid": os.getpid()})
+    try:
+        await daemon.recover()
+        daemon.gate.ready.set()
+        log.info("ready")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await grpc_server.stop(grace=5)
+        await daemon.close()
+        Path(cfg.server.socket).unlink(missing_ok=True)
+        os.close(lock)

@@ -1,0 +1,1 @@
+"""Pod networking through CNI plugins, and the readiness the runtime reports for it."""

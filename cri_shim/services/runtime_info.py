@@ -1,0 +1,90 @@
+"""Version, Status, RuntimeConfig and UpdateRuntimeConfig: what the runtime is and whether it is ready."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from cri_shim import __version__
+from cri_shim.api import api_pb2 as api
+from cri_shim.network.conf import NetworkConfError, find_network, missing_plugins
+
+if TYPE_CHECKING:
+    from cri_shim.daemon import Daemon
+
+RUNTIME_NAME = "cri-shim"
+# The CRI wire version kubelet insists on, and the API version this runtime speaks.
+KUBELET_API_VERSION = "0.1.0"
+RUNTIME_API_VERSION = "v1"
+
+
+class RuntimeInfoService:
+    """Answers the calls kubelet makes on connect and every few seconds after."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def Version(self, request: api.VersionRequest, context: Any) -> api.VersionResponse:
+        return api.VersionResponse(
+            version=KUBELET_API_VERSION,
+            runtime_name=RUNTIME_NAME,
+            runtime_version=__version__,
+            runtime_api_version=RUNTIME_API_VERSION,
+        )
+
+    async def Status(self, request: api.StatusRequest, context: Any) -> api.StatusResponse:
+        cfg = self.daemon.cfg
+        conditions = [self._runtime_condition(), self._network_condition()]
+        handlers = [api.RuntimeHandler(name="", features=_handler_features())]
+        handlers += [api.RuntimeHandler(name=name, features=_handler_features()) for name in cfg.runtime.handlers]
+        response = api.StatusResponse(
+            status=api.RuntimeStatus(conditions=conditions),
+            runtime_handlers=handlers,
+            features=api.RuntimeFeatures(supplemental_groups_policy=False, user_namespaces_host_network=False),
+        )
+        if request.verbose:
+            response.info["config"] = json.dumps(
+                {"stateDir": cfg.paths.state_dir, "runDir": cfg.paths.run_dir, **dataclasses.asdict(cfg)}
+            )
+        return response
+
+    async def RuntimeConfig(self, request: api.RuntimeConfigRequest, context: Any) -> api.RuntimeConfigResponse:
+        driver = api.SYSTEMD if self.daemon.cfg.runtime.cgroup_driver == "systemd" else api.CGROUPFS
+        return api.RuntimeConfigResponse(linux=api.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    async def UpdateRuntimeConfig(
+        self, request: api.UpdateRuntimeConfigRequest, context: Any
+    ) -> api.UpdateRuntimeConfigResponse:
+        cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            self.daemon.pod_cidr = cidr
+        return api.UpdateRuntimeConfigResponse()
+
+    def _runtime_condition(self) -> api.RuntimeCondition:
+        cfg = self.daemon.cfg
+        missing = [b for b in (h.path for h in cfg.runtime.handlers.values()) if shutil.which(b) is None]
+        missing += [b for b in (cfg.runtime.conmon,) if shutil.which(b) is None]
+        if missing:
+            return api.RuntimeCondition(
+                type="RuntimeReady", status=False, reason="BinariesMissing", message=f"not found: {', '.join(missing)}"
+            )
+        return api.RuntimeCondition(type="RuntimeReady", status=True)
+
+    def _network_condition(self) -> api.RuntimeCondition:
+        cfg = self.daemon.cfg.network
+        try:
+            conf = find_network(cfg, self.daemon.pod_cidr)
+        except NetworkConfError as exc:
+            return api.RuntimeCondition(type="NetworkReady", status=False, reason="NetworkPluginNotReady", message=str(exc))
+        missing = missing_plugins(cfg, conf)
+        if missing:
+            message = f"network {conf.name}: CNI plugins not found in {cfg.bin_dirs}: {', '.join(missing)}"
+            return api.RuntimeCondition(type="NetworkReady", status=False, reason="NetworkPluginNotReady", message=message)
+        return api.RuntimeCondition(type="NetworkReady", status=True)
+
+
+def _handler_features() -> api.RuntimeHandlerFeatures:
+    # runc 1.1 has no recursive read-only mounts; user namespaces are not offered yet.
+    return api.RuntimeHandlerFeatures(recursive_read_only_mounts=False, user_namespaces=False)

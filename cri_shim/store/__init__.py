@@ -1,0 +1,1 @@
+"""Durable records of sandboxes, containers and images, and their in-memory indexes."""

@@ -1,0 +1,56 @@
+"""Crash-safe file writes: a reader sees the old content or the new, never half of either.
+
+write_json() writes a temporary file in the same directory, fsyncs it, renames it over the
+target and fsyncs the directory, so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes the directory entries below path durable (renames, creations, removals)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replaces path with data atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Replaces path with obj as JSON atomically and durably."""
+    write_bytes(path, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
+
+
+def read_json(path: Path) -> Any:
+    """The JSON object stored at path (FileNotFoundError or ValueError when absent or torn)."""
+    return json.loads(path.read_bytes())
+
+
+def remove(path: Path) -> None:
+    """Removes path durably; an absent file is already removed."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)

@@ -1,0 +1,148 @@
+"""Runs a real `cri-shim serve` process for a test, on its own state, run dir and socket.
+
+This module imports no generated API code: the conformance tier drives the daemon with the
+independent cri_api client, whose descriptors cannot share a process with ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+READY_TIMEOUT = 30.0
+
+
+def toml(data: dict[str, Any]) -> str:
+    """Renders nested dicts of str/int/bool/lists as TOML (tables for nested dicts)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise TypeError(type(v))
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        plain = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix and (plain or not nested):
+            lines.append(f"[{prefix}]")
+        for k, v in plain.items():
+            lines.append(f"{json.dumps(k)} = {scalar(v)}")
+        for k, v in nested.items():
+            table(f"{prefix}.{json.dumps(k)}" if prefix else json.dumps(k), v)
+
+    table("", data)
+    return "\n".join(lines) + "\n"
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """base with extra merged in, table by table."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Daemon:
+    """One cri-shim process and the directories it owns; restartable, killable."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        # A short path: conmon's attach sockets must fit in sun_path (108 bytes).
+        self.dir = Path(tempfile.mkdtemp(prefix="cs", dir="/tmp"))
+        self.socket = self.dir / "cri.sock"
+        self.log_path = self.dir / "daemon.log"
+        base = {
+            "server": {"socket": str(self.socket), "log_level": "debug"},
+            "paths": {"state_dir": str(self.dir / "state"), "run_dir": str(self.dir / "run")},
+            "network": {"conf_dir": str(self.dir / "net.d")},
+        }
+        self.config = merge(base, overrides or {})
+        self.config_path = self.dir / "cri-shim.toml"
+        self.config_path.write_text(toml(self.config))
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, wait: bool = True) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cri_shim", "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.env},
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Waits until Version answers OK (recovery finished), or fails with the daemon's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cri-shim exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.socket.exists() and self.version_ok():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"cri-shim not ready after {timeout}s:\n{self.log_tail()}")
+
+    def version_ok(self) -> bool:
+        """Version answered OK: a raw call, so no generated module is needed."""
+        with grpc.insecure_channel(self.endpoint) as channel:
+            call = channel.unary_unary(
+                "/runtime.v1.RuntimeService/Version",
+                request_serializer=lambda b: b,
+                response_deserializer=lambda b: b,
+            )
+            try:
+                call(b"", timeout=2)
+            except grpc.RpcError:
+                return False
+        return True
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the clean shutdown that leaves pods running."""
+        return self._signal(signal.SIGTERM)
+
+    def kill(self) -> int:
+        """SIGKILL and wait: a crash."""
+        return self._signal(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _signal(self, sig: int) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"

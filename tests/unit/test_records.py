@@ -1,0 +1,76 @@
+"""RecordStore: persisted before memory changes, prefix lookup, name reservation, torn files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cri_shim.errors import AlreadyExists, InvalidArgument, NotFound
+from cri_shim.store.records import RecordStore
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class Thing:
+    id: str
+    name: str
+    value: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Thing":
+        return cls(**data)
+
+
+def test_saved_records_survive_a_reload(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+    store.save(Thing("abc123", "one", 1))
+    store.save(Thing("abd456", "two", 2))
+    again = RecordStore("thing", tmp_path, Thing)
+    assert again.load() == []
+    assert again.resolve("abc").value == 1 and again.by_name("two").id == "abd456"
+
+
+def test_prefixes_resolve_uniquely_or_fail_clearly(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+    store.save(Thing("abc123", "one"))
+    store.save(Thing("abd456", "two"))
+    with pytest.raises(InvalidArgument, match="ambiguous"):
+        store.resolve("ab")
+    with pytest.raises(NotFound):
+        store.resolve("zz")
+    with pytest.raises(InvalidArgument, match="empty"):
+        store.resolve("")
+    assert store.find("ab") is None and store.find("abd").name == "two"
+
+
+def test_a_name_is_reserved_by_one_id(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+    store.save(Thing("a1", "same"))
+    with pytest.raises(AlreadyExists, match="reserved by a1"):
+        store.save(Thing("b2", "same"))
+    store.delete("a1")
+    store.save(Thing("b2", "same"))
+    assert store.by_name("same").id == "b2"
+
+
+def test_torn_and_foreign_files_are_reported_not_loaded(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+    store.save(Thing("good", "g"))
+    (tmp_path / "torn.json").write_text('{"schema": 1, "rec')
+    (tmp_path / "old.json").write_text('{"schema": 0, "record": {}}')
+    again = RecordStore("thing", tmp_path, Thing)
+    bad = sorted(p.name for p, _ in again.load())
+    assert bad == ["old.json", "torn.json"] and [t.id for t in again] == ["good"]
+
+
+def test_delete_of_an_absent_record_is_fine(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+    store.delete("nothing")
+    assert len(store) == 0
