@@ -70,6 +70,8 @@ class Daemon:
             "server": {"socket": str(self.socket), "log_level": "debug"},
             "paths": {"state_dir": str(self.dir / "state"), "run_dir": str(self.dir / "run")},
             "network": {"conf_dir": str(self.dir / "net.d")},
+            # Own cgroup parent: test runs in other namespaces share the host's cgroup tree.
+            "runtime": {"default_cgroup_parent": f"/{self.dir.name}"},
         }
         self.config = merge(base, overrides or {})
         self.config_path = self.dir / "cri-shim.toml"
