@@ -147,8 +147,10 @@ class SandboxManager:
         try:
             await self._release(sb)
             self.store.delete(sb.id)
-        except Exception:  # noqa: BLE001 - the record stays; recovery or Remove finishes the job
-            log.exception("rollback incomplete", extra={"sandbox": sb.id})
+        except Exception:  # noqa: BLE001 - kept as notready and listed, so Remove can finish the job
+            log.exception("rollback incomplete, sandbox kept as notready", extra={"sandbox": sb.id})
+            sb.phase = NOTREADY
+            self.store.save(sb)
 
     # -- StopPodSandbox / RemovePodSandbox ------------------------------------------------
 

@@ -23,6 +23,7 @@ from tests.support.pods import (
     snapshot,
     status,
     stop_pod,
+    warm_up,
 )
 
 pytestmark = pytest.mark.integration
@@ -261,7 +262,7 @@ BAD_INPUTS = [
 
 
 def test_bad_input_is_refused_and_leaves_nothing(cri: Cri, daemon: Daemon) -> None:
-    remove_pod(cri, run_pod(cri, pod_config("warmup")))  # the bridge and shared chains exist from here on
+    warm_up(cri)
     before = snapshot(daemon)
     for label, config, handler, message in BAD_INPUTS:
         with pytest.raises(grpc.RpcError) as err:
@@ -278,7 +279,7 @@ def test_no_leaks_after_50_cycles(cri: Cri, daemon: Daemon) -> None:
         port_mappings=[api.PortMapping(container_port=80, host_port=18090)],
         linux=api.LinuxPodSandboxConfig(sysctls={"net.ipv4.ip_unprivileged_port_start": "0"}),
     )
-    remove_pod(cri, run_pod(cri, config))
+    warm_up(cri)
     before = snapshot(daemon)
     for attempt in range(50):
         config.metadata.attempt = attempt + 1

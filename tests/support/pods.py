@@ -106,7 +106,7 @@ def cgroup_dirs(parent: str) -> list[str]:
 
 
 def infra_processes(daemon: Daemon) -> list[int]:
-    """catatonit processes started for this daemon: its children, or anything in its cgroup parent."""
+    """Live catatonit processes started for this daemon: its children, or anything in its cgroup parent."""
     parent = daemon.config["runtime"]["default_cgroup_parent"]
     daemon_pid = daemon.proc.pid if daemon.proc and daemon.proc.poll() is None else -1
     pids = []
@@ -116,9 +116,12 @@ def infra_processes(daemon: Daemon) -> list[int]:
         try:
             if (entry / "comm").read_text().strip() != "catatonit":
                 continue
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            state, ppid_text = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            ppid = int(ppid_text)
             cgroups = (entry / "cgroup").read_text()
         except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state == "Z":  # exited; an orphan's zombie waits for init (this machine's init reaps late)
             continue
         if ppid == daemon_pid or f"{parent}/" in cgroups:
             pids.append(int(entry.name))
@@ -159,3 +162,37 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
         "infra": infra_processes(daemon),
         "links": links(),
     }
+
+
+def release_leftovers(daemon: Daemon) -> None:
+    """After a test (passed or not): kills the daemon's infra processes, unmounts what it mounted
+    under its directory and removes its cgroups, which live in the host's shared cgroup tree."""
+    for pid in infra_processes(daemon):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in reversed(points):
+        if point.startswith(f"{daemon.dir}/"):
+            subprocess.run(["umount", "-l", point], check=False)
+    parent = daemon.config["runtime"]["default_cgroup_parent"]
+    deadline = time.monotonic() + 5
+    for d in sorted(cgroup_dirs(parent), key=lambda p: p.count("/"), reverse=True):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:  # a process still dying, or not ours: leave it
+                    break
+                time.sleep(0.05)
+
+
+def warm_up(cri: Cri) -> None:
+    """Runs and removes one pod with a host port, so that what outlives pods by design (the bridge,
+    the plugins' shared iptables chains, IPAM's lock files) exists before a leak snapshot."""
+    remove_pod(cri, run_pod(cri, pod_config("warmup", port_mappings=[api.PortMapping(container_port=80, host_port=18000)])))
