@@ -14,6 +14,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cri_shim.api import api_pb2 as api
@@ -156,13 +157,20 @@ class SandboxManager:
 
     async def stop(self, id_or_prefix: str) -> None:
         """Stops the sandbox's containers, kills its infra process, releases its network."""
+        await self._locked(id_or_prefix, self._stop)
+
+    async def remove(self, id_or_prefix: str) -> None:
+        """Removes the sandbox and everything it holds; unknown ids are already removed."""
+        await self._locked(id_or_prefix, self._remove)
+
+    async def _locked(self, id_or_prefix: str, action: Callable[[Sandbox], Awaitable[None]]) -> None:
+        """Runs action on the finished sandbox under its lock; nothing for unknown (or just removed) ids."""
         sb = self.find(id_or_prefix)
         if sb is None:
             return
         async with self.store.lock(sb.id):
-            if self.store.get(sb.id) is None:
-                return
-            await self._stop(sb)
+            if self.store.get(sb.id) is not None:
+                await action(sb)
 
     async def _stop(self, sb: Sandbox) -> None:
         if self.containers is not None:
@@ -172,37 +180,30 @@ class SandboxManager:
             sb.phase = NOTREADY
             sb.infra = None  # its pid may be reused: no PID namespace path must point there
             self.store.save(sb)
-        try:
-            await self.resources.detach_network(sb)
-        except CniError as exc:
-            raise Internal(f"releasing the network of sandbox {sb.id}: {exc}") from exc
+        await self._release_network(sb)
         if sb.ips:
             sb.ips = []  # released to IPAM: another pod may get them
             self.store.save(sb)
 
-    async def remove(self, id_or_prefix: str) -> None:
-        """Removes the sandbox and everything it holds; unknown ids are already removed."""
-        sb = self.find(id_or_prefix)
-        if sb is None:
-            return
-        async with self.store.lock(sb.id):
-            if self.store.get(sb.id) is None:
-                return
-            if self.containers is not None:
-                await self.containers.remove_sandbox_containers(sb.id)
-            await self._stop(sb)
-            await self._release(sb)
-            self.store.delete(sb.id)
-            log.info("sandbox removed", extra={"sandbox": sb.id})
+    async def _remove(self, sb: Sandbox) -> None:
+        if self.containers is not None:
+            await self.containers.remove_sandbox_containers(sb.id)
+        await self._stop(sb)
+        await self.resources.release_local(sb)
+        self.store.delete(sb.id)
+        log.info("sandbox removed", extra={"sandbox": sb.id})
 
     async def _release(self, sb: Sandbox) -> None:
         """Releases everything the record names; each step tolerates what is already gone."""
         await self.resources.kill_infra(sb)
+        await self._release_network(sb)
+        await self.resources.release_local(sb)
+
+    async def _release_network(self, sb: Sandbox) -> None:
         try:
             await self.resources.detach_network(sb)
         except CniError as exc:
             raise Internal(f"releasing the network of sandbox {sb.id}: {exc}") from exc
-        await self.resources.release_local(sb)
 
     # -- infra exits, recovery, shutdown --------------------------------------------------
 
