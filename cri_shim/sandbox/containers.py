@@ -2,8 +2,9 @@
 
 The container manager registers an object with these methods through
 SandboxManager.register_containers(); StopPodSandbox calls stop_sandbox_containers before it
-kills the infra process and releases the network, RemovePodSandbox calls
-remove_sandbox_containers before it releases the rest. Both must be idempotent and must succeed
+kills the infra process and releases the network; RemovePodSandbox does all that, then calls
+remove_sandbox_containers before it releases the rest (namespace pins, /dev/shm, cgroups,
+files). Both must be idempotent and must succeed
 for a sandbox that has no containers.
 """
 

@@ -1,6 +1,7 @@
 """The files a pod's containers bind-mount: hostname, hosts, resolv.conf, and the pod's /dev/shm.
 
-They live in the sandbox's directory and are written atomically. A pod on the host network
+They live in the sandbox's directory and are written atomically (not fsynced: a pod does not
+outlive a machine crash, and recovery finds its namespaces gone then). A pod on the host network
 gets copies of the host's /etc/hosts; a pod without DNS settings gets the host's
 /etc/resolv.conf, as containerd does.
 """
@@ -55,15 +56,15 @@ def _read_host(path: Path) -> bytes:
 def write_identity(directory: Path, hostname: str, dns: api.DNSConfig | None) -> None:
     """Writes hostname and resolv.conf (known before the pod has an address)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o711)
-    atomic.write_bytes(directory / "hostname", f"{hostname}\n".encode(), mode=0o644)
+    atomic.write_bytes(directory / "hostname", f"{hostname}\n".encode(), mode=0o644, durable=False)
     resolv = resolv_content(dns).encode() or _read_host(HOST_RESOLV)
-    atomic.write_bytes(directory / "resolv.conf", resolv, mode=0o644)
+    atomic.write_bytes(directory / "resolv.conf", resolv, mode=0o644, durable=False)
 
 
 def write_hosts(directory: Path, hostname: str, ips: list[str], host_network: bool) -> None:
     """Writes hosts, once the pod's addresses are known."""
     content = _read_host(HOST_HOSTS) if host_network else hosts_content(hostname, ips).encode()
-    atomic.write_bytes(directory / "hosts", content, mode=0o644)
+    atomic.write_bytes(directory / "hosts", content, mode=0o644, durable=False)
 
 
 def mount_shm(path: Path, size: int) -> None:

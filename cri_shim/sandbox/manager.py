@@ -14,8 +14,9 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config
@@ -132,12 +133,16 @@ class SandboxManager:
         await res.make_files(sb, pod)
         if sb.shm is not None:
             await res.make_shm(sb)
-        cgroup_dirs = await res.make_infra_cgroup(sb) if sb.infra_cgroup else []
-        await res.make_namespaces(sb, pod, cgroup_dirs)
+        if sb.infra_cgroup is not None:
+            await res.make_infra_cgroup(sb)
+        await res.make_namespaces(sb, pod)
+        steps = []
         if sb.infra is not None:
             self.store.save(sb)
+            steps.append(res.join_infra_cgroup(sb))
         if not sb.host_network:
-            await res.attach_network(sb, pod)
+            steps.append(res.attach_network(sb, pod))
+        await _all(steps)  # the cgroup move waits on the kernel while CNI runs
         await res.write_hosts(sb, pod.hostname)
         sb.phase = READY
         self.store.save(sb)
@@ -186,9 +191,9 @@ class SandboxManager:
             self.store.save(sb)
 
     async def _remove(self, sb: Sandbox) -> None:
+        await self._stop(sb)
         if self.containers is not None:
             await self.containers.remove_sandbox_containers(sb.id)
-        await self._stop(sb)
         await self.resources.release_local(sb)
         self.store.delete(sb.id)
         log.info("sandbox removed", extra={"sandbox": sb.id})
@@ -251,6 +256,14 @@ class SandboxManager:
             "runtimeHandler": sb.runtime_handler,
             "cniResult": self.resources.network.cached_result(sb.id),
         }
+
+
+async def _all(steps: list[Coroutine[Any, Any, None]]) -> None:
+    """Runs steps concurrently and waits for every one; raises the first failure."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _as_cri_error(exc: BaseException) -> BaseException:

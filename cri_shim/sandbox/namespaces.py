@@ -10,9 +10,9 @@ the namespaces live on only through the pins. That costs about 2 ms; running uti
 When the pod has a PID namespace of its own, the same thread also unshares CLONE_NEWPID (which
 applies to the thread's future children only) and spawns the infra process: it becomes PID 1
 of the new PID namespace, inside the pod's net/ipc/uts namespaces, in a session of its own so
-it outlives a daemon restart. The thread moves it into its cgroup before reporting back, so a
-crash leaves no holder that the cgroup does not list. The spawn is a plain exec (vfork, no
-Python runs in the child).
+it outlives a daemon restart. The spawn is a plain exec (vfork, no Python runs in the child).
+Moving it into its cgroup is left to the caller: the first cgroup migration waits for an RCU
+grace period (10-20 ms here), which can overlap CNI ADD.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import socket
 import struct
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cri_shim.linux import syscalls
@@ -52,7 +52,6 @@ class NamespaceSpec:
     hostname: str
     sysctls: tuple[Sysctl, ...] = ()
     infra_argv: list[str] | None = None
-    infra_cgroup_dirs: list[str] = field(default_factory=list)
 
 
 def pin_path(run_dir: Path, kind: str, sandbox_id: str) -> str:
@@ -105,7 +104,7 @@ def _in_thread(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
     if spec.infra_argv is None:
         return None
     syscalls.unshare(syscalls.CLONE_NEWPID)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         spec.infra_argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -113,15 +112,6 @@ def _in_thread(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
         start_new_session=True,
         cwd="/",
     )
-    try:
-        for d in spec.infra_cgroup_dirs:
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(proc.pid))
-    except OSError:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
 
 
 async def make(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:

@@ -74,26 +74,28 @@ class Resources:
         assert sb.shm is not None
         await asyncio.to_thread(files.mount_shm, Path(sb.shm), self.cfg.runtime.pod_shm_size_bytes)
 
-    async def make_infra_cgroup(self, sb: Sandbox) -> list[str]:
-        """Creates the infra cgroup; its directories (where the infra process is put)."""
+    async def make_infra_cgroup(self, sb: Sandbox) -> None:
         assert sb.infra_cgroup is not None
         path = relative_path(sb.cgroup_driver, sb.infra_cgroup)
         async with self._cgroup_lock:
             await asyncio.to_thread(hierarchy.create, self.hierarchies, path)
-        return self.hierarchies.dirs(path)
 
-    async def make_namespaces(self, sb: Sandbox, plan: PodPlan, cgroup_dirs: list[str]) -> None:
+    async def make_namespaces(self, sb: Sandbox, plan: PodPlan) -> None:
         """Pins the namespaces and starts the infra process (recorded in sb.infra)."""
         spec = namespaces.NamespaceSpec(
             pins=dict(sb.pins),
             hostname=plan.hostname,
             sysctls=plan.sysctls,
             infra_argv=infra.argv(self.cfg.runtime.infra) if plan.pod_pid else None,
-            infra_cgroup_dirs=cgroup_dirs,
         )
         child = await namespaces.make(spec)
         if child is not None:
             sb.infra = self.infra.adopt(child)
+
+    async def join_infra_cgroup(self, sb: Sandbox) -> None:
+        assert sb.infra is not None and sb.infra_cgroup is not None
+        path = relative_path(sb.cgroup_driver, sb.infra_cgroup)
+        await asyncio.to_thread(hierarchy.add_process, self.hierarchies, path, sb.infra.pid)
 
     async def attach_network(self, sb: Sandbox, plan: PodPlan) -> None:
         meta = sb.metadata
