@@ -26,6 +26,22 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def with_environment(entry: str) -> list[int]:
+    """Pids of the processes whose environment holds entry ("KEY=value") exactly."""
+    needle = entry.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
 def is_alive(pid: int, started: int) -> bool:
     """Whether the process that started at `started` still runs under pid."""
     return start_time(pid) == started

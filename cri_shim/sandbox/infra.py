@@ -22,6 +22,12 @@ from cri_shim.sandbox.record import Infra
 log = logging.getLogger("cri_shim.sandbox")
 
 
+def marker(sandbox_id: str) -> str:
+    """The environment entry an infra process carries, so that recovery can find one whose pid
+    a crash kept from being recorded."""
+    return f"CRI_SHIM_SANDBOX={sandbox_id}"
+
+
 def argv(binary: str) -> list[str]:
     """The infra command line: catatonit in pause mode (it only waits, and reaps as PID 1)."""
     path = shutil.which(binary)

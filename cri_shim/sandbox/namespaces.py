@@ -52,6 +52,7 @@ class NamespaceSpec:
     hostname: str
     sysctls: tuple[Sysctl, ...] = ()
     infra_argv: list[str] | None = None
+    infra_env: dict[str, str] | None = None
 
 
 def pin_path(run_dir: Path, kind: str, sandbox_id: str) -> str:
@@ -111,6 +112,7 @@ def _in_thread(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         cwd="/",
+        env=spec.infra_env or {},
     )
 
 

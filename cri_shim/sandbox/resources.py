@@ -16,9 +16,10 @@ from pathlib import Path
 from cri_shim.cgroups import container_cgroups_path, hierarchy, relative_path
 from cri_shim.cgroups.paths import parent_path
 from cri_shim.config import Config
+from cri_shim.linux import proc
 from cri_shim.network.pod import PodNetwork, PodRef
 from cri_shim.sandbox import files, infra, namespaces
-from cri_shim.sandbox.record import Sandbox
+from cri_shim.sandbox.record import CREATING, Sandbox
 from cri_shim.sandbox.validate import PodPlan
 
 log = logging.getLogger("cri_shim.sandbox")
@@ -87,6 +88,7 @@ class Resources:
             hostname=plan.hostname,
             sysctls=plan.sysctls,
             infra_argv=infra.argv(self.cfg.runtime.infra) if plan.pod_pid else None,
+            infra_env=dict([infra.marker(sb.id).split("=", 1)]),
         )
         child = await namespaces.make(spec)
         if child is not None:
@@ -108,10 +110,16 @@ class Resources:
     # -- releasing ------------------------------------------------------------------------
 
     async def kill_infra(self, sb: Sandbox) -> None:
-        """Kills the infra process and anything else left in its cgroup (a crash between spawn and record)."""
+        """Kills the infra process, and anything left in its cgroup or carrying its marker.
+
+        A sandbox still being made may have an infra process whose pid a crash kept from the
+        record (and from the cgroup): the marker in its environment finds it.
+        """
         strays: set[int] = set()
         if sb.infra_cgroup is not None:
             strays = hierarchy.processes(self.hierarchies, relative_path(sb.cgroup_driver, sb.infra_cgroup))
+            if sb.phase == CREATING and sb.infra is None:
+                strays.update(await asyncio.to_thread(proc.with_environment, infra.marker(sb.id)))
         await self.infra.stop(sb.id, sb.infra, strays)
 
     async def detach_network(self, sb: Sandbox) -> None:

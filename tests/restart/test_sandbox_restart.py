@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +77,33 @@ def test_infra_killed_while_running_makes_the_sandbox_notready(daemon: Daemon) -
     assert status(cri, sid)[0].state == api.SANDBOX_NOTREADY
     remove_pod(cri, sid)
     cri.close()
+
+
+def test_recovery_kills_an_infra_process_whose_pid_was_never_recorded(daemon: Daemon) -> None:
+    """A crash right after the spawn: the record (creating) names the infra cgroup but no pid."""
+    from cri_shim.sandbox.record import Sandbox
+    from cri_shim.store.records import RecordStore
+
+    daemon.stop()
+    state = Path(daemon.config["paths"]["state_dir"])
+    sid = "f" * 64
+    config = pod_config("crashed")
+    parent = daemon.config["runtime"]["default_cgroup_parent"]
+    record = Sandbox(
+        id=sid, name="crashed/test-ns/uid-crashed/0", config=config, runtime_handler="", created_at=1,
+        files_dir=str(state / "sandboxes" / sid), cgroup_driver="cgroupfs", cgroup_parent=parent,
+        infra_cgroup=f"{parent}/{sid}",
+    )
+    RecordStore("sandbox", state / "records" / "sandboxes", Sandbox).save(record)
+    orphan = subprocess.Popen(
+        [shutil.which("catatonit") or "catatonit", "-P"], env={"CRI_SHIM_SANDBOX": sid}, start_new_session=True
+    )
+    try:
+        daemon.start()
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        cri = Cri(daemon.endpoint)
+        assert cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+        cri.close()
+    finally:
+        orphan.kill()
+        orphan.wait()
