@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+
 from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
@@ -254,6 +256,7 @@ class SandboxManager:
             "files": str(Path(sb.files_dir)),
             "shm": sb.shm or "",
             "runtimeHandler": sb.runtime_handler,
+            "config": json_format.MessageToDict(sb.config),
             "cniResult": self.resources.network.cached_result(sb.id),
         }
 
