@@ -34,12 +34,19 @@ def faulty() -> Iterator[tuple[Daemon, FaultyNetwork]]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def test_failed_add_is_rolled_back(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+def _warmed(faulty: tuple[Daemon, FaultyNetwork], mode: str) -> tuple[Cri, dict[str, object]]:
+    """A client, after one pod went through, the leak snapshot to compare with, and the fault armed."""
     d, net = faulty
     cri = Cri(d.endpoint)
     warm_up(cri)
     before = snapshot(d)
-    net.mode("fail")
+    net.mode(mode)
+    return cri, before
+
+
+def test_failed_add_is_rolled_back(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    d, net = faulty
+    cri, before = _warmed(faulty, "fail")
     with pytest.raises(grpc.RpcError) as err:
         run_pod(cri, pod_config("doomed", port_mappings=[api.PortMapping(container_port=80, host_port=18071)]))
     assert err.value.code() == grpc.StatusCode.INTERNAL and "injected failure" in err.value.details()
@@ -50,10 +57,7 @@ def test_failed_add_is_rolled_back(faulty: tuple[Daemon, FaultyNetwork]) -> None
 @pytest.mark.restart
 def test_daemon_killed_during_add_leaves_nothing_after_recovery(faulty: tuple[Daemon, FaultyNetwork]) -> None:
     d, net = faulty
-    cri = Cri(d.endpoint)
-    warm_up(cri)
-    before = snapshot(d)
-    net.mode("hang")
+    cri, before = _warmed(faulty, "hang")
     call = cri.runtime.RunPodSandbox.future(
         api.RunPodSandboxRequest(config=pod_config("crash", port_mappings=[api.PortMapping(container_port=80, host_port=18072)]))
     )
