@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cri_shim.cgroups.paths import CgroupPathError, normalize_parent
+
 MIB = 1024 * 1024
 
 
@@ -55,7 +57,10 @@ class RuntimeConfig:
     conmon: str = _doc("conmon binary, the per-container monitor.", "conmon")
     infra: str = _doc("Process that holds a pod-level PID namespace (PID 1 of the pod).", "catatonit")
     cgroup_driver: str = _doc("cgroupfs or systemd; reported to kubelet by RuntimeConfig.", "cgroupfs")
-    default_cgroup_parent: str = _doc("Pod cgroup parent when a pod names none.", "/cri-shim")
+    default_cgroup_parent: str = _doc(
+        "Pod cgroup parent when a pod names none (a slice such as cri-shim.slice with the systemd driver).", "/cri-shim"
+    )
+    pod_shm_size_bytes: int = _doc("Size of each pod's /dev/shm tmpfs (not made when the pod uses the host IPC).", 64 * MIB)
     seccomp_default_profile: str = _doc("RuntimeDefault seccomp profile (JSON); empty: the shipped one.", "")
 
 
@@ -66,6 +71,7 @@ class NetworkConfig:
     network: str = _doc("Name of the network to use; empty: the first file in conf_dir.", "")
     default_subnet: str = _doc("Pod subnet of the embedded bridge network used when conf_dir is empty.", "10.88.0.0/16")
     default_bridge: str = _doc("Bridge device of the embedded network.", "crishim0")
+    plugin_timeout_seconds: int = _doc("A CNI plugin call (ADD, DEL, CHECK) that runs longer is killed and fails.", 120)
 
 
 @dataclass
@@ -146,6 +152,10 @@ def _convert(hint: typing.Any, value: typing.Any, where: str) -> typing.Any:
 def _validate(cfg: Config) -> None:
     if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
         raise ConfigError("runtime.cgroup_driver must be cgroupfs or systemd")
+    try:
+        normalize_parent(cfg.runtime.cgroup_driver, cfg.runtime.default_cgroup_parent)
+    except CgroupPathError as exc:
+        raise ConfigError(f"runtime.default_cgroup_parent: {exc}") from None
     if cfg.runtime.default_handler not in cfg.runtime.handlers:
         raise ConfigError(f"runtime.default_handler {cfg.runtime.default_handler!r} is not in runtime.handlers")
     if cfg.server.log_format not in ("json", "text"):

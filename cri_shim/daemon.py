@@ -16,7 +16,10 @@ from pathlib import Path
 
 from cri_shim import server
 from cri_shim.config import Config
+from cri_shim.network.pod import PodNetwork
+from cri_shim.sandbox import SandboxManager
 from cri_shim.services.runtime_info import RuntimeInfoService
+from cri_shim.services.sandbox import SandboxService
 
 log = logging.getLogger("cri_shim.daemon")
 
@@ -33,19 +36,23 @@ class Daemon:
         self.gate = server.Gate()
         # Pod CIDR from kubelet's UpdateRuntimeConfig; the embedded network uses it as its subnet.
         self.pod_cidr: str | None = None
+        self.network = PodNetwork(cfg, lambda: self.pod_cidr)
+        self.sandboxes = SandboxManager(cfg, self.network)
 
     def services(self) -> dict[str, list[object]]:
         """The service objects serving each API service, by service name."""
         return {
-            "RuntimeService": [RuntimeInfoService(self)],
+            "RuntimeService": [RuntimeInfoService(self), SandboxService(self.sandboxes)],
             "ImageService": [],
         }
 
     async def recover(self) -> None:
         """Reconciles durable records with the system before the first call is answered."""
+        await self.sandboxes.recover()
 
     async def close(self) -> None:
         """Releases daemon-side resources; pods, containers and their monitors keep running."""
+        await self.sandboxes.close()
 
 
 def _lock_state_dir(cfg: Config) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.pods import release_leftovers
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -26,4 +27,5 @@ def daemon() -> Iterator[Daemon]:
     d.start()
     yield d
     d.stop()
+    release_leftovers(d)
     shutil.rmtree(d.dir, ignore_errors=True)

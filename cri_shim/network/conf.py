@@ -3,7 +3,8 @@
 Files are taken in lexical order, as libcni does (.conflist, and single-plugin .conf/.json
 wrapped into a list). When the directory holds none, the shipped bridge + host-local +
 portmap network is used, with the bridge name and subnet from the configuration (or the pod
-CIDR kubelet sends through UpdateRuntimeConfig).
+CIDR kubelet sends through UpdateRuntimeConfig), and its host-local address leases kept under
+the runtime's state directory rather than the host-wide /var/lib/cni.
 """
 
 from __future__ import annotations
@@ -52,14 +53,22 @@ def _parse(path: Path) -> NetworkConf:
     return NetworkConf(name=data["name"], conflist=data, source=str(path))
 
 
-def default_network(cfg: NetworkConfig, subnet: str | None = None) -> NetworkConf:
+def ipam_dir(state_dir: Path) -> Path:
+    """Where the embedded network's host-local IPAM keeps its leases."""
+    return state_dir / "cni" / "ipam"
+
+
+def default_network(cfg: NetworkConfig, state_dir: Path, subnet: str | None = None) -> NetworkConf:
     """The embedded bridge network, on the pod CIDR when kubelet gave one."""
-    text = resources.files("cri_shim").joinpath("data/default-network.conflist").read_text()
-    text = text.replace("@BRIDGE@", cfg.default_bridge).replace("@SUBNET@", subnet or cfg.default_subnet)
-    return NetworkConf(name="cri-shim", conflist=json.loads(text), source="embedded default")
+    conflist = json.loads(resources.files("cri_shim").joinpath("data/default-network.conflist").read_text())
+    bridge = conflist["plugins"][0]
+    bridge["bridge"] = cfg.default_bridge
+    bridge["ipam"]["ranges"] = [[{"subnet": subnet or cfg.default_subnet}]]
+    bridge["ipam"]["dataDir"] = str(ipam_dir(state_dir))
+    return NetworkConf(name=conflist["name"], conflist=conflist, source="embedded default")
 
 
-def find_network(cfg: NetworkConfig, pod_cidr: str | None = None) -> NetworkConf:
+def find_network(cfg: NetworkConfig, state_dir: Path, pod_cidr: str | None = None) -> NetworkConf:
     """The network pods join: the named (or first) file in conf_dir, else the embedded default."""
     conf_dir = Path(cfg.conf_dir)
     files = sorted(p for p in conf_dir.glob("*") if p.suffix in (".conflist", ".conf", ".json")) if conf_dir.is_dir() else []
@@ -74,7 +83,7 @@ def find_network(cfg: NetworkConfig, pod_cidr: str | None = None) -> NetworkConf
             return conf
     if cfg.network:
         raise NetworkConfError(f"network {cfg.network!r} not found in {conf_dir} {'; '.join(errors)}".rstrip())
-    return default_network(cfg, pod_cidr)
+    return default_network(cfg, state_dir, pod_cidr)
 
 
 def find_plugin(cfg: NetworkConfig, plugin_type: str) -> Path | None:

@@ -75,7 +75,7 @@ class RuntimeInfoService:
     def _network_condition(self) -> api.RuntimeCondition:
         cfg = self.daemon.cfg.network
         try:
-            conf = find_network(cfg, self.daemon.pod_cidr)
+            conf = find_network(cfg, self.daemon.cfg.state_dir, self.daemon.pod_cidr)
         except NetworkConfError as exc:
             return api.RuntimeCondition(type="NetworkReady", status=False, reason="NetworkPluginNotReady", message=str(exc))
         missing = missing_plugins(cfg, conf)

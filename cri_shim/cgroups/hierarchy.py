@@ -1,0 +1,124 @@
+"""The cgroup filesystem: which hierarchies are mounted, and creating, joining and pruning cgroups.
+
+cgroup v1 has one hierarchy for each mounted controller set (here cpu and cpuacct apart) plus
+name=systemd; a pod's cgroup is made in every one of them, as runc's cgroupfs manager does.
+In hybrid mode the unified (v2) hierarchy is used as well, so that the processes are tracked
+there too. Pure cgroup v2 has the one unified hierarchy.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+
+from cri_shim.linux import mountinfo
+
+log = logging.getLogger("cri_shim.cgroups")
+
+_CPUSET_FILES = ("cpuset.cpus", "cpuset.mems")
+
+
+@dataclass(frozen=True)
+class Hierarchies:
+    """Mount points of the cgroup hierarchies in use; unified is True on a pure v2 host."""
+
+    roots: tuple[str, ...]
+    unified: bool
+
+    def dirs(self, path: str) -> list[str]:
+        """The directory of a cgroup (absolute path below the roots) in every hierarchy."""
+        rel = path.lstrip("/")
+        return [os.path.join(root, rel) if rel else root for root in self.roots]
+
+
+def detect(mounts: list[mountinfo.Mount] | None = None) -> Hierarchies:
+    """The hierarchies mounted in this mount namespace."""
+    mounts = mountinfo.read() if mounts is None else mounts
+    v1: list[str] = []
+    seen: set[frozenset[str]] = set()
+    v2: list[str] = []
+    for m in mounts:
+        if m.fstype == "cgroup":
+            options = frozenset(o for o in m.super_options if o not in ("rw", "ro"))
+            if options not in seen:  # the same hierarchy mounted twice
+                seen.add(options)
+                v1.append(m.mount_point)
+        elif m.fstype == "cgroup2":
+            v2.append(m.mount_point)
+    if not v1:
+        return Hierarchies(roots=tuple(v2[:1]), unified=True)
+    return Hierarchies(roots=tuple(v1 + v2[:1]), unified=False)
+
+
+def missing_dirs(h: Hierarchies, path: str) -> list[str]:
+    """The directories, parents first, that creating the cgroup at path would make."""
+    wanted: list[str] = []
+    for root, leaf in zip(h.roots, h.dirs(path)):
+        chain = []
+        current = leaf
+        while current != root and not os.path.isdir(current):
+            chain.append(current)
+            current = os.path.dirname(current)
+        wanted.extend(reversed(chain))
+    return wanted
+
+
+def create(h: Hierarchies, path: str) -> None:
+    """Makes the cgroup at path (and missing parents) in every hierarchy."""
+    for root, leaf in zip(h.roots, h.dirs(path)):
+        os.makedirs(leaf, exist_ok=True)
+        # Only a v1 cpuset root has cpuset.cpus (a v2 root shows cpuset.cpus.effective).
+        if os.path.exists(os.path.join(root, "cpuset.cpus")):
+            _inherit_cpuset(root, leaf)
+
+
+def _inherit_cpuset(root: str, leaf: str) -> None:
+    """v1 cpuset cgroups start with no CPUs and no memory nodes: copy them down from the parent."""
+    chain = []
+    current = leaf
+    while current != root:
+        chain.append(current)
+        current = os.path.dirname(current)
+    for d in reversed(chain):
+        for name in _CPUSET_FILES:
+            target = os.path.join(d, name)
+            with open(target) as f:
+                if f.read().strip():
+                    continue
+            with open(os.path.join(os.path.dirname(d), name)) as f:
+                value = f.read().strip()
+            with open(target, "w") as f:
+                f.write(value)
+
+
+def add_process(h: Hierarchies, path: str, pid: int) -> None:
+    """Moves a process into the cgroup at path in every hierarchy."""
+    for d in h.dirs(path):
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+
+def processes(h: Hierarchies, path: str) -> set[int]:
+    """The pids in the cgroup at path, in any hierarchy (an absent cgroup has none)."""
+    pids: set[int] = set()
+    for d in h.dirs(path):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                pids.update(int(line) for line in f if line.strip())
+        except FileNotFoundError:
+            continue
+    return pids
+
+
+def prune(dirs: list[str]) -> None:
+    """Removes the given cgroup directories, deepest first, where they are empty; gone is fine."""
+    for d in sorted(set(dirs), key=lambda p: p.count("/"), reverse=True):
+        try:
+            os.rmdir(d)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                raise
+            if exc.errno != errno.ENOENT:
+                log.debug("cgroup kept", extra={"cgroup": d, "reason": exc.strerror})

@@ -1,0 +1,85 @@
+"""Process identity and signalling without pid-reuse races: start times and pidfds.
+
+A pid recorded on disk may belong to another process after a restart. A process is named by
+(pid, start time in clock ticks since boot, field 22 of /proc/<pid>/stat); a pidfd opened and
+then checked against that start time refers to the recorded process for as long as it is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of pid in clock ticks since boot, or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":  # a zombie has exited; only its parent's wait is missing
+        return None
+    return int(fields[19])
+
+
+def with_environment(entry: str) -> list[int]:
+    """Pids of the processes whose environment holds entry ("KEY=value") exactly."""
+    needle = entry.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def is_alive(pid: int, started: int) -> bool:
+    """Whether the process that started at `started` still runs under pid."""
+    return start_time(pid) == started
+
+
+def open_pidfd(pid: int, started: int) -> int | None:
+    """A pidfd for the recorded process, or None when it has exited (or the pid was reused)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if start_time(pid) != started:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def kill_and_wait(pid: int, started: int, timeout: float = 10.0) -> None:
+    """SIGKILLs the recorded process and waits until it has exited; already gone is fine."""
+    fd = open_pidfd(pid, started)
+    if fd is None:
+        return
+    try:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        await wait_pidfd(fd, timeout)
+    finally:
+        os.close(fd)
+
+
+async def wait_pidfd(fd: int, timeout: float) -> None:
+    """Waits until the process behind a pidfd has exited (the fd turns readable)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await asyncio.wait_for(done, timeout)
+    finally:
+        loop.remove_reader(fd)

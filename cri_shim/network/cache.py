@@ -1,0 +1,69 @@
+"""The CNI attachment cache: the exact network configuration and inputs used for a pod, and its result.
+
+An entry is written before ADD (result null) and again after it, under <state_dir>/cni/cache,
+so DEL can always run with what ADD ran with: after a crash in the middle of ADD, after a
+restart, and after the network configuration in conf_dir changed or went away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cri_shim.network.cni import Attachment
+from cri_shim.store import atomic
+
+
+@dataclass
+class CacheEntry:
+    """One pod's attachment: the conflist, its source, the call inputs and the ADD result (None until done)."""
+
+    conflist: dict[str, Any]
+    source: str
+    attachment: Attachment
+    result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "cri-shim-cni-cache-v1",
+            "network": self.conflist,
+            "source": self.source,
+            "attachment": self.attachment.to_dict(),
+            "result": self.result,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheEntry:
+        return cls(
+            conflist=data["network"],
+            source=data["source"],
+            attachment=Attachment.from_dict(data["attachment"]),
+            result=data["result"],
+        )
+
+
+class AttachmentCache:
+    """Entries by sandbox id, one JSON file each."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def save(self, sandbox_id: str, entry: CacheEntry) -> None:
+        atomic.write_json(self.directory / f"{sandbox_id}.json", entry.to_dict())
+
+    def load(self, sandbox_id: str) -> CacheEntry | None:
+        """The entry, or None when there is none (a torn file counts as none: ADD never finished)."""
+        try:
+            return CacheEntry.from_dict(atomic.read_json(self.directory / f"{sandbox_id}.json"))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def remove(self, sandbox_id: str) -> None:
+        atomic.remove(self.directory / f"{sandbox_id}.json")
+
+    def ids(self) -> list[str]:
+        """Sandbox ids with an entry on disk."""
+        if not self.directory.is_dir():
+            return []
+        return [p.stem for p in self.directory.glob("*.json")]

@@ -1,0 +1,127 @@
+"""A pod's attachment to the cluster network: CNI ADD/DEL/CHECK for one sandbox, with its cache.
+
+attach() records the network configuration and inputs before ADD, runs DEL itself when ADD
+fails, and caches the result; detach() runs DEL with exactly what ADD used (from the cache),
+so it works after a restart or a configuration change, and succeeds when there is nothing to
+release. A pod's interface is always eth0, as kubelet expects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cri_shim.config import Config
+from cri_shim.network.cache import AttachmentCache, CacheEntry
+from cri_shim.network.cni import Attachment, CniError, CniExec, result_ips
+from cri_shim.network.conf import NetworkConf, NetworkConfError, find_network
+
+log = logging.getLogger("cri_shim.network")
+
+POD_IFNAME = "eth0"
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """A hostPort mapping as the portMappings capability carries it."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+    def capability(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"hostPort": self.host_port, "containerPort": self.container_port, "protocol": self.protocol}
+        if self.host_ip:
+            entry["hostIP"] = self.host_ip
+        return entry
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """Who the pod is, for CNI_ARGS (K8S_POD_*), as kubelet's network plugins expect them."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+class PodNetwork:
+    """CNI for pods, on the network conf_dir names (or the embedded default)."""
+
+    def __init__(self, cfg: Config, pod_cidr: Callable[[], str | None]) -> None:
+        self.cfg = cfg
+        self.pod_cidr = pod_cidr
+        self.cache = AttachmentCache(cfg.state_dir / "cni" / "cache")
+        self.exec = CniExec(cfg.network.bin_dirs, float(cfg.network.plugin_timeout_seconds))
+
+    def current(self) -> NetworkConf:
+        """The network new pods join."""
+        return find_network(self.cfg.network, self.cfg.state_dir, self.pod_cidr())
+
+    async def attach(self, sandbox_id: str, netns: str, pod: PodRef, ports: list[PortMapping]) -> list[str]:
+        """CNI ADD for the sandbox; its IPs (IPv4 first). On failure nothing is left attached."""
+        try:
+            conf = self.current()
+        except NetworkConfError as exc:
+            raise CniError(f"no usable CNI network: {exc}") from exc
+        args = (
+            ("IgnoreUnknown", "1"),
+            ("K8S_POD_NAMESPACE", pod.namespace),
+            ("K8S_POD_NAME", pod.name),
+            ("K8S_POD_INFRA_CONTAINER_ID", sandbox_id),
+            ("K8S_POD_UID", pod.uid),
+        )
+        capabilities: dict[str, Any] = {}
+        if ports:
+            capabilities["portMappings"] = [p.capability() for p in ports]
+        att = Attachment(container_id=sandbox_id, netns=netns, ifname=POD_IFNAME, args=args, capabilities=capabilities)
+        entry = CacheEntry(conflist=conf.conflist, source=conf.source, attachment=att)
+        self.cache.save(sandbox_id, entry)  # before ADD: a crash during ADD still knows what to DEL
+        try:
+            entry.result = await self.exec.add(conf.conflist, att)
+        except BaseException as exc:
+            log.warning("cni add failed, deleting", extra={"sandbox": sandbox_id, "error": str(exc)})
+            try:
+                await self.detach(sandbox_id)
+            except CniError as cleanup:
+                log.error("cni del after failed add failed", extra={"sandbox": sandbox_id, "error": str(cleanup)})
+            raise
+        self.cache.save(sandbox_id, entry)
+        ips = result_ips(entry.result)
+        log.info("pod network attached", extra={"sandbox": sandbox_id, "network": conf.name, "ips": ips})
+        return ips
+
+    async def detach(self, sandbox_id: str) -> None:
+        """CNI DEL with the cached configuration, then forgets it; nothing cached means nothing to do."""
+        entry = self.cache.load(sandbox_id)
+        if entry is None:
+            self.cache.remove(sandbox_id)
+            return
+        await self.exec.delete(entry.conflist, entry.attachment, entry.result)
+        self.cache.remove(sandbox_id)
+        log.info("pod network detached", extra={"sandbox": sandbox_id})
+
+    async def check(self, sandbox_id: str) -> None:
+        """CNI CHECK of a finished attachment (CniError when it is broken or absent)."""
+        entry = self.cache.load(sandbox_id)
+        if entry is None or entry.result is None:
+            raise CniError(f"sandbox {sandbox_id} has no network attachment")
+        await self.exec.check(entry.conflist, entry.attachment, entry.result)
+
+    def cached_result(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The cached ADD result, or None."""
+        entry = self.cache.load(sandbox_id)
+        return entry.result if entry else None
+
+    async def sweep(self, known: set[str]) -> None:
+        """Detaches cached attachments that no sandbox record owns (left by a crash or a torn record)."""
+        for sandbox_id in self.cache.ids():
+            if sandbox_id not in known:
+                log.warning("releasing orphaned pod network", extra={"sandbox": sandbox_id})
+                try:
+                    await self.detach(sandbox_id)
+                except CniError as exc:
+                    log.error("orphaned pod network not released", extra={"sandbox": sandbox_id, "error": str(exc)})

@@ -1,0 +1,26 @@
+"""What the sandbox manager needs from the container manager: stopping and removing a pod's containers.
+
+The container manager registers an object with these methods through
+SandboxManager.register_containers(); StopPodSandbox calls stop_sandbox_containers before it
+kills the infra process and releases the network; RemovePodSandbox does all that, then calls
+remove_sandbox_containers before it releases the rest (namespace pins, /dev/shm, cgroups,
+files). Both must be idempotent and must succeed
+for a sandbox that has no containers.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class SandboxContainers(Protocol):
+    """The container side of a sandbox's stop and removal."""
+
+    async def stop_sandbox_containers(self, sandbox_id: str) -> None:
+        """Kills every container of the sandbox at once (no grace period) and waits until they exited.
+
+        They stay listable as EXITED afterwards, as StopPodSandbox requires.
+        """
+
+    async def remove_sandbox_containers(self, sandbox_id: str) -> None:
+        """Removes every container of the sandbox, stopping any that still runs."""

@@ -1,0 +1,279 @@
+"""The sandbox manager: RunPodSandbox, StopPodSandbox and RemovePodSandbox as ordered, durable steps.
+
+Run persists the record (phase creating, naming every resource it will make) before the first
+side effect and saves it again as each result comes in (infra pid, IPs); any failure releases
+everything and deletes the record. A retried Run with the same metadata joins the attempt in
+flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
+unknown ids. Reads (status, list) are served from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.config import Config
+from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from cri_shim.network.cni import CniError
+from cri_shim.network.pod import PodNetwork
+from cri_shim.sandbox import recovery
+from cri_shim.sandbox.containers import SandboxContainers
+from cri_shim.sandbox.namespaces import SysctlFailed, pin_path
+from cri_shim.sandbox.record import CREATING, NOTREADY, READY, Sandbox, reservation_name
+from cri_shim.sandbox.resources import Resources
+from cri_shim.sandbox.validate import PodPlan, plan
+from cri_shim.store.records import RecordStore
+
+log = logging.getLogger("cri_shim.sandbox")
+
+
+class SandboxManager:
+    """Owns the sandbox records and every pod-level resource."""
+
+    def __init__(self, cfg: Config, network: PodNetwork) -> None:
+        self.cfg = cfg
+        self.store: RecordStore[Sandbox] = RecordStore("sandbox", cfg.state_dir / "records" / "sandboxes", Sandbox)
+        self.resources = Resources(cfg, network)
+        self.containers: SandboxContainers | None = None
+        self._inflight: dict[str, asyncio.Task[str]] = {}
+
+    def register_containers(self, containers: SandboxContainers) -> None:
+        """Lets Stop and Remove stop and remove a sandbox's containers first."""
+        self.containers = containers
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, id_or_prefix: str) -> Sandbox:
+        """The finished sandbox with this id or unique id prefix (NotFound otherwise)."""
+        sb = self.store.resolve(id_or_prefix)
+        if sb.phase == CREATING:
+            raise NotFound(f"sandbox {id_or_prefix!r} not found")
+        return sb
+
+    def find(self, id_or_prefix: str) -> Sandbox | None:
+        """Like get(), but None for unknown, ambiguous or unfinished ids."""
+        sb = self.store.find(id_or_prefix)
+        return sb if sb is not None and sb.phase != CREATING else None
+
+    def list(self) -> list[Sandbox]:
+        """Finished sandboxes, ready or not."""
+        return [sb for sb in self.store if sb.phase != CREATING]
+
+    def cgroups_path(self, sb: Sandbox, container_id: str) -> str:
+        """The runc cgroupsPath for a container of this sandbox (driver-specific form)."""
+        return self.resources.cgroups_path(sb, container_id)
+
+    # -- RunPodSandbox --------------------------------------------------------------------
+
+    async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> str:
+        """Makes a ready sandbox, or returns the one this pod attempt already has."""
+        pod = plan(config, runtime_handler, self.cfg, socket.gethostname())
+        name = reservation_name(config.metadata)
+        task = self._inflight.get(name)
+        if task is None:
+            existing = self.store.by_name(name)
+            if existing is not None:
+                if existing.phase == READY:
+                    return existing.id
+                raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
+            task = asyncio.create_task(self._create(name, config, runtime_handler, pod))
+            self._inflight[name] = task
+            task.add_done_callback(lambda t: self._finished(name, t))
+        # A caller that gives up does not stop the attempt: a retry joins it (as in CRI-O).
+        return await asyncio.shield(task)
+
+    def _finished(self, name: str, task: asyncio.Task[str]) -> None:
+        self._inflight.pop(name, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here so an attempt nobody awaits any more is not reported
+
+    async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
+        sandbox_id = secrets.token_hex(32)
+        res = self.resources
+        sb = Sandbox(
+            id=sandbox_id,
+            name=name,
+            config=config,
+            runtime_handler=handler,
+            created_at=time.time_ns(),
+            files_dir=str(res.files_dir(sandbox_id)),
+            cgroup_driver=self.cfg.runtime.cgroup_driver,
+            cgroup_parent=pod.cgroup_parent,
+        )
+        sb.pins = {kind: pin_path(self.cfg.run_dir, kind, sandbox_id) for kind in pod.own_namespaces}
+        if pod.shm:
+            sb.shm = str(res.volatile_dir(sandbox_id) / "shm")
+        res.plan_cgroups(sb, pod.pod_pid)
+        started = time.perf_counter()
+        async with self.store.lock(sandbox_id):
+            self.store.save(sb)  # names every resource before the first is made
+            try:
+                await self._build(sb, pod)
+            except BaseException as exc:
+                await self.rollback(sb, exc)
+                mapped = _as_cri_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+        log.info(
+            "sandbox ready",
+            extra={"sandbox": sandbox_id, "pod": name, "ips": sb.ips, "ms": round((time.perf_counter() - started) * 1000, 2)},
+        )
+        return sandbox_id
+
+    async def _build(self, sb: Sandbox, pod: PodPlan) -> None:
+        res = self.resources
+        await res.make_files(sb, pod)
+        if sb.shm is not None:
+            await res.make_shm(sb)
+        if sb.infra_cgroup is not None:
+            await res.make_infra_cgroup(sb)
+        await res.make_namespaces(sb, pod)
+        steps = []
+        if sb.infra is not None:
+            self.store.save(sb)
+            steps.append(res.join_infra_cgroup(sb))
+        if not sb.host_network:
+            steps.append(res.attach_network(sb, pod))
+        await _all(steps)  # the cgroup move waits on the kernel while CNI runs
+        await res.write_hosts(sb, pod.hostname)
+        sb.phase = READY
+        self.store.save(sb)
+        self.watch_infra(sb)
+
+    async def rollback(self, sb: Sandbox, cause: BaseException) -> None:
+        log.warning("sandbox creation failed, rolling back", extra={"sandbox": sb.id, "error": str(cause)})
+        try:
+            await self._release(sb)
+            self.store.delete(sb.id)
+        except Exception:  # noqa: BLE001 - kept as notready and listed, so Remove can finish the job
+            log.exception("rollback incomplete, sandbox kept as notready", extra={"sandbox": sb.id})
+            sb.phase = NOTREADY
+            self.store.save(sb)
+
+    # -- StopPodSandbox / RemovePodSandbox ------------------------------------------------
+
+    async def stop(self, id_or_prefix: str) -> None:
+        """Stops the sandbox's containers, kills its infra process, releases its network."""
+        await self._locked(id_or_prefix, self._stop)
+
+    async def remove(self, id_or_prefix: str) -> None:
+        """Removes the sandbox and everything it holds; unknown ids are already removed."""
+        await self._locked(id_or_prefix, self._remove)
+
+    async def _locked(self, id_or_prefix: str, action: Callable[[Sandbox], Awaitable[None]]) -> None:
+        """Runs action on the finished sandbox under its lock; nothing for unknown (or just removed) ids."""
+        sb = self.find(id_or_prefix)
+        if sb is None:
+            return
+        async with self.store.lock(sb.id):
+            if self.store.get(sb.id) is not None:
+                await action(sb)
+
+    async def _stop(self, sb: Sandbox) -> None:
+        if self.containers is not None:
+            await self.containers.stop_sandbox_containers(sb.id)
+        await self.resources.kill_infra(sb)
+        if sb.phase != NOTREADY or sb.infra is not None:
+            sb.phase = NOTREADY
+            sb.infra = None  # its pid may be reused: no PID namespace path must point there
+            self.store.save(sb)
+        await self._release_network(sb)
+        if sb.ips:
+            sb.ips = []  # released to IPAM: another pod may get them
+            self.store.save(sb)
+
+    async def _remove(self, sb: Sandbox) -> None:
+        await self._stop(sb)
+        if self.containers is not None:
+            await self.containers.remove_sandbox_containers(sb.id)
+        await self.resources.release_local(sb)
+        self.store.delete(sb.id)
+        log.info("sandbox removed", extra={"sandbox": sb.id})
+
+    async def _release(self, sb: Sandbox) -> None:
+        """Releases everything the record names; each step tolerates what is already gone."""
+        await self.resources.kill_infra(sb)
+        await self._release_network(sb)
+        await self.resources.release_local(sb)
+
+    async def _release_network(self, sb: Sandbox) -> None:
+        try:
+            await self.resources.detach_network(sb)
+        except CniError as exc:
+            raise Internal(f"releasing the network of sandbox {sb.id}: {exc}") from exc
+
+    # -- infra exits, recovery, shutdown --------------------------------------------------
+
+    def watch_infra(self, sb: Sandbox) -> None:
+        if sb.infra is not None and not self.resources.infra.watch(sb.id, sb.infra, self._infra_exited):
+            self._infra_exited(sb.id)
+
+    def _infra_exited(self, sandbox_id: str) -> None:
+        asyncio.get_running_loop().create_task(self._mark_notready(sandbox_id))
+
+    async def _mark_notready(self, sandbox_id: str) -> None:
+        async with self.store.lock(sandbox_id):
+            sb = self.store.get(sandbox_id)
+            if sb is not None and sb.phase == READY:
+                sb.phase = NOTREADY
+                self.store.save(sb)
+                log.warning("sandbox not ready: its infra process is gone", extra={"sandbox": sandbox_id})
+
+    async def recover(self) -> None:
+        """Reconciles records with the system: rolls back half-made sandboxes, checks finished ones."""
+        await recovery.recover(self)
+
+    async def close(self) -> None:
+        """Abandons creations in flight (rolling them back) and stops watching infra processes."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        self.resources.close()
+
+    def verbose_info(self, sb: Sandbox) -> dict[str, object]:
+        """The extra facts PodSandboxStatus(verbose) reports."""
+        return {
+            "id": sb.id,
+            "phase": sb.phase,
+            "pid": sb.infra.pid if sb.infra else 0,
+            "infraStartTime": sb.infra.start_time if sb.infra else 0,
+            "namespaces": {**sb.pins, **({"pid": sb.pid_namespace_path()} if sb.infra else {})},
+            "cgroupDriver": sb.cgroup_driver,
+            "cgroupParent": sb.cgroup_parent,
+            "infraCgroupsPath": sb.infra_cgroup or "",
+            "files": str(Path(sb.files_dir)),
+            "shm": sb.shm or "",
+            "runtimeHandler": sb.runtime_handler,
+            "config": json_format.MessageToDict(sb.config),
+            "cniResult": self.resources.network.cached_result(sb.id),
+        }
+
+
+async def _all(steps: list[Coroutine[Any, Any, None]]) -> None:
+    """Runs steps concurrently and waits for every one; raises the first failure."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _as_cri_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, SysctlFailed):
+        return InvalidArgument(str(exc))
+    if isinstance(exc, CniError):
+        return Internal(f"pod network setup failed: {exc}")
+    if isinstance(exc, OSError):
+        return Internal(f"sandbox setup failed: {exc}")
+    return exc

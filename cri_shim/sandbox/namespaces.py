@@ -1,0 +1,147 @@
+"""Making a pod's namespaces on a dedicated thread: pins, hostname, sysctls, lo, and the PID-namespace holder.
+
+Namespaces belong to threads. A fresh threading.Thread (never one from a pool) unshares the
+pod's net, ipc and uts namespaces, bind-mounts /proc/thread-self/ns/<kind> onto the pin files,
+sets the hostname and the pod's sysctls (/proc/sys resolves against the calling thread's
+namespaces), brings lo up through a socket made in the new network namespace, and exits, so
+the namespaces live on only through the pins. That costs about 2 ms; running util-linux
+`unshare --net=F ...` plus a shell for the rest costs about 6 ms.
+
+When the pod has a PID namespace of its own, the same thread also unshares CLONE_NEWPID (which
+applies to the thread's future children only) and spawns the infra process: it becomes PID 1
+of the new PID namespace, inside the pod's net/ipc/uts namespaces, in a session of its own so
+it outlives a daemon restart. The spawn is a plain exec (vfork, no Python runs in the child).
+Moving it into its cgroup is left to the caller: the first cgroup migration waits for an RCU
+grace period (10-20 ms here), which can overlap CNI ADD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+import struct
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cri_shim.linux import syscalls
+from cri_shim.sandbox.sysctl import Sysctl
+
+_FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+class SysctlFailed(Exception):
+    """The kernel refused a sysctl (unknown in this namespace, or a bad value)."""
+
+    def __init__(self, sysctl: Sysctl, err: OSError) -> None:
+        super().__init__(f"sysctl {sysctl.name}={sysctl.value!r}: {err.strerror}")
+        self.sysctl = sysctl
+
+
+@dataclass
+class NamespaceSpec:
+    """What to make: pins by kind, the hostname (with a uts pin), sysctls, the infra process."""
+
+    pins: dict[str, str]
+    hostname: str
+    sysctls: tuple[Sysctl, ...] = ()
+    infra_argv: list[str] | None = None
+    infra_env: dict[str, str] | None = None
+
+
+def pin_path(run_dir: Path, kind: str, sandbox_id: str) -> str:
+    """Where the pin of a sandbox's namespace of one kind is mounted."""
+    return str(run_dir / "ns" / kind / sandbox_id)
+
+
+def unpin(path: str) -> None:
+    """Unmounts (lazily) and removes a pin; an absent one is already removed."""
+    while syscalls.umount_detach(path):
+        pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _lo_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s, _SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | _IFF_UP))
+
+
+def _write_sysctl(s: Sysctl) -> None:
+    try:
+        with open(s.path, "w") as f:
+            f.write(s.value)
+    except OSError as exc:
+        raise SysctlFailed(s, exc) from None
+
+
+def _in_thread(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
+    """Runs on the dedicated thread; the thread ends right after, taking its namespaces with it."""
+    flags = 0
+    for kind in spec.pins:
+        flags |= _FLAGS[kind]
+    if flags:
+        syscalls.unshare(flags)
+    for kind, path in spec.pins.items():
+        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+        syscalls.mount(f"/proc/thread-self/ns/{kind}", path, None, syscalls.MS_BIND)
+    if "uts" in spec.pins:
+        syscalls.sethostname(spec.hostname)
+    for s in spec.sysctls:
+        _write_sysctl(s)
+    if "net" in spec.pins:
+        _lo_up()
+    if spec.infra_argv is None:
+        return None
+    syscalls.unshare(syscalls.CLONE_NEWPID)
+    return subprocess.Popen(
+        spec.infra_argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/",
+        env=spec.infra_env or {},
+    )
+
+
+async def make(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
+    """Makes the namespaces of spec; the infra process when one was asked for.
+
+    If the caller is cancelled, this still waits for the thread to finish, so that a rollback
+    that follows sees everything the thread made.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[subprocess.Popen[bytes] | None] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = _in_thread(spec)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    threading.Thread(target=run, name="pod-namespaces", daemon=True).start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await asyncio.wait([done])
+        if not done.cancelled() and done.exception() is None and done.result() is not None:
+            proc = done.result()
+            assert proc is not None
+            proc.kill()
+            proc.wait()
+        raise
+

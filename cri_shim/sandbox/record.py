@@ -1,0 +1,120 @@
+"""The durable record of a pod sandbox: what was asked for, and every resource made for it.
+
+A record is saved before each side effect names its target (pin paths, the cgroup, the shm
+mount point), so recovery after a crash can release whatever exists. Its phase tells a
+half-made sandbox (creating: roll back) from a finished one (ready, notready).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from cri_shim.api import api_pb2 as api
+
+CREATING = "creating"
+READY = "ready"
+NOTREADY = "notready"
+
+# Namespace kinds a pod may pin, in the order they are made.
+NAMESPACE_KINDS = ("net", "ipc", "uts")
+
+
+@dataclass
+class Infra:
+    """The process holding the pod's PID namespace (PID 1 there), named by pid and start time."""
+
+    pid: int
+    start_time: int
+
+
+@dataclass
+class Sandbox:
+    """One pod sandbox. name is the reservation key <name>/<namespace>/<uid>/<attempt>."""
+
+    id: str
+    name: str
+    config: api.PodSandboxConfig
+    runtime_handler: str
+    created_at: int
+    files_dir: str
+    cgroup_driver: str
+    cgroup_parent: str
+    phase: str = CREATING
+    pins: dict[str, str] = field(default_factory=dict)
+    shm: str | None = None
+    infra_cgroup: str | None = None
+    cgroup_dirs: list[str] = field(default_factory=list)
+    infra: Infra | None = None
+    ips: list[str] = field(default_factory=list)
+
+    @property
+    def metadata(self) -> api.PodSandboxMetadata:
+        return self.config.metadata
+
+    @property
+    def namespace_options(self) -> api.NamespaceOption:
+        """The pod's namespace modes as requested (all POD when the request set none)."""
+        return self.config.linux.security_context.namespace_options
+
+    @property
+    def host_network(self) -> bool:
+        return self.namespace_options.network == api.NODE
+
+    @property
+    def state(self) -> int:
+        return api.SANDBOX_READY if self.phase == READY else api.SANDBOX_NOTREADY
+
+    def namespace_path(self, kind: str) -> str | None:
+        """The pinned net, ipc or uts namespace containers join; None means the host's."""
+        return self.pins.get(kind)
+
+    def pid_namespace_path(self) -> str | None:
+        """The pod PID namespace (/proc/<infra pid>/ns/pid) when the pod has one, else None."""
+        return f"/proc/{self.infra.pid}/ns/pid" if self.infra else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "config": base64.b64encode(self.config.SerializeToString(deterministic=True)).decode(),
+            "runtimeHandler": self.runtime_handler,
+            "createdAt": self.created_at,
+            "filesDir": self.files_dir,
+            "cgroupDriver": self.cgroup_driver,
+            "cgroupParent": self.cgroup_parent,
+            "phase": self.phase,
+            "pins": self.pins,
+            "shm": self.shm,
+            "infraCgroup": self.infra_cgroup,
+            "cgroupDirs": self.cgroup_dirs,
+            "infra": {"pid": self.infra.pid, "startTime": self.infra.start_time} if self.infra else None,
+            "ips": self.ips,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sandbox:
+        infra = data["infra"]
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            config=api.PodSandboxConfig.FromString(base64.b64decode(data["config"])),
+            runtime_handler=data["runtimeHandler"],
+            created_at=data["createdAt"],
+            files_dir=data["filesDir"],
+            cgroup_driver=data["cgroupDriver"],
+            cgroup_parent=data["cgroupParent"],
+            phase=data["phase"],
+            pins=dict(data["pins"]),
+            shm=data["shm"],
+            infra_cgroup=data["infraCgroup"],
+            cgroup_dirs=list(data["cgroupDirs"]),
+            infra=Infra(infra["pid"], infra["startTime"]) if infra else None,
+            ips=list(data["ips"]),
+        )
+
+
+def reservation_name(meta: api.PodSandboxMetadata) -> str:
+    """The name a sandbox reserves: one sandbox per pod attempt ('/' is refused in the parts)."""
+    return f"{meta.name}/{meta.namespace}/{meta.uid}/{meta.attempt}"

@@ -1,0 +1,144 @@
+"""Making and releasing the resources of one sandbox, each step idempotent on release.
+
+The manager decides the order and persists the record; this module does the system work:
+files, /dev/shm, the infra cgroup, namespaces (and infra process), the CNI attachment. Every
+release step succeeds when its resource is already gone, so a rollback, a retried Stop or
+Remove, and start-up recovery all run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+from cri_shim.cgroups import container_cgroups_path, hierarchy, relative_path
+from cri_shim.cgroups.paths import parent_path
+from cri_shim.config import Config
+from cri_shim.linux import proc
+from cri_shim.network.pod import PodNetwork, PodRef
+from cri_shim.sandbox import files, infra, namespaces
+from cri_shim.sandbox.record import CREATING, Sandbox
+from cri_shim.sandbox.validate import PodPlan
+
+log = logging.getLogger("cri_shim.sandbox")
+
+
+class Resources:
+    """The system side of sandboxes: what the manager's steps call."""
+
+    def __init__(self, cfg: Config, network: PodNetwork) -> None:
+        self.cfg = cfg
+        self.network = network
+        self.infra = infra.InfraProcesses()
+        self._hierarchies: hierarchy.Hierarchies | None = None
+        # Cgroup creation and pruning of shared parents must not interleave.
+        self._cgroup_lock = asyncio.Lock()
+
+    @property
+    def hierarchies(self) -> hierarchy.Hierarchies:
+        if self._hierarchies is None:
+            self._hierarchies = hierarchy.detect()
+        return self._hierarchies
+
+    def files_dir(self, sandbox_id: str) -> Path:
+        return self.cfg.state_dir / "sandboxes" / sandbox_id
+
+    def volatile_dir(self, sandbox_id: str) -> Path:
+        return self.cfg.run_dir / "sandboxes" / sandbox_id
+
+    def cgroups_path(self, sb: Sandbox, container_id: str) -> str:
+        """The runc cgroupsPath of a container (or the infra process) of the sandbox."""
+        return container_cgroups_path(sb.cgroup_driver, sb.cgroup_parent, container_id)
+
+    def plan_cgroups(self, sb: Sandbox, pod_pid: bool) -> None:
+        """Names, in the record, the infra cgroup and every cgroup directory to prune on removal."""
+        h = self.hierarchies
+        dirs: list[str] = []
+        if pod_pid:
+            sb.infra_cgroup = self.cgroups_path(sb, sb.id)
+            leaf = relative_path(sb.cgroup_driver, sb.infra_cgroup)
+            dirs += hierarchy.missing_dirs(h, leaf) + h.dirs(leaf)
+        if not sb.config.linux.cgroup_parent:
+            # The runtime's own default parent holds no one else's cgroups: prune it when empty.
+            dirs += h.dirs(parent_path(sb.cgroup_driver, sb.cgroup_parent))
+        sb.cgroup_dirs = sorted(set(dirs))
+
+    # -- making ---------------------------------------------------------------------------
+
+    async def make_files(self, sb: Sandbox, plan: PodPlan) -> None:
+        dns = sb.config.dns_config if sb.config.HasField("dns_config") else None
+        await asyncio.to_thread(files.write_identity, Path(sb.files_dir), plan.hostname, dns)
+
+    async def make_shm(self, sb: Sandbox) -> None:
+        assert sb.shm is not None
+        await asyncio.to_thread(files.mount_shm, Path(sb.shm), self.cfg.runtime.pod_shm_size_bytes)
+
+    async def make_infra_cgroup(self, sb: Sandbox) -> None:
+        assert sb.infra_cgroup is not None
+        path = relative_path(sb.cgroup_driver, sb.infra_cgroup)
+        async with self._cgroup_lock:
+            await asyncio.to_thread(hierarchy.create, self.hierarchies, path)
+
+    async def make_namespaces(self, sb: Sandbox, plan: PodPlan) -> None:
+        """Pins the namespaces and starts the infra process (recorded in sb.infra)."""
+        spec = namespaces.NamespaceSpec(
+            pins=dict(sb.pins),
+            hostname=plan.hostname,
+            sysctls=plan.sysctls,
+            infra_argv=infra.argv(self.cfg.runtime.infra) if plan.pod_pid else None,
+            infra_env=dict([infra.marker(sb.id).split("=", 1)]),
+        )
+        child = await namespaces.make(spec)
+        if child is not None:
+            sb.infra = self.infra.adopt(child)
+
+    async def join_infra_cgroup(self, sb: Sandbox) -> None:
+        assert sb.infra is not None and sb.infra_cgroup is not None
+        path = relative_path(sb.cgroup_driver, sb.infra_cgroup)
+        await asyncio.to_thread(hierarchy.add_process, self.hierarchies, path, sb.infra.pid)
+
+    async def attach_network(self, sb: Sandbox, plan: PodPlan) -> None:
+        meta = sb.metadata
+        pod = PodRef(name=meta.name, namespace=meta.namespace, uid=meta.uid)
+        sb.ips = await self.network.attach(sb.id, sb.pins["net"], pod, list(plan.ports))
+
+    async def write_hosts(self, sb: Sandbox, hostname: str) -> None:
+        await asyncio.to_thread(files.write_hosts, Path(sb.files_dir), hostname, sb.ips, sb.host_network)
+
+    # -- releasing ------------------------------------------------------------------------
+
+    async def kill_infra(self, sb: Sandbox) -> None:
+        """Kills the infra process, and anything left in its cgroup or carrying its marker.
+
+        A sandbox still being made may have an infra process whose pid a crash kept from the
+        record (and from the cgroup): the marker in its environment finds it.
+        """
+        strays: set[int] = set()
+        if sb.infra_cgroup is not None:
+            strays = hierarchy.processes(self.hierarchies, relative_path(sb.cgroup_driver, sb.infra_cgroup))
+            if sb.phase == CREATING and sb.infra is None:
+                strays.update(await asyncio.to_thread(proc.with_environment, infra.marker(sb.id)))
+        await self.infra.stop(sb.id, sb.infra, strays)
+
+    async def detach_network(self, sb: Sandbox) -> None:
+        await self.network.detach(sb.id)
+
+    async def release_local(self, sb: Sandbox) -> None:
+        """Unpins namespaces, unmounts /dev/shm, prunes cgroups and removes the sandbox's files."""
+
+        def work() -> None:
+            for path in sb.pins.values():
+                namespaces.unpin(path)
+            if sb.shm is not None:
+                files.unmount_shm(Path(sb.shm))
+            shutil.rmtree(self.volatile_dir(sb.id), ignore_errors=True)
+            shutil.rmtree(sb.files_dir, ignore_errors=True)
+
+        await asyncio.to_thread(work)
+        async with self._cgroup_lock:
+            await asyncio.to_thread(hierarchy.prune, sb.cgroup_dirs)
+
+    def close(self) -> None:
+        self.infra.close()

@@ -1,0 +1,49 @@
+"""Pod sysctls: which are namespaced (and by which namespace), and where they live under /proc/sys.
+
+Only sysctls that belong to a namespace the pod owns may be set, as Kubernetes allows them:
+net.* in the network namespace, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* in the
+IPC namespace. Names use '.' or '/' as the separator ("net/ipv4/conf/eth0.1/forwarding" names
+an interface with a dot), as kubelet and runc accept them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+NET = "net"
+IPC = "ipc"
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.:@+]+$")
+
+
+class SysctlError(ValueError):
+    """A sysctl the pod may not set, with the reason."""
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    """One sysctl to set: its name as given, the namespace kind it belongs to, its /proc/sys path."""
+
+    name: str
+    value: str
+    kind: str
+    path: str
+
+
+def parse(name: str, value: str) -> Sysctl:
+    """The sysctl, or SysctlError when the name is malformed or not namespaced."""
+    parts = name.split("/") if "/" in name else name.split(".")
+    if not name or any(p in ("", ".", "..") or not _SEGMENT.match(p) for p in parts):
+        raise SysctlError(f"invalid sysctl name {name!r}")
+    if any(c in value for c in "\x00\n"):
+        raise SysctlError(f"invalid value for sysctl {name!r}")
+    if parts[0] == "net":
+        kind = NET
+    elif parts[0] == "kernel" and len(parts) == 2 and (parts[1].startswith(("shm", "msg")) or parts[1] == "sem"):
+        kind = IPC
+    elif parts[:2] == ["fs", "mqueue"] and len(parts) > 2:
+        kind = IPC
+    else:
+        raise SysctlError(f"sysctl {name!r} is not namespaced: a pod may set only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.*")
+    return Sysctl(name=name, value=value, kind=kind, path="/proc/sys/" + "/".join(parts))

@@ -1,0 +1,124 @@
+"""Checking a RunPodSandbox request before anything is made, and deriving what to make.
+
+Every refusal is an InvalidArgument naming the field. Limits: metadata name, namespace and uid
+must be non-empty and free of '/' and NUL (they name files and CNI arguments); labels and
+annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit for a pod's
+annotations; a hostname at most 64 bytes (the kernel's).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups import CgroupPathError, normalize_parent
+from cri_shim.config import Config
+from cri_shim.errors import InvalidArgument
+from cri_shim.network.pod import PortMapping
+from cri_shim.sandbox import sysctl
+
+MAX_LABELS_BYTES = 256 * 1024
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+MAX_HOSTNAME_BYTES = 64
+
+_PROTOCOLS = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """What a valid request asks the runtime to make."""
+
+    own_namespaces: tuple[str, ...]
+    pod_pid: bool
+    hostname: str
+    sysctls: tuple[sysctl.Sysctl, ...]
+    cgroup_parent: str
+    ports: tuple[PortMapping, ...]
+
+    @property
+    def shm(self) -> bool:
+        """A pod of its own IPC namespace gets its own /dev/shm."""
+        return "ipc" in self.own_namespaces
+
+
+def _check_name(field: str, value: str) -> None:
+    if not value:
+        raise InvalidArgument(f"sandbox metadata {field} must not be empty")
+    if "/" in value or "\x00" in value:
+        raise InvalidArgument(f"sandbox metadata {field} {value!r} must not contain '/' or NUL")
+
+
+def _size(pairs: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in pairs.items())
+
+
+def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
+    for field in ("network", "pid", "ipc"):
+        if getattr(options, field) == api.TARGET:
+            raise InvalidArgument(f"namespace mode TARGET is for containers, not for a pod ({field})")
+    if options.HasField("userns_options") and options.userns_options.mode != api.NODE:
+        raise InvalidArgument("user namespaces are not supported by this runtime (userns_options must be NODE)")
+    own = []
+    if options.network != api.NODE:
+        own += ["net", "uts"]  # the UTS namespace follows the network's, as in kubelet and containerd
+    if options.ipc != api.NODE:
+        own.append("ipc")
+    return tuple(k for k in ("net", "ipc", "uts") if k in own), options.pid == api.POD
+
+
+def _ports(mappings: list[api.PortMapping]) -> tuple[PortMapping, ...]:
+    ports = []
+    for m in mappings:
+        if not 0 < m.container_port < 65536 or not 0 <= m.host_port < 65536:
+            raise InvalidArgument(f"port mapping {m.host_port}:{m.container_port} is out of range")
+        if m.protocol not in _PROTOCOLS:
+            raise InvalidArgument(f"port mapping protocol {m.protocol} is unknown")
+        if m.host_ip:
+            try:
+                ipaddress.ip_address(m.host_ip)
+            except ValueError:
+                raise InvalidArgument(f"port mapping host_ip {m.host_ip!r} is not an IP address") from None
+        if m.host_port:  # a mapping without a host port publishes nothing
+            ports.append(PortMapping(m.host_port, m.container_port, _PROTOCOLS[m.protocol], m.host_ip))
+    return tuple(ports)
+
+
+def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_name: str) -> PodPlan:
+    """The PodPlan of a request, or InvalidArgument."""
+    if not config.HasField("metadata"):
+        raise InvalidArgument("sandbox config has no metadata")
+    for field in ("name", "namespace", "uid"):
+        _check_name(field, getattr(config.metadata, field))
+    if runtime_handler and runtime_handler not in cfg.runtime.handlers:
+        raise InvalidArgument(f"unknown runtime handler {runtime_handler!r} (known: {', '.join(cfg.runtime.handlers)})")
+    if _size(dict(config.labels)) > MAX_LABELS_BYTES:
+        raise InvalidArgument(f"labels total {_size(dict(config.labels))} bytes, over the {MAX_LABELS_BYTES} limit")
+    if _size(dict(config.annotations)) > MAX_ANNOTATIONS_BYTES:
+        raise InvalidArgument(f"annotations total {_size(dict(config.annotations))} bytes, over the {MAX_ANNOTATIONS_BYTES} limit")
+    own, pod_pid = _namespaces(config.linux.security_context.namespace_options)
+    hostname = config.hostname or host_name
+    if len(hostname.encode()) > MAX_HOSTNAME_BYTES or any(c.isspace() or c == "\x00" for c in hostname):
+        raise InvalidArgument(f"hostname {config.hostname!r} is invalid (at most {MAX_HOSTNAME_BYTES} bytes, no spaces)")
+    sysctls = []
+    for name, value in sorted(config.linux.sysctls.items()):
+        try:
+            s = sysctl.parse(name, value)
+        except sysctl.SysctlError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if s.kind not in own:
+            raise InvalidArgument(f"sysctl {name!r} needs the pod's own {s.kind} namespace, but the pod uses the host's")
+        sysctls.append(s)
+    driver = cfg.runtime.cgroup_driver
+    try:
+        parent = normalize_parent(driver, config.linux.cgroup_parent or cfg.runtime.default_cgroup_parent)
+    except CgroupPathError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return PodPlan(
+        own_namespaces=own,
+        pod_pid=pod_pid,
+        hostname=hostname,
+        sysctls=tuple(sysctls),
+        cgroup_parent=parent,
+        ports=_ports(list(config.port_mappings)),
+    )

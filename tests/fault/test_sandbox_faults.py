@@ -1,0 +1,99 @@
+"""Sandbox creation under injected CNI faults: failures, a daemon killed mid-RunPodSandbox, retries."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
+from tests.support.faultcni import FaultyNetwork
+from tests.support.pods import infra_processes, pod_config, release_leftovers, remove_pod, run_pod, snapshot, status, warm_up
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture
+def faulty() -> Iterator[tuple[Daemon, FaultyNetwork]]:
+    base = Path(tempfile.mkdtemp(prefix="csf", dir="/tmp"))
+    net = FaultyNetwork(base)
+    d = Daemon(net.overrides())
+    net.write_conflist(d.dir / "state" / "cni" / "ipam-faulty")
+    d.start()
+    yield d, net
+    net.kill_hung()
+    d.stop()
+    release_leftovers(d)
+    shutil.rmtree(d.dir, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _warmed(faulty: tuple[Daemon, FaultyNetwork], mode: str) -> tuple[Cri, dict[str, object]]:
+    """A client, after one pod went through, the leak snapshot to compare with, and the fault armed."""
+    d, net = faulty
+    cri = Cri(d.endpoint)
+    warm_up(cri)
+    before = snapshot(d)
+    net.mode(mode)
+    return cri, before
+
+
+def test_failed_add_is_rolled_back(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    d, net = faulty
+    cri, before = _warmed(faulty, "fail")
+    with pytest.raises(grpc.RpcError) as err:
+        run_pod(cri, pod_config("doomed", port_mappings=[api.PortMapping(container_port=80, host_port=18071)]))
+    assert err.value.code() == grpc.StatusCode.INTERNAL and "injected failure" in err.value.details()
+    assert snapshot(d) == before, d.log_tail()
+    cri.close()
+
+
+@pytest.mark.restart
+def test_daemon_killed_during_add_leaves_nothing_after_recovery(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    d, net = faulty
+    cri, before = _warmed(faulty, "hang")
+    call = cri.runtime.RunPodSandbox.future(
+        api.RunPodSandboxRequest(config=pod_config("crash", port_mappings=[api.PortMapping(container_port=80, host_port=18072)]))
+    )
+    net.wait_hung()
+    assert infra_processes(d), "the infra process runs before the network is attached"
+    d.kill()
+    net.kill_hung()
+    with pytest.raises(grpc.RpcError):
+        call.result(timeout=30)
+    cri.close()
+    net.mode("pass")
+    d.start()
+    cri = Cri(d.endpoint)
+    assert cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+    assert snapshot(d) == before
+    cri.close()
+
+
+def test_retry_joins_the_attempt_in_flight_and_later_gets_its_id(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    d, net = faulty
+    cri = Cri(d.endpoint)
+    net.mode("hold")
+    request = api.RunPodSandboxRequest(config=pod_config("retry"))
+    first = cri.runtime.RunPodSandbox.future(request, timeout=0.5)  # gives up, as a kubelet timeout does
+    net.wait_hung()
+    with pytest.raises(grpc.RpcError) as err:
+        first.result()
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    second = cri.runtime.RunPodSandbox.future(request)
+    time.sleep(0.2)
+    assert not second.done()
+    net.release()
+    sid = second.result(timeout=30).pod_sandbox_id
+    assert cri.runtime.RunPodSandbox(request).pod_sandbox_id == sid
+    assert net.adds() == [sid]
+    st, _ = status(cri, sid)
+    assert st.state == api.SANDBOX_READY and st.network.ip
+    remove_pod(cri, sid)
+    cri.close()

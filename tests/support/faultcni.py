@@ -1,0 +1,100 @@
+"""A CNI plugin wrapper that injects faults at ADD, for fault tests (as containerd's cni-bridge-fp).
+
+`fault-bridge` runs the real bridge plugin, then acts on the mode file beside it:
+  pass     - return the bridge's result;
+  fail     - report an error after the bridge did its work (so DEL has something to undo);
+  hang     - record its pid, then sleep until killed;
+  hold     - wait until a release file appears, then return the result.
+Every ADD is counted in adds.log. The network uses it with portmap and firewall chained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+WRAPPER = """#!/bin/sh
+dir=$(dirname "$0")
+input=$(cat)
+if [ "$CNI_COMMAND" != ADD ]; then
+    printf '%s' "$input" | /usr/lib/cni/bridge
+    exit $?
+fi
+echo "$CNI_CONTAINERID" >> "$dir/adds.log"
+out=$(printf '%s' "$input" | /usr/lib/cni/bridge) || { printf '%s' "$out"; exit 1; }
+case "$(cat "$dir/mode")" in
+    fail) printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at ADD"}'; exit 1 ;;
+    hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
+    hold) echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done ;;
+esac
+printf '%s' "$out"
+"""
+
+
+class FaultyNetwork:
+    """The wrapper plugin in its own bin dir and a conflist naming it, for one test daemon."""
+
+    def __init__(self, base: Path) -> None:
+        self.bin_dir = base / "cni-bin"
+        self.conf_dir = base / "net.d"
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        wrapper = self.bin_dir / "fault-bridge"
+        wrapper.write_text(WRAPPER)
+        wrapper.chmod(0o755)
+        self.mode("pass")
+
+    def write_conflist(self, ipam_dir: Path, subnet: str = "10.89.0.0/16") -> None:
+        """The network, keeping its address leases in ipam_dir (under the daemon's state dir)."""
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": "faulty",
+            "plugins": [
+                {
+                    "type": "fault-bridge",
+                    "bridge": "crishimf0",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": str(ipam_dir)},
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+                {"type": "firewall"},
+            ],
+        }
+        (self.conf_dir / "10-faulty.conflist").write_text(json.dumps(conflist))
+
+    def overrides(self) -> dict[str, object]:
+        """Daemon config using this network."""
+        return {"network": {"conf_dir": str(self.conf_dir), "bin_dirs": [str(self.bin_dir), "/usr/lib/cni"]}}
+
+    def mode(self, mode: str) -> None:
+        (self.bin_dir / "mode").write_text(mode)
+
+    def adds(self) -> list[str]:
+        log = self.bin_dir / "adds.log"
+        return log.read_text().split() if log.exists() else []
+
+    def wait_hung(self, timeout: float = 30) -> int:
+        """The pid of the plugin once it hangs or holds."""
+        pid_file = self.bin_dir / "hung.pid"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pid_file.exists() and pid_file.read_text().strip():
+                return int(pid_file.read_text())
+            time.sleep(0.02)
+        raise TimeoutError("the CNI plugin never reached its fault point")
+
+    def release(self) -> None:
+        (self.bin_dir / "release").touch()
+
+    def kill_hung(self) -> None:
+        """Ends a hanging plugin (it belongs to the test: the daemon that ran it is gone)."""
+        pid_file = self.bin_dir / "hung.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except ProcessLookupError:
+                pass
+            pid_file.unlink()

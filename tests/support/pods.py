@@ -1,0 +1,198 @@
+"""Pod helpers for sandbox tests: configs, running commands in pod namespaces, and leak snapshots.
+
+Everything here acts inside the private namespaces scripts/test provides, on paths derived from
+the test daemon's own directory, so parallel runs never meet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
+
+BUSYBOX = "/bin/busybox"
+
+
+def pod_config(name: str = "pod", uid: str | None = None, attempt: int = 0, **fields: Any) -> api.PodSandboxConfig:
+    """A PodSandboxConfig with metadata filled in; keyword fields are passed to the message."""
+    meta = api.PodSandboxMetadata(name=name, namespace="test-ns", uid=uid or f"uid-{name}", attempt=attempt)
+    return api.PodSandboxConfig(metadata=meta, **fields)
+
+
+def run_pod(cri: Cri, config: api.PodSandboxConfig, handler: str = "") -> str:
+    return cri.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config, runtime_handler=handler)).pod_sandbox_id
+
+
+def status(cri: Cri, sandbox_id: str) -> tuple[api.PodSandboxStatus, dict[str, Any]]:
+    """The status and the verbose info object of a sandbox."""
+    answer = cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True))
+    return answer.status, json.loads(answer.info["info"])
+
+
+def stop_pod(cri: Cri, sandbox_id: str) -> None:
+    cri.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+
+
+def remove_pod(cri: Cri, sandbox_id: str) -> None:
+    cri.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+
+
+def in_pod(info: dict[str, Any], *argv: str, kinds: tuple[str, ...] = ("net", "ipc", "uts"), timeout: float = 10) -> str:
+    """Runs argv in the pod's pinned namespaces (nsenter); its stdout."""
+    flags = [f"--{'net' if k == 'net' else k}={info['namespaces'][k]}" for k in kinds]
+    out = subprocess.run(["nsenter", *flags, "--", *argv], check=True, capture_output=True, text=True, timeout=timeout)
+    return out.stdout
+
+
+def serve_http(netns: str, port: int, root: Path) -> subprocess.Popen[bytes]:
+    """busybox httpd serving root on port inside a pod network namespace; the caller kills it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "index.html").write_text("hello from the pod\n")
+    proc = subprocess.Popen(["nsenter", f"--net={netns}", "--", BUSYBOX, "httpd", "-f", "-p", str(port), "-h", str(root)])
+    return proc
+
+
+def http_get(host: str, port: int, netns: str | None = None, attempts: int = 50) -> str:
+    """The body of GET / from host:port, from the test's network namespace or from a pod's (busybox nc)."""
+    request = b"GET /index.html HTTP/1.0\r\n\r\n"
+    last: Exception | None = None
+    for _ in range(attempts):  # the server may still be binding its socket
+        try:
+            if netns is None:
+                with socket.create_connection((host, port), timeout=5) as s:
+                    s.sendall(request)
+                    data = b"".join(iter(lambda: s.recv(65536), b""))
+            else:
+                data = subprocess.run(
+                    ["nsenter", f"--net={netns}", "--", BUSYBOX, "nc", "-w", "5", host, str(port)],
+                    input=request, capture_output=True, check=True, timeout=10,
+                ).stdout
+            if data:
+                return data.decode(errors="replace").split("\r\n\r\n", 1)[-1]
+        except (OSError, subprocess.CalledProcessError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"no answer from {host}:{port}: {last}")
+
+
+def cgroup_roots() -> list[Path]:
+    """Every mounted cgroup hierarchy."""
+    roots = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-", 6) + 1]
+            if fstype in ("cgroup", "cgroup2"):
+                roots.append(Path(fields[4]))
+    return roots
+
+
+def cgroup_dirs(parent: str) -> list[str]:
+    """Every cgroup directory at or below the daemon's own cgroup parent, in every hierarchy."""
+    found = []
+    for root in cgroup_roots():
+        top = root / parent.lstrip("/")
+        if top.is_dir():
+            found += [str(top)] + [str(p) for p in top.rglob("*") if p.is_dir()]
+    return sorted(found)
+
+
+def infra_processes(daemon: Daemon) -> list[int]:
+    """Live catatonit processes started for this daemon: its children, or anything in its cgroup parent."""
+    parent = daemon.config["runtime"]["default_cgroup_parent"]
+    daemon_pid = daemon.proc.pid if daemon.proc and daemon.proc.poll() is None else -1
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "catatonit":
+                continue
+            state, ppid_text = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            ppid = int(ppid_text)
+            cgroups = (entry / "cgroup").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state == "Z":  # exited; an orphan's zombie waits for init (this machine's init reaps late)
+            continue
+        if ppid == daemon_pid or f"{parent}/" in cgroups:
+            pids.append(int(entry.name))
+    return pids
+
+
+def iptables_rules() -> Counter[str]:
+    """The rules and chains of iptables-save (timestamps and counters dropped)."""
+    out = subprocess.run(["iptables-save"], check=True, capture_output=True, text=True).stdout
+    return Counter(line for line in out.splitlines() if line.startswith(("-A", ":")) and not line.startswith("#"))
+
+
+def files_under(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def mounts() -> Counter[str]:
+    """Mount points with their types in this mount namespace."""
+    with open("/proc/self/mountinfo") as f:
+        return Counter(" ".join((l.split()[4], l.split()[l.split().index("-", 6) + 1])) for l in f)
+
+
+def links() -> list[str]:
+    """Network interfaces of the test's namespace."""
+    return sorted(os.listdir("/sys/class/net"))
+
+
+def snapshot(daemon: Daemon) -> dict[str, Any]:
+    """Everything a sandbox can leave behind, for before/after comparison."""
+    state = Path(daemon.config["paths"]["state_dir"])
+    run = Path(daemon.config["paths"]["run_dir"])
+    return {
+        "state files": files_under(state),
+        "run files": files_under(run),
+        "mounts": mounts(),
+        "cgroups": cgroup_dirs(daemon.config["runtime"]["default_cgroup_parent"]),
+        "iptables": iptables_rules(),
+        "infra": infra_processes(daemon),
+        "links": links(),
+    }
+
+
+def release_leftovers(daemon: Daemon) -> None:
+    """After a test (passed or not): kills the daemon's infra processes, unmounts what it mounted
+    under its directory and removes its cgroups, which live in the host's shared cgroup tree."""
+    for pid in infra_processes(daemon):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in reversed(points):
+        if point.startswith(f"{daemon.dir}/"):
+            subprocess.run(["umount", "-l", point], check=False)
+    parent = daemon.config["runtime"]["default_cgroup_parent"]
+    deadline = time.monotonic() + 5
+    for d in sorted(cgroup_dirs(parent), key=lambda p: p.count("/"), reverse=True):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:  # a process still dying, or not ours: leave it
+                    break
+                time.sleep(0.05)
+
+
+def warm_up(cri: Cri) -> None:
+    """Runs and removes one pod with a host port, so that what outlives pods by design (the bridge,
+    the plugins' shared iptables chains, IPAM's lock files) exists before a leak snapshot."""
+    remove_pod(cri, run_pod(cri, pod_config("warmup", port_mappings=[api.PortMapping(container_port=80, host_port=18000)])))
