@@ -16,6 +16,10 @@ from pathlib import Path
 
 from cri_shim import server
 from cri_shim.config import Config
+from cri_shim.image.pull import Puller
+from cri_shim.image.rootfs import Rootfs
+from cri_shim.image.store import ImageStore
+from cri_shim.services.image import ImageService
 from cri_shim.services.runtime_info import RuntimeInfoService
 
 log = logging.getLogger("cri_shim.daemon")
@@ -33,16 +37,21 @@ class Daemon:
         self.gate = server.Gate()
         # Pod CIDR from kubelet's UpdateRuntimeConfig; the embedded network uses it as its subnet.
         self.pod_cidr: str | None = None
+        # Images: the store (records, layers, blobs), the puller, and the rootfs API containers use.
+        self.images = ImageStore(cfg.state_dir / "images", cfg.images.pinned_images)
+        self.puller = Puller(self.images, cfg.images)
+        self.rootfs = Rootfs(self.images)
 
     def services(self) -> dict[str, list[object]]:
         """The service objects serving each API service, by service name."""
         return {
             "RuntimeService": [RuntimeInfoService(self)],
-            "ImageService": [],
+            "ImageService": [ImageService(self)],
         }
 
     async def recover(self) -> None:
         """Reconciles durable records with the system before the first call is answered."""
+        await asyncio.to_thread(self.images.open)
 
     async def close(self) -> None:
         """Releases daemon-side resources; pods, containers and their monitors keep running."""
