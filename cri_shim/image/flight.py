@@ -44,7 +44,7 @@ class SingleFlight(Generic[T]):
             if flight.waiters == 0:
                 # The last caller left: stop the work and let it clean up before we go.
                 flight.task.cancel()
-                await asyncio.gather(flight.task, return_exceptions=True)
+                await asyncio.wait({flight.task})  # unlike gather, wait() never cancels it a second time
             raise
 
     def _done(self, key: str, flight: _Flight[T]) -> None:

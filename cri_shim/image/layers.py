@@ -114,11 +114,16 @@ class LayerStore:
             self.layers[chain_id] = layer
             return layer
         except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            # Shielded: a second cancellation must not leave the helper or its directory behind.
+            await asyncio.shield(self._discard(proc, tmp))
             raise
+
+    @staticmethod
+    async def _discard(proc: asyncio.subprocess.Process, tmp: Path) -> None:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     @staticmethod
     async def _follow(proc: asyncio.subprocess.Process, progress: Callable[[int], None]) -> dict:

@@ -92,7 +92,7 @@ class Puller:
             if not work.done():
                 transfer.abort()
                 work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
+                await asyncio.wait({work})  # wait() does not cancel it again if we are
 
     async def _resolve(self, ref: Reference, creds: Credentials, progress: Progress, transfer: Transfer) -> ImageRecord:
         """Finds the manifest on the first endpoint that has it, then pulls from that endpoint."""
@@ -187,7 +187,8 @@ class Puller:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                await asyncio.wait(tasks)
 
     async def _layer(self, client: Client, desc: manifest.Descriptor, diff_id: str, chain: str, parents: list[str],
                      below: asyncio.Future[None] | None, progress: Progress) -> None:
@@ -218,9 +219,10 @@ class Puller:
         try:
             return await asyncio.shield(fetch)
         except BaseException:
+            # The worker thread returns as soon as its socket is shut; the partial file goes then,
+            # even if this task is cancelled again meanwhile.
             transfer.abort()
-            await asyncio.gather(fetch, return_exceptions=True)
-            ingest.discard()
+            fetch.add_done_callback(lambda _f: ingest.discard())
             raise
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cri_shim.config import ImagesConfig
-from cri_shim.errors import CriError, Internal, NotFound, PermissionDenied, Unavailable
+from cri_shim.errors import CriError, DeadlineExceeded, Internal, NotFound, PermissionDenied, Unavailable
 from cri_shim.image.auth import ANONYMOUS, Challenge, Credentials, parse_challenge
 
 log = logging.getLogger("cri_shim.image.registry")
@@ -125,6 +125,9 @@ class Client:
                 if not chunk:
                     break
                 sink(chunk)
+        except TimeoutError:
+            transfer.check()
+            raise self._stalled(f"blob {digest}") from None
         except (OSError, http.client.HTTPException) as exc:
             transfer.check()
             raise Unavailable(f"{self.endpoint}: reading blob {digest} failed: {exc}") from None
@@ -188,10 +191,18 @@ class Client:
         except Aborted:
             conn.close()
             raise
+        except TimeoutError:
+            conn.close()
+            transfer.check()
+            raise self._stalled(what) from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             transfer.check()
             raise Unavailable(f"{what}: cannot reach {parts.scheme}://{parts.netloc}: {exc}") from None
+
+    def _stalled(self, what: str) -> DeadlineExceeded:
+        return DeadlineExceeded(f"{what} from {self.endpoint}: no progress for {self.timeout:g} s "
+                                "(images.pull_progress_timeout_seconds)")
 
     def _read_all(self, resp: http.client.HTTPResponse, limit: int, what: str, allow_short: bool = False) -> bytes:
         try:
