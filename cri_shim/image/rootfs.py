@@ -28,7 +28,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cri_shim.errors import Internal, InvalidArgument, NotFound
+from cri_shim.errors import Internal, InvalidArgument
 from cri_shim.image.store import ImageStore
 from cri_shim.image.usage import disk_usage
 
@@ -88,9 +88,7 @@ class Rootfs:
         target = container_dir / "rootfs"
         if self.mounted(container_dir):
             return target
-        record = self.store.find(image_ref)
-        if record is None:
-            raise NotFound(f"image {image_ref!r} not found")
+        record = self.store.resolve(image_ref)
         await self.store.lease_layers(container_dir, record)
         try:
             await asyncio.to_thread(self._mount, record.chain_ids, container_dir)
@@ -120,7 +118,10 @@ class Rootfs:
                 shutil.rmtree(container_dir / name, ignore_errors=True)
 
         await asyncio.to_thread(cleanup)
-        self.store.unlease(container_dir)
+        chains = self.store.unlease(container_dir)
+        if chains:
+            # Layers of an image removed while this container ran go now.
+            await self.store.discard_unused(chains, [])
 
     async def writable_usage(self, container_dir: Path) -> tuple[int, int]:
         """(bytes, inodes) of the container's writable layer (walks it: call at stats pace)."""

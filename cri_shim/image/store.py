@@ -157,6 +157,13 @@ class ImageStore:
             return self.records.find(candidate)
         return None
 
+    def resolve(self, text: str) -> ImageRecord:
+        """Like find(), but NotFound when absent (CreateContainer with an image that is not there)."""
+        record = self.find(text)
+        if record is None:
+            raise NotFound(f"image {text!r} not found")
+        return record
+
     def list(self) -> list[ImageRecord]:
         self.refresh()
         return sorted(self.records, key=lambda r: r.created)
@@ -276,10 +283,11 @@ class ImageStore:
             atomic.write_json(self.lease_dir / f"{key}.json", {"dir": str(container_dir), "chains": record.chain_ids})
             self.leases[key] = list(record.chain_ids)
 
-    def unlease(self, container_dir: Path) -> None:
+    def unlease(self, container_dir: Path) -> list[str]:
+        """Drops a container's lease; returns the layers it held."""
         key = self.lease_key(container_dir)
         atomic.remove(self.lease_dir / f"{key}.json")
-        self.leases.pop(key, None)
+        return self.leases.pop(key, [])
 
 
 def _union(first: list[str], second: list[str]) -> list[str]:

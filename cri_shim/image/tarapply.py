@@ -199,8 +199,11 @@ class Applier:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
     def _ensure_dir(self, rel: str) -> None:
-        """Creates missing parents, with the owner and mode a lower layer gives them (else 0755 root)."""
-        if not rel or _is_dir("/" + rel):
+        """Creates missing parents, with the owner and mode a lower layer gives them (else 0755 root).
+
+        A parent that is a symlink is followed, as containerd does, and inside the chroot it
+        can only lead somewhere else in this layer."""
+        if not rel or os.path.isdir("/" + rel):
             return
         self._ensure_dir(rel.rpartition("/")[0])
         path = "/" + rel
