@@ -10,11 +10,18 @@ from pathlib import Path
 from cri_shim import __version__, config, daemon, logs
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load_config(path: str | None) -> config.Config | None:
+    """The configuration, or None after saying on stderr why it cannot be read."""
     try:
-        cfg = config.load(args.config)
+        return config.load(path)
     except config.ConfigError as exc:
         print(f"cri-shim: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cfg = _load_config(args.config)
+    if cfg is None:
         return 2
     logs.setup(args.log_level or cfg.server.log_level, cfg.server.log_format)
     try:
@@ -43,10 +50,8 @@ def _images_import(args: argparse.Namespace) -> int:
     from cri_shim.image.importer import import_archive
     from cri_shim.image.store import ImageStore
 
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"cri-shim: {exc}", file=sys.stderr)
+    cfg = _load_config(args.config)
+    if cfg is None:
         return 2
     logs.setup("warning", "text")
     store = ImageStore(cfg.state_dir / "images", cfg.images.pinned_images)

@@ -171,11 +171,6 @@ class Registry:
             time.sleep(0.05)
         raise TimeoutError(f"docker-registry not ready: {self.log_path.read_text()[-2000:]}")
 
-    def blob_gets(self, digest: str) -> int:
-        """How many GETs of a blob the registry's access log shows."""
-        text = self.log_path.read_text(errors="replace")
-        return sum(1 for line in text.splitlines() if f'"GET /v2/' in line and f"/blobs/{digest}" in line)
-
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)

@@ -3,9 +3,10 @@ that may pull from it over plain http, and a client."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
 from tests.support.images import Catalog, Pusher, publish_test_images
+from tests.support.proxy import RegistryProxy
 from tests.support.registry import Registry
 
 
@@ -33,6 +35,31 @@ def start_daemon(images: dict | None = None) -> Daemon:
     d = Daemon({"images": images or {}})
     d.start()
     return d
+
+
+@contextlib.contextmanager
+def running_daemon(images: dict) -> Iterator[tuple[Daemon, Cri]]:
+    """A daemon with this [images] configuration and a client, both gone afterwards."""
+    d = start_daemon(images)
+    client = Cri(d.endpoint)
+    try:
+        yield d, client
+    finally:
+        client.close()
+        d.stop()
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def behind_proxy(registry: Registry, images: Callable[[RegistryProxy], dict] | None = None,
+                 ) -> Iterator[tuple[RegistryProxy, Daemon, Cri]]:
+    """A proxy in front of the registry and a daemon pulling through it (plain http by default)."""
+    proxy = RegistryProxy(registry.url).start()
+    try:
+        with running_daemon(images(proxy) if images else {"insecure_registries": [proxy.host]}) as (d, client):
+            yield proxy, d, client
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture

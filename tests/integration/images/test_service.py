@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shutil
 
 import pytest
 
-from tests.integration.images.conftest import pull, spec, start_daemon, status, store_leftovers
+from tests.integration.images.conftest import pull, running_daemon, spec, status, store_leftovers
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
 from tests.support.images import USER_IMAGES, Catalog, Pusher, build_image
@@ -103,15 +102,9 @@ def test_image_fs_info_is_a_real_mountpoint_with_running_totals(cri: Cri, catalo
 
 
 def test_pinned_images_are_reported(registry: Registry, catalog: Catalog) -> None:
-    d = start_daemon({"insecure_registries": [registry.host], "pinned_images": [catalog.ref("image-1")]})
-    try:
-        client = Cri(d.endpoint)
+    with running_daemon({"insecure_registries": [registry.host], "pinned_images": [catalog.ref("image-1")]}) as (_, client):
         assert status(client, pull(client, catalog.ref("image-1"))).image.pinned
         assert not status(client, pull(client, catalog.ref("image-2"))).image.pinned
-        client.close()
-    finally:
-        d.stop()
-        shutil.rmtree(d.dir, ignore_errors=True)
 
 
 def test_a_tag_pulled_again_for_new_content_moves(registry: Registry, cri: Cri, catalog: Catalog) -> None:
