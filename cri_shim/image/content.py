@@ -102,6 +102,7 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.blob_dir = root / "blobs" / "sha256"
         self.ingest_dir = root / "ingest"
+        self.sizes: dict[str, int] = {}  # every stored blob's size: disk usage without a walk
 
     def open(self) -> None:
         """Creates the directories and drops partial downloads a previous run left behind."""
@@ -110,6 +111,11 @@ class ContentStore:
         for path in self.ingest_dir.iterdir():
             if not owner_alive(path.name):
                 path.unlink(missing_ok=True)
+        self.reload()
+
+    def reload(self) -> None:
+        """Reads the sizes of the stored blobs (another process may have added some)."""
+        self.sizes = {"sha256:" + p.name: p.stat().st_size for p in self.blob_dir.iterdir() if len(p.name) == 64}
 
     def path(self, digest: str) -> Path:
         if not is_digest(digest):
@@ -118,12 +124,6 @@ class ContentStore:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).exists()
-
-    def size(self, digest: str) -> int:
-        try:
-            return self.path(digest).stat().st_size
-        except FileNotFoundError:
-            return 0
 
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
@@ -139,14 +139,13 @@ class ContentStore:
         except BaseException:
             ingest.discard()
             raise
-        return ingest.commit()
+        path = ingest.commit()
+        self.sizes[digest] = len(data)
+        return path
 
-    def delete(self, digest: str) -> int:
-        """Removes a blob; returns the bytes freed (0 when it was not there)."""
-        path = self.path(digest)
-        size = self.size(digest)
-        path.unlink(missing_ok=True)
-        return size
+    def delete(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+        self.sizes.pop(digest, None)
 
     def digests(self) -> list[str]:
-        return ["sha256:" + p.name for p in self.blob_dir.iterdir() if len(p.name) == 64]
+        return list(self.sizes)

@@ -109,6 +109,7 @@ class ImageStore:
         """Reloads the index when another process (an import) changed the store."""
         if self._generation_stamp() != self._generation:
             self.layers.reload()
+            self.content.reload()
             self._load()
 
     def _generation_stamp(self) -> tuple[int, int]:
@@ -184,8 +185,8 @@ class ImageStore:
     def usage(self) -> tuple[int, int]:
         """(bytes, inodes) of the store from the totals recorded at unpack, not from a tree walk."""
         layer_bytes, layer_inodes = self.layers.usage()
-        blobs = [self.content.size(b) for r in self.records for b in r.blobs]
-        return layer_bytes + sum(blobs), layer_inodes + len(blobs) + len(self.records)
+        blobs = self.content.sizes
+        return layer_bytes + sum(blobs.values()), layer_inodes + len(blobs) + len(self.records)
 
     # --- writes -------------------------------------------------------------------------------
 
