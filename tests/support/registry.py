@@ -3,6 +3,7 @@
     with Registry() as reg:                       # anonymous
     with Registry(users={"u": "p"}) as reg:       # htpasswd basic auth
     with Registry(users={"u": "p"}, token=True):  # bearer tokens from a small token server
+        reg.token_server.refresh_tokens      # identity tokens (OAuth2 refresh grant) by value
         reg.url -> "http://127.0.0.1:<port>", reg.host -> "127.0.0.1:<port>"
 
 Each instance has its own temp dir (storage, config, htpasswd, signing key), a free port,
@@ -58,6 +59,8 @@ class TokenServer:
 
     def __init__(self, workdir: Path, users: dict[str, str]) -> None:
         self.users = users
+        # Identity (refresh) tokens the server accepts, one a user, as a registry login would hand out.
+        self.refresh_tokens = {f"refresh-{uuid.uuid4().hex}": user for user in users}
         self.key = workdir / "token.key"
         self.cert = workdir / "token.crt"
         subprocess.run(
@@ -80,7 +83,21 @@ class TokenServer:
                     self.end_headers()
                     self.wfile.write(b'{"details":"invalid credentials"}')
                     return
-                body = json.dumps({"token": server.token(user, query.get("scope", []), query.get("service", [SERVICE])[0])}).encode()
+                self.reply({"token": server.token(user, query.get("scope", []), query.get("service", [SERVICE])[0])})
+
+            def do_POST(self) -> None:  # noqa: N802 - OAuth2 refresh-token grant (docker's identity tokens)
+                server.requests += 1
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
+                user = server.refresh_tokens.get(form.get("refresh_token", [""])[0])
+                if form.get("grant_type") != ["refresh_token"] or user is None:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.reply({"access_token": server.token(user, form.get("scope", []), form.get("service", [SERVICE])[0])})
+
+            def reply(self, data: dict[str, str]) -> None:
+                body = json.dumps(data).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

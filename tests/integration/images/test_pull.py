@@ -190,3 +190,19 @@ def test_hostile_layer_is_refused_through_pull_image(registry: Registry) -> None
         assert "climbs out of the layer" in err.value.details()
         assert not Path("/tmp/escaped-by-layer").exists()
         assert wait_until_clean(d) == []
+
+
+def test_identity_and_registry_tokens(small_image: Image) -> None:
+    with Registry(users={"carol": "pw"}, token=True) as reg, running_daemon({"insecure_registries": [reg.host]}) as (_, client):
+        Pusher(reg.url, "carol", "pw").push(small_image, "tokens/app", "1")
+        name = f"{reg.host}/tokens/app:1"
+        assert reg.token_server is not None
+        [identity] = reg.token_server.refresh_tokens
+        assert pull(client, name, auth=api.AuthConfig(identity_token=identity)) == small_image.id
+        client.image.RemoveImage(api.RemoveImageRequest(image=spec(name)))
+        token = reg.token_server.token("carol", ["repository:tokens/app:pull"], "cri-shim-test-registry")
+        assert pull(client, name, auth=api.AuthConfig(registry_token=token)) == small_image.id
+        client.image.RemoveImage(api.RemoveImageRequest(image=spec(name)))
+        with pytest.raises(grpc.RpcError) as err:
+            pull(client, name, auth=api.AuthConfig(identity_token="refresh-unknown"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
