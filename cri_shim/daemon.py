@@ -18,6 +18,10 @@ from cri_shim import server
 from cri_shim.config import Config
 from cri_shim.network.pod import PodNetwork
 from cri_shim.sandbox import SandboxManager
+from cri_shim.image.pull import Puller
+from cri_shim.image.rootfs import Rootfs
+from cri_shim.image.store import ImageStore
+from cri_shim.services.image import ImageService
 from cri_shim.services.runtime_info import RuntimeInfoService
 from cri_shim.services.sandbox import SandboxService
 
@@ -38,16 +42,21 @@ class Daemon:
         self.pod_cidr: str | None = None
         self.network = PodNetwork(cfg, lambda: self.pod_cidr)
         self.sandboxes = SandboxManager(cfg, self.network)
+        # Images: the store (records, layers, blobs), the puller, and the rootfs API containers use.
+        self.images = ImageStore(cfg.state_dir / "images", cfg.images.pinned_images)
+        self.puller = Puller(self.images, cfg.images)
+        self.rootfs = Rootfs(self.images)
 
     def services(self) -> dict[str, list[object]]:
         """The service objects serving each API service, by service name."""
         return {
             "RuntimeService": [RuntimeInfoService(self), SandboxService(self.sandboxes)],
-            "ImageService": [],
+            "ImageService": [ImageService(self)],
         }
 
     async def recover(self) -> None:
         """Reconciles durable records with the system before the first call is answered."""
+        await asyncio.to_thread(self.images.open)
         await self.sandboxes.recover()
 
     async def close(self) -> None:

@@ -33,6 +33,12 @@ class AlreadyExists(CriError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class PermissionDenied(CriError):
+    """The caller's credentials were refused (e.g. by an image registry)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class FailedPrecondition(CriError):
     """The object is in the wrong state for the call (e.g. exec in a stopped container)."""
 

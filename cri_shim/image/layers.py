@@ -1,0 +1,154 @@
+"""Unpacked layers, each once, keyed by chain ID and shared by every image that has it.
+
+A layer's directory is layers/<chain id hex>/diff: an overlayfs lower directory (whiteouts
+as 0/0 character devices, opaque directories marked). The key is the chain ID, not the
+diff ID, because what a layer unpacks to depends on its parents (a hardlink to a file of a
+lower layer copies that file up), exactly as containerd's snapshots are keyed. A layer is
+applied into layers/.tmp-* by the confined helper (cri_shim.image.tarapply) and renamed into
+place only once its uncompressed digest matched the config's diff_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cri_shim.errors import Internal
+from cri_shim.image.content import DigestMismatch, owner_alive, sha256_digest, temp_name
+from cri_shim.store import atomic
+
+log = logging.getLogger("cri_shim.image.layers")
+
+HELPER = [sys.executable, "-m", "cri_shim.image.tarapply"]
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI chain IDs of a layer stack: the first is its diff ID, each next one hashes its parent's."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        chains.append(diff_id if not chains else sha256_digest(f"{chains[-1]} {diff_id}".encode()))
+    return chains
+
+
+@dataclass(frozen=True)
+class Layer:
+    chain_id: str
+    diff_id: str
+    parent: str
+    bytes: int
+    inodes: int
+
+    @property
+    def key(self) -> str:
+        return self.chain_id[7:]
+
+
+class LayerStore:
+    """layers/<hex>/{diff,layer.json}; usage of each layer recorded once, at unpack."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layers: dict[str, Layer] = {}
+
+    def open(self) -> None:
+        """Removes what dead unpackers left half-done, then loads the layers."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path in self.root.iterdir():
+            if path.name.startswith(".") and not owner_alive(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+        self.reload()
+
+    def reload(self) -> None:
+        """Reads every layer's record (another process may have added layers)."""
+        self.layers = {}
+        for path in self.root.iterdir():
+            if path.name.startswith("."):
+                continue
+            try:
+                layer = Layer(**atomic.read_json(path / "layer.json"))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable layer", extra={"layer": path.name, "error": str(exc)})
+                continue
+            self.layers[layer.chain_id] = layer
+
+    def has(self, chain_id: str) -> bool:
+        return chain_id in self.layers and (self.root / chain_id[7:] / "diff").is_dir()
+
+    def diff_dir(self, chain_id: str) -> Path:
+        return self.root / chain_id[7:] / "diff"
+
+    def usage(self) -> tuple[int, int]:
+        return sum(layer.bytes for layer in self.layers.values()), sum(layer.inodes for layer in self.layers.values())
+
+    async def apply(self, blob: Path, diff_id: str, chain_id: str, parents: list[str], progress: Callable[[int], None]) -> Layer:
+        """Unpacks blob as the layer chain_id on top of parents (bottom first), confined."""
+        tmp = self.root / temp_name(".tmp")
+        (tmp / "diff").mkdir(parents=True, mode=0o755)
+        lowers = [str(self.diff_dir(c)) for c in reversed(parents)]
+        proc = await asyncio.create_subprocess_exec(
+            *HELPER, str(blob), str(tmp / "diff"), *lowers,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            result = await self._follow(proc, progress)
+            if result.get("diff_id") != diff_id:
+                raise DigestMismatch(f"layer {chain_id}: uncompressed content hashes to {result.get('diff_id')}, "
+                                     f"the image config says {diff_id}; refused")
+            layer = Layer(chain_id, diff_id, parents[-1] if parents else "", int(result["bytes"]), int(result["inodes"]))
+            atomic.write_json(tmp / "layer.json", asdict(layer))
+            target = self.root / layer.key
+            try:
+                tmp.rename(target)
+            except OSError:
+                if not (target / "layer.json").exists():
+                    raise
+                await asyncio.to_thread(shutil.rmtree, tmp, True)  # another process unpacked it first
+                layer = Layer(**atomic.read_json(target / "layer.json"))
+            atomic.fsync_dir(self.root)
+            self.layers[chain_id] = layer
+            return layer
+        except BaseException:
+            # Shielded: a second cancellation must not leave the helper or its directory behind.
+            await asyncio.shield(self._discard(proc, tmp))
+            raise
+
+    @staticmethod
+    async def _discard(proc: asyncio.subprocess.Process, tmp: Path) -> None:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    @staticmethod
+    async def _follow(proc: asyncio.subprocess.Process, progress: Callable[[int], None]) -> dict:
+        assert proc.stdout is not None and proc.stderr is not None
+        result: dict = {}
+        async for line in proc.stdout:
+            text = line.decode(errors="replace").strip()
+            if text.startswith("progress "):
+                progress(int(text.split()[1]))
+            elif text.startswith("{"):
+                result = json.loads(text)
+        stderr = (await proc.stderr.read()).decode(errors="replace").strip()
+        if await proc.wait() != 0 or not result:
+            raise Internal(stderr.splitlines()[-1] if stderr else f"layer helper exited with {proc.returncode}")
+        return result
+
+    def remove(self, chain_id: str) -> Path | None:
+        """Takes a layer out of the store at once (renamed aside); the caller deletes the returned dir."""
+        layer = self.layers.pop(chain_id, None)
+        source = self.root / chain_id[7:]
+        if layer is None and not source.exists():
+            return None
+        trash = self.root / temp_name(".gone")
+        try:
+            source.rename(trash)
+        except FileNotFoundError:
+            return None
+        return trash

@@ -1,0 +1,128 @@
+"""Container root filesystems: an overlay of the image's layers with a writable layer on top.
+
+The API the container code calls (all idempotent, safe to repeat after a crash):
+
+    rootfs = Rootfs(store)
+    path = await rootfs.prepare(image_ref, container_dir)   # -> container_dir/rootfs, mounted
+    await rootfs.release(container_dir)                     # unmount, remove upper/work/rootfs
+    used_bytes, inodes = await rootfs.writable_usage(container_dir)
+    rootfs.mounted(container_dir) -> bool
+
+container_dir belongs to the caller (it should be on the same disk as the image store, not
+tmpfs, since the writable layer lives in it: container_dir/upper and container_dir/work).
+prepare() records a lease on the image's layers before mounting, so RemoveImage (allowed
+while containers run) leaves layers in use in place; release() drops it. The layers
+themselves are shared read-only lower directories.
+
+overlayfs takes all options in one page (4096 bytes): with many layers or long paths the
+lower directories are passed as /proc/self/fd/N of descriptors opened for the mount call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from cri_shim.errors import Internal, InvalidArgument
+from cri_shim.image.store import ImageStore
+from cri_shim.image.usage import disk_usage
+
+log = logging.getLogger("cri_shim.image.rootfs")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MNT_DETACH = 2
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_HAS_INDEX = Path("/sys/module/overlay/parameters/index").exists()
+
+
+def _mount_overlay(target: Path, lowers: list[Path], upper: Path, work: Path) -> None:
+    tail = f",upperdir={upper},workdir={work}" + (",index=off" if _HAS_INDEX else "")
+    for path in [*lowers, upper, work]:
+        if any(c in str(path) for c in ",:\n"):
+            raise InvalidArgument(f"overlay paths must not contain ',' or ':': {path}")
+    fds: list[int] = []
+    try:
+        options = "lowerdir=" + ":".join(str(p) for p in lowers) + tail
+        if len(options) >= _PAGE:
+            fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
+            options = "lowerdir=" + ":".join(f"/proc/self/fd/{fd}" for fd in fds) + tail
+        if len(options) >= _PAGE:
+            raise Internal(f"image has {len(lowers)} layers, more than one overlay mount can stack")
+        if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode()) != 0:
+            err = ctypes.get_errno()
+            raise Internal(f"mounting the overlay rootfs at {target}: {os.strerror(err)}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _unmount(target: Path) -> None:
+    if _libc.umount2(os.fsencode(target), 0) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOENT):
+        return  # not mounted
+    if err == errno.EBUSY and _libc.umount2(os.fsencode(target), _MNT_DETACH) == 0:
+        return
+    raise Internal(f"unmounting {target}: {os.strerror(err)}")
+
+
+class Rootfs:
+    """Prepares and releases the overlay root filesystems of containers."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+        self._empty = store.root / "empty"
+
+    @staticmethod
+    def mounted(container_dir: Path) -> bool:
+        return os.path.ismount(container_dir / "rootfs")
+
+    async def prepare(self, image_ref: str, container_dir: Path) -> Path:
+        """Mounts the image (by ID, tag or digest) at container_dir/rootfs and returns that path."""
+        target = container_dir / "rootfs"
+        if self.mounted(container_dir):
+            return target
+        record = self.store.resolve(image_ref)
+        await self.store.lease_layers(container_dir, record)
+        try:
+            await asyncio.to_thread(self._mount, record.chain_ids, container_dir)
+        except BaseException:
+            await self.release(container_dir)
+            raise
+        log.info("rootfs mounted", extra={"image": record.image_id, "path": str(target), "layers": len(record.chain_ids)})
+        return target
+
+    def _mount(self, chains: list[str], container_dir: Path) -> None:
+        upper, work, target = container_dir / "upper", container_dir / "work", container_dir / "rootfs"
+        for d in (upper, work, target):
+            d.mkdir(parents=True, exist_ok=True, mode=0o755)
+        lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)]
+        if not lowers:
+            self._empty.mkdir(exist_ok=True, mode=0o755)
+            lowers = [self._empty]
+        _mount_overlay(target, lowers, upper, work)
+
+    async def release(self, container_dir: Path) -> None:
+        """Unmounts and removes the rootfs and writable layer; nothing there is not an error."""
+        def cleanup() -> None:
+            target = container_dir / "rootfs"
+            if target.exists():
+                _unmount(target)
+            for name in ("rootfs", "upper", "work"):
+                shutil.rmtree(container_dir / name, ignore_errors=True)
+
+        await asyncio.to_thread(cleanup)
+        chains = self.store.unlease(container_dir)
+        if chains:
+            # Layers of an image removed while this container ran go now.
+            await self.store.discard_unused(chains, [])
+
+    async def writable_usage(self, container_dir: Path) -> tuple[int, int]:
+        """(bytes, inodes) of the container's writable layer (walks it: call at stats pace)."""
+        return await asyncio.to_thread(disk_usage, str(container_dir / "upper"))

@@ -1,0 +1,99 @@
+"""Fixtures of the image tests: one registry with the test images for the session, a daemon
+that may pull from it over plain http, and a client."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
+from tests.support.images import Catalog, Pusher, publish_test_images
+from tests.support.proxy import RegistryProxy
+from tests.support.registry import Registry
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[Registry]:
+    with Registry() as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def catalog(registry: Registry) -> Iterator[Catalog]:
+    work = Path(tempfile.mkdtemp(prefix="images-"))
+    yield publish_test_images(Pusher(registry.url), registry.host, work)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def start_daemon(images: dict | None = None) -> Daemon:
+    d = Daemon({"images": images or {}})
+    d.start()
+    return d
+
+
+@contextlib.contextmanager
+def running_daemon(images: dict) -> Iterator[tuple[Daemon, Cri]]:
+    """A daemon with this [images] configuration and a client, both gone afterwards."""
+    d = start_daemon(images)
+    client = Cri(d.endpoint)
+    try:
+        yield d, client
+    finally:
+        client.close()
+        d.stop()
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def behind_proxy(registry: Registry, images: Callable[[RegistryProxy], dict] | None = None,
+                 ) -> Iterator[tuple[RegistryProxy, Daemon, Cri]]:
+    """A proxy in front of the registry and a daemon pulling through it (plain http by default)."""
+    proxy = RegistryProxy(registry.url).start()
+    try:
+        with running_daemon(images(proxy) if images else {"insecure_registries": [proxy.host]}) as (d, client):
+            yield proxy, d, client
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def image_daemon(registry: Registry) -> Iterator[Daemon]:
+    d = start_daemon({"insecure_registries": [registry.host]})
+    yield d
+    d.stop()
+    shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cri(image_daemon: Daemon) -> Iterator[Cri]:
+    client = Cri(image_daemon.endpoint)
+    yield client
+    client.close()
+
+
+def spec(image: str) -> api.ImageSpec:
+    return api.ImageSpec(image=image)
+
+
+def pull(cri: Cri, image: str, **kw: object) -> str:
+    return cri.image.PullImage(api.PullImageRequest(image=spec(image), **kw)).image_ref
+
+
+def status(cri: Cri, image: str) -> api.ImageStatusResponse:
+    return cri.image.ImageStatus(api.ImageStatusRequest(image=spec(image)))
+
+
+def store_leftovers(daemon: Daemon) -> list[str]:
+    """Everything of image data in the daemon's store: records, layers, blobs, partial work."""
+    root = daemon.dir / "state" / "images"
+    found = []
+    for sub in ("records", "layers", "blobs/sha256", "ingest"):
+        d = root / sub
+        found += [f"{sub}/{p.name}" for p in d.iterdir()] if d.exists() else []
+    return found
