@@ -1,0 +1,279 @@
+"""Container lifecycle below the RPCs: create, start, stop, remove, status refresh, recovery.
+
+ContainerRuntime keeps one ContainerRecord per container in a RecordStore and drives runc
+through the Monitor. It knows nothing of how sandboxes or images are made: callers hand it a
+SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
+- the record is persisted before each side effect (created_at 0 while `runc create` runs,
+  so a crash midway is found and cleaned up by recover());
+- exits come from the monitor's exit files (inotify callback, or read on demand), so exits
+  that happened while the daemon was down are recorded after it comes back;
+- Stop and Remove of unknown or finished containers succeed; a failure while creating
+  leaves nothing behind (runc state, bundle, exit file, record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from cri_shim.api import api_pb2
+from cri_shim.cgroups import stats
+from cri_shim.errors import FailedPrecondition, Internal, NotFound
+from cri_shim.oci import resources as oci_resources
+from cri_shim.oci.context import HostInfo, SandboxInfo
+from cri_shim.oci.image import ImageConfig
+from cri_shim.oci.spec import build_spec
+from cri_shim.runtime import execsync
+from cri_shim.runtime.monitor import Monitor, MonitorSpec
+from cri_shim.runtime.runc import Runc
+from cri_shim.store import atomic
+from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord, RecordStore
+
+log = logging.getLogger("cri_shim.runtime")
+
+CREATE_TIMEOUT = 240.0
+KILL_WAIT = 30.0
+REOPEN_TIMEOUT = 10.0
+UNKNOWN_EXIT = 255
+
+
+def _pb_dict(message: object) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class ContainerRuntime:
+    """Creates and runs containers under monitors; the record store is the source of truth."""
+
+    def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
+                 bundle_root: Path, host: HostInfo, seccomp_profile: str = "") -> None:
+        self.store = store
+        self.monitor = monitor
+        self.runtimes = runtimes
+        self.bundle_root = bundle_root
+        self.host = host
+        self.seccomp_profile = seccomp_profile
+        self._listeners: list[Callable[[ContainerRecord], None]] = []
+        monitor.exits.subscribe(self._on_exit)
+
+    def subscribe(self, callback: Callable[[ContainerRecord], None]) -> None:
+        """callback(record) runs whenever an exit is recorded (container events)."""
+        self._listeners.append(callback)
+
+    def runc(self, record: ContainerRecord) -> Runc:
+        try:
+            return self.runtimes[record.runtime_handler]
+        except KeyError:
+            raise FailedPrecondition(f"runtime handler {record.runtime_handler!r} is not configured") from None
+
+    async def create(self, *, container_id: str, name: str, sandbox: SandboxInfo,
+                     sandbox_config: api_pb2.PodSandboxConfig, config: api_pb2.ContainerConfig, image: ImageConfig,
+                     rootfs: Path, image_name: str = "", image_ref: str = "", image_id: str = "",
+                     runtime_handler: str = "runc", target_pid_ns: str | None = None) -> ContainerRecord:
+        """Builds the spec and runs `runc create` under a monitor; the container is CREATED."""
+        runc = self.runtimes.get(runtime_handler)
+        if runc is None:
+            raise NotFound(f"runtime handler {runtime_handler!r} is not configured")
+        built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
+                           image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
+        bundle = self.bundle_root / container_id
+        log_path = os.path.join(sandbox_config.log_directory, config.log_path) if config.log_path else ""
+        record = ContainerRecord(
+            id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
+            attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
+            image_id=image_id, runtime_handler=runtime_handler, bundle=str(bundle), log_path=log_path,
+            labels=dict(config.labels), annotations=dict(config.annotations),
+            mounts=[_pb_dict(m) for m in config.mounts], resources=_pb_dict(config.linux.resources),
+            user={"uid": built.user.uid, "gid": built.user.gid, "supplemental_groups": built.user.additional_gids},
+            stop_signal=built.stop_signal, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+            cgroups_path=built.spec["linux"]["cgroupsPath"],
+        )
+        self.store.save(record)
+        try:
+            bundle.mkdir(parents=True, mode=0o700)
+            atomic.write_json(bundle / "config.json", built.spec)
+            created = await self.monitor.create(MonitorSpec(
+                container_id=container_id, name=name, bundle=bundle,
+                log_path=Path(log_path) if log_path else bundle / "console.log", runtime=runc,
+                stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+            ), CREATE_TIMEOUT)
+        except BaseException:
+            await self._discard(record)
+            raise
+        record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
+                                     monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time)
+        self.store.save(record)
+        return self.refresh(record)
+
+    async def _discard(self, record: ContainerRecord) -> None:
+        """Removes every trace of a container: runc state, bundle, exit file, record."""
+        try:
+            await self.runc(record).delete(record.id)
+        except Exception:  # noqa: BLE001 - cleanup goes on; the failure is logged
+            log.exception("runc delete failed while discarding", extra={"container": record.id})
+        shutil.rmtree(record.bundle, ignore_errors=True)
+        self.monitor.exits.forget(record.id)
+        self.store.delete(record.id)
+
+    def refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """The record with any exit its monitor has recorded since (persisted when changed)."""
+        if record.finished_at or not record.created_at:
+            return record
+        found = self.monitor.exits.read(record.id)
+        if found is None and not self.monitor.alive(record.monitor_pid, record.monitor_start_time):
+            found = self.monitor.exits.read(record.id)
+            if found is None:
+                updated = dataclasses.replace(record, finished_at=time.time_ns(), exit_code=UNKNOWN_EXIT, reason="Unknown",
+                                              message="the container's monitor exited without recording an exit")
+                self.store.save(updated)
+                return updated
+        if found is None:
+            return record
+        # An OOM kill of some child while the main process exits 0 is still a completion.
+        if found.code != 0 and (self.monitor.oom_killed(Path(record.bundle)) or stats.oom_kills(record.cgroups_path) > 0):
+            reason = "OOMKilled"
+        else:
+            reason = "Completed" if found.code == 0 else "Error"
+        # File times are coarse (jiffies): never report an exit before the recorded start.
+        finished_at = max(found.finished_at, record.started_at, record.created_at)
+        updated = dataclasses.replace(record, finished_at=finished_at, exit_code=found.code, reason=reason)
+        self.store.save(updated)
+        return updated
+
+    def _on_exit(self, container_id: str) -> None:
+        record = self.store.get(container_id)
+        if record is None:
+            return
+        updated = self.refresh(record)
+        if updated is not record:
+            for callback in self._listeners:
+                callback(updated)
+
+    def get(self, container_id: str) -> ContainerRecord:
+        """The refreshed record (NotFound for unknown ids; prefixes allowed)."""
+        return self.refresh(self.store.resolve(container_id))
+
+    async def start(self, container_id: str) -> ContainerRecord:
+        record = self.get(container_id)
+        async with self.store.lock(record.id):
+            record = self.refresh(self.store.get(record.id) or record)
+            if record.state != CONTAINER_CREATED:
+                raise FailedPrecondition(f"container {record.id} is not in the created state")
+            # Taken before the process runs, so a quick exit never precedes its start.
+            started_at = time.time_ns()
+            try:
+                await self.runc(record).start(record.id)
+            except Exception as exc:
+                current = self.store.get(record.id) or record
+                failed = dataclasses.replace(current, finished_at=current.finished_at or time.time_ns(),
+                                             exit_code=current.exit_code or 128, reason="StartError", message=str(exc))
+                self.store.save(failed)
+                await self.runc(record).delete(record.id)
+                raise
+            current = self.store.get(record.id) or record
+            started = dataclasses.replace(current, started_at=started_at,
+                                          finished_at=current.finished_at and max(current.finished_at, started_at))
+            self.store.save(started)
+            return self.refresh(started)
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded."""
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        record = self.refresh(record)
+        if record.state != CONTAINER_RUNNING:
+            return
+        runc = self.runc(record)
+        if timeout > 0:
+            await runc.kill(record.id, record.stop_signal)
+            if await self.monitor.exits.wait(record.id, timeout) is not None:
+                self.refresh(self.store.get(record.id) or record)
+                return
+        await self._kill(record)
+
+    async def _kill(self, record: ContainerRecord) -> None:
+        await self.runc(record).kill(record.id, signal.SIGKILL, all_processes=True)
+        if await self.monitor.exits.wait(record.id, KILL_WAIT) is None:
+            raise Internal(f"container {record.id} did not exit {KILL_WAIT}s after SIGKILL")
+        self.refresh(self.store.get(record.id) or record)
+
+    async def remove(self, container_id: str) -> None:
+        """Kills what runs, deletes runc's state, the bundle and the record; unknown ids succeed."""
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        async with self.store.lock(record.id):
+            record = self.store.get(record.id)
+            if record is None:
+                return
+            record = self.refresh(record)
+            if record.created_at and not record.finished_at:
+                await self._kill(record)
+            await self._discard(record)
+
+    async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
+        record = self.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout)
+
+    async def reopen_log(self, container_id: str) -> None:
+        """Synchronous log reopen: returns once the new file exists (errors if not running)."""
+        record = self.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        if record.log_path:
+            await self.monitor.reopen_log(Path(record.bundle), Path(record.log_path), REOPEN_TIMEOUT)
+
+    async def update_resources(self, container_id: str, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
+        """Applies new cgroup limits with `runc update`, then records them."""
+        record = self.get(container_id)
+        if record.state not in (CONTAINER_CREATED, CONTAINER_RUNNING):
+            raise FailedPrecondition(f"container {record.id} is not running")
+        await self.runc(record).update(record.id, oci_resources.build(res, self.host.swap_accounting, self.host.cgroup_v2))
+        updated = dataclasses.replace(self.store.get(record.id) or record, resources=_pb_dict(res))
+        self.store.save(updated)
+        return updated
+
+    def stats(self, container_id: str) -> stats.CgroupStats | None:
+        """CPU and memory counters of the container's cgroup (None once it is gone)."""
+        return stats.read(self.get(container_id).cgroups_path)
+
+    async def recover(self) -> None:
+        """Reconciles records with runc and the exit files after a (re)start of the daemon."""
+        known = set()
+        for record in self.store:
+            known.add(record.id)
+            if not record.created_at:
+                log.info("discarding a container whose creation was interrupted", extra={"container": record.id})
+                await self._discard(record)
+                continue
+            record = self.refresh(record)
+            if record.state == CONTAINER_CREATED:
+                await self._adopt_started(record)
+        self.bundle_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for bundle in self.bundle_root.iterdir():
+            if bundle.name not in known:
+                log.info("removing an orphaned bundle", extra={"container": bundle.name})
+                for runc in self.runtimes.values():
+                    await runc.delete(bundle.name)
+                shutil.rmtree(bundle, ignore_errors=True)
+                self.monitor.exits.forget(bundle.name)
+
+    async def _adopt_started(self, record: ContainerRecord) -> None:
+        """A start that ran but was not recorded (crash between `runc start` and the save)."""
+        try:
+            state = await self.runc(record).state(record.id)
+        except NotFound:
+            return
+        if state.get("status") in ("running", "paused"):
+            self.store.save(dataclasses.replace(record, started_at=time.time_ns()))
