@@ -31,10 +31,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 class Harness:
     """One event loop, one ContainerRuntime, and helpers to make containers on it."""
 
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
+    def __init__(self, directory: Path | None = None) -> None:
+        """A fresh harness, or (given the directory of an earlier one) its successor after a restart."""
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
         self.loop = asyncio.new_event_loop()
-        self.rootfs = make_rootfs(self.dir / "rootfs")
+        self.rootfs = self.dir / "rootfs" if directory else make_rootfs(self.dir / "rootfs")
         self.cgroup_parent = f"/{self.dir.name}"
         self.logs = self.dir / "logs"
         self.host = HostInfo.detect()
