@@ -30,6 +30,12 @@ def known(last_cap: int) -> list[str]:
     return NAMES[: last_cap + 1]
 
 
+def grantable(last_cap: int, bounding: tuple[int, ...]) -> list[str]:
+    """What "ALL" means: the known capabilities this runtime holds itself (containerd's
+    "all current capabilities"); a container cannot get one its runtime lacks."""
+    return [name for n, name in enumerate(known(last_cap)) if n in bounding]
+
+
 def normalize(name: str, last_cap: int) -> str:
     """CRI names come as "NET_ADMIN" or "CAP_NET_ADMIN", any case."""
     upper = name.upper()
@@ -39,15 +45,15 @@ def normalize(name: str, last_cap: int) -> str:
     return full
 
 
-def compute(caps: api_pb2.Capability, privileged: bool, last_cap: int) -> list[str]:
+def compute(caps: api_pb2.Capability, privileged: bool, last_cap: int, bounding: tuple[int, ...]) -> list[str]:
     """The bounding/effective/permitted set: ALL first, then the named adds and drops."""
     if privileged:
-        return known(last_cap)
+        return grantable(last_cap, bounding)
     add = [c.upper() for c in caps.add_capabilities]
     drop = [c.upper() for c in caps.drop_capabilities]
     current = list(DEFAULT)
     if "ALL" in add:
-        current = known(last_cap)
+        current = grantable(last_cap, bounding)
     if "ALL" in drop:
         current = []
     for name in add:

@@ -63,6 +63,8 @@ class HostInfo:
     swap_accounting: bool = True
     oom_score_adj_min: int = -1000
     last_cap: int = 40
+    # Capabilities this process may hand out (its own bounding set): "ALL" and privileged.
+    bounding_caps: tuple[int, ...] = tuple(range(41))
     apparmor_enabled: bool = False
     arch: str = "x86_64"
 
@@ -84,6 +86,7 @@ class HostInfo:
             swap_accounting=swap,
             oom_score_adj_min=own_oom_score_adj(),
             last_cap=_last_cap(),
+            bounding_caps=own_bounding_caps(),
             apparmor_enabled=apparmor_on,
             arch=platform.machine(),
         )
@@ -99,8 +102,18 @@ def own_oom_score_adj() -> int:
         return 0
 
 
-def _has_cap_sys_resource() -> bool:
+def _status_mask(field: str) -> int:
     for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> 24 & 1)
-    return False
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _has_cap_sys_resource() -> bool:
+    return bool(_status_mask("CapEff") >> 24 & 1)
+
+
+def own_bounding_caps() -> tuple[int, ...]:
+    """Numbers of the capabilities in this process's bounding set."""
+    mask = _status_mask("CapBnd")
+    return tuple(n for n in range(64) if mask >> n & 1)

@@ -70,7 +70,7 @@ def build_spec(
     host_network, host_ipc = opts.network == api_pb2.NODE, opts.ipc == api_pb2.NODE
 
     who = user.resolve(rootfs, sc, image.user)
-    caps = capabilities.compute(sc.capabilities, privileged, host.last_cap)
+    caps = capabilities.compute(sc.capabilities, privileged, host.last_cap, host.bounding_caps)
     ambient = [capabilities.normalize(c, host.last_cap) for c in sc.capabilities.add_ambient_capabilities]
     proc: dict[str, Any] = {
         "terminal": config.tty,

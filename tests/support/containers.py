@@ -112,3 +112,15 @@ class Harness:
                         child.rmdir()
                 cg.rmdir()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def output(h: Harness, config: api.ContainerConfig, **kw: Any) -> tuple[str, str, int]:
+    """Runs a container to its end: (stdout, stderr, exit code), lines joined with newlines."""
+    from tests.support import crilog
+
+    rec = h.run_to_exit(config, **kw)
+    entries = crilog.parse(h.log_path(rec))
+    out = "\n".join(crilog.messages(entries, "stdout"))
+    err = "\n".join(crilog.messages(entries, "stderr"))
+    h.run(h.runtime.remove(rec.id))
+    return out, err, rec.exit_code
