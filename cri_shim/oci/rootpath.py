@@ -12,12 +12,14 @@ import os
 import stat
 from pathlib import Path
 
+from cri_shim.errors import InvalidArgument
+
 # The kernel gives up after 40 symlinks in one lookup; so do we.
 MAX_SYMLINKS = 40
 
 
-class EscapeError(ValueError):
-    """A path could not be resolved inside the root (symlink loop)."""
+class EscapeError(InvalidArgument):
+    """A path could not be resolved inside the root (symlink loop, or a swap while in use)."""
 
 
 def resolve(root: Path, path: str) -> Path:
