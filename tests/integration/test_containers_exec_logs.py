@@ -106,3 +106,77 @@ def test_stats_of_running_container(h: Harness) -> None:
     assert s.memory_limit_bytes == 64 * 1024 * 1024 and s.page_faults > 0
     h.run(h.runtime.remove(rec.id))
     assert h.runtime.store.get(rec.id) is None
+
+
+def test_update_resources_changes_the_cgroup(h: Harness) -> None:
+    from cri_shim.api import api_pb2 as api
+    from cri_shim.cgroups import stats as cgstats
+
+    cfg = h.config("sleep", "100000")
+    cfg.linux.resources.memory_limit_in_bytes = 64 * 1024 * 1024
+    rec = h.start(h.create(cfg))
+    new = api.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=96 * 1024 * 1024, cpu_quota=20000, cpu_period=100000)
+    updated = h.run(h.runtime.update_resources(rec.id, new))
+    assert updated.resources["cpu_shares"] == "256"
+    mem = cgstats.cgroup_dir(rec.cgroups_path, "memory")
+    cpu = cgstats.cgroup_dir(rec.cgroups_path, "cpu")
+    if cgstats.is_v2():
+        assert (mem / "memory.max").read_text().strip() == str(96 * 1024 * 1024)
+    else:
+        assert (mem / "memory.limit_in_bytes").read_text().strip() == str(96 * 1024 * 1024)
+        assert (cpu / "cpu.shares").read_text().strip() == "256"
+        assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
+    h.run(h.runtime.remove(rec.id))
+
+
+def test_tty_container_logs_its_terminal(h: Harness) -> None:
+    cfg = h.config("sh", "-c", "tty; echo done")
+    cfg.tty = True
+    rec = h.run_to_exit(cfg)
+    lines = crilog.messages(crilog.parse(h.log_path(rec)), "stdout")
+    assert lines[0].rstrip("\r").startswith("/dev/pts/") and lines[1].rstrip("\r") == "done"
+
+
+def test_stdin_through_the_attach_socket(h: Harness) -> None:
+    import socket
+
+    cfg = h.config("sh", "-c", "read x; echo got $x")
+    cfg.stdin, cfg.stdin_once = True, True
+    rec = h.start(h.create(cfg))
+    path = h.monitor.attach_socket(rec.id)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.connect(str(path))
+        s.sendall(b"hello\n")
+        packet = s.recv(8192)
+    assert packet[0] == 2 and packet[1:].startswith(b"got hello")  # stream id 2: stdout
+    rec = h.wait_exit(rec)
+    assert rec.exit_code == 0
+
+
+def test_exec_with_a_terminal_through_the_console_socket(h: Harness, running: str) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from cri_shim.runtime.console import ConsoleSocket
+    from cri_shim.runtime.execsync import write_process
+
+    async def scenario() -> bytes:
+        console = ConsoleSocket(h.dir)
+        record = h.runtime.get(running)
+        process_file, pid_file = write_process(Path(record.bundle), ["sh", "-c", "tty; exit 5"], tty=True)
+        proc = await asyncio.create_subprocess_exec(*h.runc.exec_command(running, process_file, pid_file, console.path, detach=True))
+        master = await console.receive()
+        console.close()
+        assert await proc.wait() == 0
+        pid = int(pid_file.read_text())
+        loop = asyncio.get_running_loop()
+        data = b""
+        while b"\n" not in data:
+            data += await loop.run_in_executor(None, os.read, master, 1024)
+        os.close(master)
+        process_file.unlink()
+        pid_file.unlink()
+        assert pid > 0
+        return data
+
+    assert h.run(scenario()).startswith(b"/dev/pts/")
