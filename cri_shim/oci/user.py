@@ -11,6 +11,7 @@ symlinked /etc/passwd cannot point the runtime at a host file). The rules follow
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,30 +44,27 @@ class GroupEntry:
     members: list[str]
 
 
-def parse_passwd(text: str | None) -> list[PasswdEntry]:
-    out = []
+def _rows(text: str | None, min_fields: int) -> Iterator[list[str]]:
+    """The colon-separated fields of each usable line of a passwd-style file."""
     for line in (text or "").splitlines():
         fields = line.split(":")
-        if len(fields) < 4 or line.startswith("#"):
-            continue
-        try:
-            out.append(PasswdEntry(fields[0], int(fields[2]), int(fields[3])))
-        except ValueError:
-            continue
+        if len(fields) >= min_fields and not line.startswith("#"):
+            yield fields
+
+
+def parse_passwd(text: str | None) -> list[PasswdEntry]:
+    out = []
+    for f in _rows(text, 4):
+        if f[2].isdigit() and f[3].isdigit():
+            out.append(PasswdEntry(f[0], int(f[2]), int(f[3])))
     return out
 
 
 def parse_group(text: str | None) -> list[GroupEntry]:
     out = []
-    for line in (text or "").splitlines():
-        fields = line.split(":")
-        if len(fields) < 3 or line.startswith("#"):
-            continue
-        try:
-            members = [m for m in (fields[3].split(",") if len(fields) > 3 else []) if m]
-            out.append(GroupEntry(fields[0], int(fields[2]), members))
-        except ValueError:
-            continue
+    for f in _rows(text, 3):
+        if f[2].isdigit():
+            out.append(GroupEntry(f[0], int(f[2]), [m for m in (f[3].split(",") if len(f) > 3 else []) if m]))
     return out
 
 

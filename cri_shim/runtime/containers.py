@@ -13,7 +13,6 @@ SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os

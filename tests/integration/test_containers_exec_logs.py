@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition
 from cri_shim.runtime.execsync import MAX_OUTPUT
 from tests.support import crilog
-from tests.support.containers import Harness
+from tests.support.containers import Harness, module_harness
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    harness.close()
+_ = module_harness  # the module-wide `h` fixture
 
 
 @pytest.fixture(scope="module")

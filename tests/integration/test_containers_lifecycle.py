@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cri_shim.api import api_pb2 as api
+from cri_shim.errors import Internal, InvalidArgument, NotFound
 from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support import crilog
 from tests.support.containers import Harness
@@ -37,7 +37,7 @@ def test_create_start_stop_remove(h: Harness) -> None:
     h.run(h.runtime.remove(rec.id))
     assert h.runtime.store.get(rec.id) is None
     assert not os.path.exists(rec.bundle)
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         h.run(h.runc.state(rec.id))
     # Idempotent: unknown ids are already stopped and removed.
     h.run(h.runtime.stop(rec.id, 1))
@@ -115,14 +115,15 @@ def test_logs_are_in_cri_format_with_partial_lines(h: Harness) -> None:
 
 
 def test_failed_create_leaves_nothing(h: Harness) -> None:
-    cfg = h.config("/does/not/exist")
-    cfg.working_dir = "/proc/self/nonexistent-cwd"
-    with pytest.raises(Exception):
-        h.run(h.runtime.start(h.create(cfg).id))
     before = set(os.listdir(h.dir / "bundles"))
-    bad = h.config("sleep", "1")
-    bad.linux.security_context.run_as_username = "no-such-user"
-    with pytest.raises(Exception, match="no-such-user"):
-        h.create(bad)
+    missing_binary = h.config("/does/not/exist")
+    with pytest.raises(Internal, match="does/not/exist"):
+        h.create(missing_binary)
+    bad_user = h.config("sleep", "1")
+    bad_user.linux.security_context.run_as_username = "no-such-user"
+    with pytest.raises(InvalidArgument, match="no-such-user"):
+        h.create(bad_user)
     assert set(os.listdir(h.dir / "bundles")) == before
-    assert not [r for r in h.runtime.store if r.metadata_name == bad.metadata.name]
+    assert not [r for r in h.runtime.store if r.metadata_name in (missing_binary.metadata.name, bad_user.metadata.name)]
+    assert not h.runc.root.exists() or not os.listdir(h.runc.root)  # no runc state left behind
+    assert not list((h.dir / "exits").iterdir())

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +12,10 @@ import pytest
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import FailedPrecondition, InvalidArgument
-from tests.support.containers import Harness, output
+from tests.support.containers import Harness, module_harness, output
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    harness.close()
+_ = module_harness  # the module-wide `h` fixture
 
 
 def sh(*args: str) -> None:

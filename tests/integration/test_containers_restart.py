@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cri_shim.errors import NotFound
 from cri_shim.store.records import CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support.containers import Harness
 
@@ -90,7 +91,7 @@ def test_interrupted_create_is_discarded_on_recovery() -> None:
         again = Harness(h.dir)
         assert again.runtime.store.get(rec.id) is None
         assert not Path(rec.bundle).exists()
-        with pytest.raises(Exception):
+        with pytest.raises(NotFound):
             again.run(again.runc.state(rec.id))
         h = again
     finally:

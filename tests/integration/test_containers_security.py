@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,10 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
 from cri_shim.oci import capabilities
 from tests.support.busybox import make_rootfs
-from tests.support.containers import Harness, output
+from tests.support.containers import Harness, module_harness, output
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    harness.close()
+_ = module_harness  # the module-wide `h` fixture
 
 
 def status_field(text: str, name: str) -> str:

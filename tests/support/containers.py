@@ -11,9 +11,11 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.oci.context import HostInfo, SandboxInfo
@@ -124,3 +126,11 @@ def output(h: Harness, config: api.ContainerConfig, **kw: Any) -> tuple[str, str
     err = "\n".join(crilog.messages(entries, "stderr"))
     h.run(h.runtime.remove(rec.id))
     return out, err, rec.exit_code
+
+
+@pytest.fixture(scope="module", name="h")
+def module_harness() -> Iterator[Harness]:
+    """One harness for a test module (import this fixture into the module to use it)."""
+    harness = Harness()
+    yield harness
+    harness.close()

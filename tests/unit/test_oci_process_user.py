@@ -10,6 +10,7 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
 from cri_shim.oci import process, rootpath, user
 from cri_shim.oci.image import ImageConfig
+from tests.support.etc import minimal_rootfs
 
 pytestmark = pytest.mark.unit
 
@@ -49,11 +50,7 @@ def test_cwd() -> None:
 
 @pytest.fixture
 def rootfs(tmp_path: Path) -> Path:
-    root = tmp_path / "rootfs"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/:/bin/sh\nbob:x:1001:50::/:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\nalice:x:1000:\nstaff:x:50:alice\nextra:x:60:alice,bob\n")
-    return root
+    return minimal_rootfs(tmp_path / "rootfs", "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/:/bin/sh\nbob:x:1001:50::/:/bin/sh\n", "root:x:0:\nalice:x:1000:\nstaff:x:50:alice\nextra:x:60:alice,bob\n")
 
 
 def sc(**kw: object) -> api.LinuxContainerSecurityContext:

@@ -16,6 +16,7 @@ from cri_shim.oci import capabilities, devices, mounts, namespaces, resources, s
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.oci.image import ImageConfig
 from cri_shim.oci.spec import build_spec
+from tests.support.etc import minimal_rootfs
 
 pytestmark = pytest.mark.unit
 
@@ -26,11 +27,7 @@ SANDBOX = SandboxInfo(id="sb", hostname="pod", netns_path="/run/ns/net", ipc_ns_
 
 @pytest.fixture
 def rootfs(tmp_path: Path) -> Path:
-    root = tmp_path / "rootfs"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\n")
-    return root
+    return minimal_rootfs(tmp_path / "rootfs", "root:x:0:0::/root:/bin/sh\n", "root:x:0:\n")
 
 
 def build(rootfs: Path, cfg: api.ContainerConfig, sandbox_config: api.PodSandboxConfig | None = None,
