@@ -26,12 +26,14 @@ from google.protobuf import json_format
 
 from cri_shim.api import api_pb2
 from cri_shim.cgroups import stats
+from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal, NotFound
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.oci.image import ImageConfig
 from cri_shim.oci.spec import build_spec
 from cri_shim.runtime import execsync
+from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
 from cri_shim.store import atomic
@@ -62,6 +64,27 @@ class ContainerRuntime:
         self.seccomp_profile = seccomp_profile
         self._listeners: list[Callable[[ContainerRecord], None]] = []
         monitor.exits.subscribe(self._on_exit)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ContainerRuntime:
+        """The runtime laid out under the configured directories (nothing is touched yet)."""
+        systemd = cfg.runtime.cgroup_driver == "systemd"
+        runtimes = {name: Runc(h.path, Path(h.root), systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()}
+        monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s")
+        store: RecordStore[ContainerRecord] = RecordStore("container", cfg.state_dir / "containers", ContainerRecord)
+        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), cfg.runtime.seccomp_default_profile)
+
+    async def open(self) -> None:
+        """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
+        await self.monitor.check()
+        for path, exc in self.store.load():
+            log.warning("unreadable container record", extra={"path": str(path), "error": str(exc)})
+        self.monitor.exits.start()
+        await self.recover()
+
+    def close(self) -> None:
+        """Stops watching exits; containers and their monitors keep running."""
+        self.monitor.exits.close()
 
     def subscribe(self, callback: Callable[[ContainerRecord], None]) -> None:
         """callback(record) runs whenever an exit is recorded (container events)."""
@@ -242,6 +265,13 @@ class ContainerRuntime:
         updated = dataclasses.replace(self.store.get(record.id) or record, resources=_pb_dict(res))
         self.store.save(updated)
         return updated
+
+    def pid_namespace(self, container_id: str) -> str:
+        """The PID namespace of a running container, for another container's TARGET mode."""
+        record = self.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        return f"/proc/{record.pid}/ns/pid"
 
     def stats(self, container_id: str) -> stats.CgroupStats | None:
         """CPU and memory counters of the container's cgroup (None once it is gone)."""

@@ -48,6 +48,10 @@ class Monitor(Protocol):
 
     exits: ExitWatcher
 
+    async def check(self) -> object:
+        """Refuses to start with a monitor binary the contract does not hold for."""
+        ...
+
     async def create(self, spec: MonitorSpec, timeout: float) -> Created:
         """Runs `runtime create` under a new monitor; returns once the container exists."""
         ...

@@ -181,12 +181,9 @@ class ContainerRecord:
     monitor_pid: int = 0
     monitor_start_time: int = 0
     cgroups_path: str = ""
-    unknown: bool = False
 
     @property
     def state(self) -> int:
-        if self.unknown:
-            return CONTAINER_UNKNOWN
         if self.finished_at:
             return CONTAINER_EXITED
         if self.started_at:

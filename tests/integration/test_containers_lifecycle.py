@@ -127,3 +127,15 @@ def test_failed_create_leaves_nothing(h: Harness) -> None:
     assert not [r for r in h.runtime.store if r.metadata_name in (missing_binary.metadata.name, bad_user.metadata.name)]
     assert not h.runc.root.exists() or not os.listdir(h.runc.root)  # no runc state left behind
     assert not list((h.dir / "exits").iterdir())
+
+
+def test_target_pid_namespace_sees_the_target(h: Harness) -> None:
+    from cri_shim.api import api_pb2 as api
+
+    target = h.start(h.create(h.config("sleep", "4242")))
+    cfg = h.config("ps", "-o", "args")
+    cfg.linux.security_context.namespace_options.pid = api.TARGET
+    cfg.linux.security_context.namespace_options.target_id = target.id
+    ns = h.runtime.pid_namespace(target.id)
+    rec = h.run_to_exit(cfg, target_pid_ns=ns)
+    assert "sleep 4242" in crilog.messages(crilog.parse(h.log_path(rec)), "stdout")

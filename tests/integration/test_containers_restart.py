@@ -35,7 +35,7 @@ time.sleep(1000)
 def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
     first = Harness()
     directory = first.dir
-    first.monitor.exits.close()
+    first.runtime.close()
     first.loop.close()
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(directory)], stdout=subprocess.PIPE,
                              cwd=Path(__file__).resolve().parents[2], env={**os.environ, "PYTHONPATH": "."})
@@ -51,7 +51,7 @@ def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
         assert h.run(h.runc.state(survivor_id))["status"] == "running"
         assert h.runtime.get(survivor_id).state == CONTAINER_RUNNING
         # The quitter exits while no runtime watches: killed from outside, as an OOM killer would.
-        h.monitor.exits.close()
+        h.runtime.close()
         h.run(h.runc.kill(quitter_id, signal.SIGKILL))
         deadline = time.monotonic() + 10
         while h.monitor.exits.read(quitter_id) is None and time.monotonic() < deadline:
@@ -86,7 +86,7 @@ def test_interrupted_create_is_discarded_on_recovery() -> None:
         rec = h.create(h.config("sleep", "100000"))
         # Simulate a crash before create finished: the record still has created_at 0.
         h.runtime.store.save(dataclasses.replace(rec, created_at=0))
-        h.monitor.exits.close()
+        h.runtime.close()
         h.loop.close()
         again = Harness(h.dir)
         assert again.runtime.store.get(rec.id) is None

@@ -18,12 +18,11 @@ from typing import Any, TypeVar
 import pytest
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.oci.context import HostInfo, SandboxInfo
+from cri_shim.config import Config, HandlerConfig
+from cri_shim.oci.context import SandboxInfo
 from cri_shim.oci.image import ImageConfig
-from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.containers import ContainerRuntime
-from cri_shim.runtime.runc import Runc
-from cri_shim.store.records import ContainerRecord, RecordStore
+from cri_shim.store.records import ContainerRecord
 from tests.support.busybox import make_rootfs
 
 T = TypeVar("T")
@@ -40,20 +39,15 @@ class Harness:
         self.rootfs = self.dir / "rootfs" if directory else make_rootfs(self.dir / "rootfs")
         self.cgroup_parent = f"/{self.dir.name}"
         self.logs = self.dir / "logs"
-        self.host = HostInfo.detect()
-        self.runc = Runc("runc", self.dir / "runc")
-        self.monitor = ConmonMonitor("conmon", self.dir / "exits", self.dir / "s")
-        self.runtime = self.run(self._make_runtime())
+        cfg = Config()
+        cfg.paths.state_dir, cfg.paths.run_dir = str(self.dir / "state"), str(self.dir)
+        cfg.runtime.handlers = {"runc": HandlerConfig(path="runc", root=str(self.dir / "runc"))}
+        self.runtime = ContainerRuntime.from_config(cfg)
+        self.host = self.runtime.host
+        self.runc = self.runtime.runtimes["runc"]
+        self.monitor = self.runtime.monitor
+        self.run(self.runtime.open())
         self.count = 0
-
-    async def _make_runtime(self) -> ContainerRuntime:
-        await self.monitor.check()
-        self.monitor.exits.start()
-        store: RecordStore[ContainerRecord] = RecordStore("container", self.dir / "state", ContainerRecord)
-        store.load()
-        rt = ContainerRuntime(store, self.monitor, {"runc": self.runc}, self.dir / "bundles", self.host)
-        await rt.recover()
-        return rt
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -75,7 +69,7 @@ class Harness:
 
     def create(self, config: api.ContainerConfig, sandbox: SandboxInfo | None = None,
                sandbox_config: api.PodSandboxConfig | None = None, image: ImageConfig | None = None,
-               rootfs: Path | None = None) -> ContainerRecord:
+               rootfs: Path | None = None, target_pid_ns: str | None = None) -> ContainerRecord:
         sc = sandbox_config or api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="pod", namespace="ns", uid="u"))
         if not sc.log_directory:
             sc.log_directory = str(self.logs)
@@ -84,6 +78,7 @@ class Harness:
             container_id=cid, name=f"{config.metadata.name}-{cid[:8]}", sandbox=sandbox or self.sandbox(),
             sandbox_config=sc, config=config, image=image or ImageConfig(), rootfs=rootfs or self.rootfs,
             image_name="busybox:test", image_ref="sha256:" + "0" * 64, image_id="sha256:" + "0" * 64,
+            target_pid_ns=target_pid_ns,
         ))
 
     def start(self, record: ContainerRecord) -> ContainerRecord:
@@ -104,7 +99,7 @@ class Harness:
     def close(self) -> None:
         for record in list(self.runtime.store):
             self.run(self.runtime.remove(record.id))
-        self.monitor.exits.close()
+        self.runtime.close()
         self.loop.close()
         for controller in CGROUP_ROOT.iterdir():
             cg = controller / self.dir.name

@@ -32,7 +32,6 @@ def test_state_is_derived_from_timestamps() -> None:
     assert record(created_at=1, started_at=2).state == CONTAINER_RUNNING
     assert record(created_at=1, started_at=2, finished_at=3).state == CONTAINER_EXITED
     assert record(created_at=1, finished_at=3).state == CONTAINER_EXITED
-    assert record(created_at=1, started_at=2, unknown=True).state == CONTAINER_UNKNOWN
 
 
 def test_record_round_trips_through_the_store(tmp_path: Path) -> None:
