@@ -126,8 +126,11 @@ class ConmonMonitor:
             sync_parent.close()
         if not line:
             raise Internal(f"conmon closed the sync pipe without a result: {self._debug_tail(spec)}")
-        reply = json.loads(line)
-        pid = int(reply.get("data", -1))
+        try:
+            reply = json.loads(line)
+            pid = int(reply.get("data", -1))
+        except (ValueError, TypeError, AttributeError):
+            raise Internal(f"conmon sent an unreadable result: {line[:200]!r}") from None
         if pid <= 0:
             raise Internal(f"runc create failed: {reply.get('message', '').strip() or self._debug_tail(spec)}")
         monitor_pid = int((spec.bundle / "conmon.pid").read_text().strip())

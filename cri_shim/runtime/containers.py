@@ -4,7 +4,7 @@ ContainerRuntime keeps one ContainerRecord per container in a RecordStore and dr
 through the Monitor. It knows nothing of how sandboxes or images are made: callers hand it a
 SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
 - the record is persisted before each side effect (created_at 0 while `runc create` runs,
-  so a crash midway is found and cleaned up by recover());
+  so a crash midway is found and cleaned up at start-up by cri_shim.runtime.recovery);
 - exits come from the monitor's exit files (inotify callback, or read on demand), so exits
   that happened while the daemon was down are recorded after it comes back;
 - Stop and Remove of unknown or finished containers succeed; a failure while creating
@@ -32,7 +32,7 @@ from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.oci.image import ImageConfig
 from cri_shim.oci.spec import build_spec
-from cri_shim.runtime import execsync
+from cri_shim.runtime import execsync, procinfo, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
@@ -44,6 +44,7 @@ log = logging.getLogger("cri_shim.runtime")
 CREATE_TIMEOUT = 240.0
 KILL_WAIT = 30.0
 REOPEN_TIMEOUT = 10.0
+DISCARD_WAIT = 5.0
 UNKNOWN_EXIT = 255
 
 
@@ -80,7 +81,7 @@ class ContainerRuntime:
         for path, exc in self.store.load():
             log.warning("unreadable container record", extra={"path": str(path), "error": str(exc)})
         self.monitor.exits.start()
-        await self.recover()
+        await recovery.recover(self)
 
     def close(self) -> None:
         """Stops watching exits; containers and their monitors keep running."""
@@ -128,22 +129,34 @@ class ContainerRuntime:
                 stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
             ), CREATE_TIMEOUT)
         except BaseException:
-            await self._discard(record)
+            await self.discard(record)
             raise
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
                                      monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time)
         self.store.save(record)
         return self.refresh(record)
 
-    async def _discard(self, record: ContainerRecord) -> None:
+    async def discard(self, record: ContainerRecord) -> None:
         """Removes every trace of a container: runc state, bundle, exit file, record."""
         try:
             await self.runc(record).delete(record.id)
         except Exception:  # noqa: BLE001 - cleanup goes on; the failure is logged
             log.exception("runc delete failed while discarding", extra={"container": record.id})
+        if self._monitor_running(record):
+            # The monitor records the exit of what delete killed; let it, then drop the file.
+            await self.monitor.exits.wait(record.id, DISCARD_WAIT)
         shutil.rmtree(record.bundle, ignore_errors=True)
         self.monitor.exits.forget(record.id)
         self.store.delete(record.id)
+
+    def _monitor_running(self, record: ContainerRecord) -> bool:
+        if record.monitor_pid:
+            return self.monitor.alive(record.monitor_pid, record.monitor_start_time)
+        try:  # interrupted create: the pid file is all there is
+            pid = int((Path(record.bundle) / "conmon.pid").read_text())
+        except (OSError, ValueError):
+            return False
+        return self.monitor.alive(pid, procinfo.start_time(pid))
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """The record with any exit its monitor has recorded since (persisted when changed)."""
@@ -240,7 +253,7 @@ class ContainerRuntime:
             record = self.refresh(record)
             if record.created_at and not record.finished_at:
                 await self._kill(record)
-            await self._discard(record)
+            await self.discard(record)
 
     async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
         record = self.get(container_id)
@@ -276,33 +289,3 @@ class ContainerRuntime:
     def stats(self, container_id: str) -> stats.CgroupStats | None:
         """CPU and memory counters of the container's cgroup (None once it is gone)."""
         return stats.read(self.get(container_id).cgroups_path)
-
-    async def recover(self) -> None:
-        """Reconciles records with runc and the exit files after a (re)start of the daemon."""
-        known = set()
-        for record in self.store:
-            known.add(record.id)
-            if not record.created_at:
-                log.info("discarding a container whose creation was interrupted", extra={"container": record.id})
-                await self._discard(record)
-                continue
-            record = self.refresh(record)
-            if record.state == CONTAINER_CREATED:
-                await self._adopt_started(record)
-        self.bundle_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for bundle in self.bundle_root.iterdir():
-            if bundle.name not in known:
-                log.info("removing an orphaned bundle", extra={"container": bundle.name})
-                for runc in self.runtimes.values():
-                    await runc.delete(bundle.name)
-                shutil.rmtree(bundle, ignore_errors=True)
-                self.monitor.exits.forget(bundle.name)
-
-    async def _adopt_started(self, record: ContainerRecord) -> None:
-        """A start that ran but was not recorded (crash between `runc start` and the save)."""
-        try:
-            state = await self.runc(record).state(record.id)
-        except NotFound:
-            return
-        if state.get("status") in ("running", "paused"):
-            self.store.save(dataclasses.replace(record, started_at=time.time_ns()))

@@ -88,9 +88,12 @@ def test_interrupted_create_is_discarded_on_recovery() -> None:
         h.runtime.store.save(dataclasses.replace(rec, created_at=0))
         h.runtime.close()
         h.loop.close()
+        (h.dir / "exits" / ("f" * 64)).write_text("0")  # an exit file no record owns
         again = Harness(h.dir)
         assert again.runtime.store.get(rec.id) is None
         assert not Path(rec.bundle).exists()
+        assert list((h.dir / "exits").iterdir()) == []  # conmon's exit for the discarded one, and the orphan
+        assert not os.path.exists(f"/proc/{rec.pid}") or "Z" in open(f"/proc/{rec.pid}/stat").read().split(")")[1][:3]
         with pytest.raises(NotFound):
             again.run(again.runc.state(rec.id))
         h = again
