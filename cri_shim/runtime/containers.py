@@ -27,7 +27,7 @@ from google.protobuf import json_format
 from cri_shim.api import api_pb2
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
-from cri_shim.errors import FailedPrecondition, Internal, NotFound
+from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.oci.image import ImageConfig
@@ -109,6 +109,8 @@ class ContainerRuntime:
                            image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
         bundle = self.bundle_root / container_id
         log_path = os.path.join(sandbox_config.log_directory, config.log_path) if config.log_path else ""
+        if log_path and not os.path.isabs(log_path):
+            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
             attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from cri_shim.errors import Internal, InvalidArgument, NotFound
+from cri_shim.oci.image import ImageConfig
 from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support import crilog
 from tests.support.containers import Harness
@@ -81,8 +82,6 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(h: Harness) -> None:
 
 
 def test_stop_signal_from_the_image_is_used(h: Harness) -> None:
-    from cri_shim.oci.image import ImageConfig
-
     script = "trap 'echo got-usr1; exit 42' USR1; while true; do sleep 0.1; done"
     rec = h.start(h.create(h.config("sh", "-c", script), image=ImageConfig(stop_signal="SIGUSR1")))
     assert rec.stop_signal == signal.SIGUSR1
@@ -139,3 +138,13 @@ def test_target_pid_namespace_sees_the_target(h: Harness) -> None:
     ns = h.runtime.pid_namespace(target.id)
     rec = h.run_to_exit(cfg, target_pid_ns=ns)
     assert "sleep 4242" in crilog.messages(crilog.parse(h.log_path(rec)), "stdout")
+
+
+def test_relative_log_path_without_log_directory_is_refused(h: Harness) -> None:
+    from cri_shim.api import api_pb2 as api
+
+    cfg = h.config("true")
+    with pytest.raises(InvalidArgument, match="log path"):
+        h.run(h.runtime.create(container_id="a" * 64, name="rel", sandbox=h.sandbox(), sandbox_config=api.PodSandboxConfig(),
+                               config=cfg, image=ImageConfig(), rootfs=h.rootfs))
+    assert h.runtime.store.get("a" * 64) is None
