@@ -97,18 +97,21 @@ class Harness:
         return Path(record.log_path)
 
     def close(self) -> None:
-        for record in list(self.runtime.store):
-            self.run(self.runtime.remove(record.id))
-        self.runtime.close()
-        self.loop.close()
-        for controller in CGROUP_ROOT.iterdir():
-            cg = controller / self.dir.name
-            if cg.is_dir():
-                for child in sorted(cg.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                    if child.is_dir():
-                        child.rmdir()
-                cg.rmdir()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Removes every container, cgroup and file of the harness, even after a failed test."""
+        try:
+            for record in list(self.runtime.store):
+                self.run(self.runtime.remove(record.id))
+        finally:
+            self.runtime.close()
+            self.loop.close()
+            for controller in CGROUP_ROOT.iterdir():
+                cg = controller / self.dir.name
+                if cg.is_dir():
+                    for child in sorted(cg.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                        if child.is_dir():
+                            child.rmdir()
+                    cg.rmdir()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def output(h: Harness, config: api.ContainerConfig, **kw: Any) -> tuple[str, str, int]:
