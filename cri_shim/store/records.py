@@ -12,6 +12,7 @@ Sandboxes and containers (and images) each live in one RecordStore. The rules it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,68 @@ class RecordStore(Generic[R]):
 
     def _path(self, record_id: str) -> Path:
         return self.directory / f"{record_id}.json"
+
+
+# Container states, numbered as the CRI ContainerState enum (runtime.v1).
+CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED, CONTAINER_UNKNOWN = 0, 1, 2, 3
+
+
+@dataclasses.dataclass
+class ContainerRecord:
+    """One container: what CreateContainer asked for and what has happened to it since.
+
+    The state is derived from the timestamps, as containerd does (finished_at set: EXITED;
+    started_at set: RUNNING; created_at set: CREATED); a record persisted before `runc
+    create` finished has created_at 0 and reads UNKNOWN, which recovery cleans up. Times are
+    nanoseconds since the epoch. mounts are the CRI mounts exactly as requested
+    (ContainerStatus echoes them); user is the resolved uid, gid and groups.
+    """
+
+    id: str
+    name: str
+    sandbox_id: str
+    metadata_name: str
+    attempt: int
+    image: str
+    image_ref: str
+    image_id: str
+    runtime_handler: str
+    bundle: str
+    log_path: str = ""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+    mounts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    user: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stop_signal: int = 15
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    created_at: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    pid: int = 0
+    monitor_pid: int = 0
+    monitor_start_time: int = 0
+    cgroups_path: str = ""
+
+    @property
+    def state(self) -> int:
+        if self.finished_at:
+            return CONTAINER_EXITED
+        if self.started_at:
+            return CONTAINER_RUNNING
+        if self.created_at:
+            return CONTAINER_CREATED
+        return CONTAINER_UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,119 @@
+"""What the spec builder needs to know besides the CRI request: the sandbox and the host.
+
+SandboxInfo is filled by the sandbox layer (pinned namespaces, pod files, cgroup parent);
+HostInfo is detected once at start (cgroup version, swap accounting, the lowest
+oom_score_adj this process may hand out, the capabilities the kernel knows). Both are plain
+data so the builder stays a pure function that unit tests drive with any combination.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """A pod as its containers see it.
+
+    A namespace path of None means "no pinned namespace": the container gets a fresh one
+    (or the host's, when the container's namespace mode is NODE). pid_ns_path is None for
+    pods without a shared PID namespace. cgroup_parent is the pod cgroup (cgroupfs path, or
+    a systemd slice name when systemd_cgroup is set).
+    """
+
+    id: str
+    hostname: str = ""
+    netns_path: str | None = None
+    ipc_ns_path: str | None = None
+    uts_ns_path: str | None = None
+    pid_ns_path: str | None = None
+    hostname_path: str | None = None
+    hosts_path: str | None = None
+    resolv_conf_path: str | None = None
+    shm_path: str | None = None
+    cgroup_parent: str = ""
+    systemd_cgroup: bool = False
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+    def cgroups_path(self, container_id: str) -> str:
+        """runc's linux.cgroupsPath for a container of this pod."""
+        if self.systemd_cgroup:
+            return f"{self.cgroup_parent or 'system.slice'}:cri-shim:{container_id}"
+        parent = self.cgroup_parent or "/"
+        return f"{parent.rstrip('/')}/{container_id}" if parent != "/" else f"/{container_id}"
+
+
+def _last_cap() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 40
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """Facts about this host that change the spec."""
+
+    cgroup_v2: bool = False
+    swap_accounting: bool = True
+    oom_score_adj_min: int = -1000
+    last_cap: int = 40
+    # Capabilities this process may hand out (its own bounding set): "ALL" and privileged.
+    bounding_caps: tuple[int, ...] = tuple(range(41))
+    apparmor_enabled: bool = False
+    arch: str = "x86_64"
+
+    @classmethod
+    def detect(cls) -> HostInfo:
+        """Reads the facts from /proc and /sys of the running host."""
+        v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
+        if v2:
+            swap = (CGROUP_ROOT / "memory.swap.max").exists() or any(CGROUP_ROOT.glob("*/memory.swap.max"))
+        else:
+            swap = (CGROUP_ROOT / "memory/memory.memsw.limit_in_bytes").exists()
+        apparmor = Path("/sys/module/apparmor/parameters/enabled")
+        try:
+            apparmor_on = apparmor.read_text().strip() == "Y"
+        except OSError:
+            apparmor_on = False
+        return cls(
+            cgroup_v2=v2,
+            swap_accounting=swap,
+            oom_score_adj_min=own_oom_score_adj(),
+            last_cap=_last_cap(),
+            bounding_caps=own_bounding_caps(),
+            apparmor_enabled=apparmor_on,
+            arch=platform.machine(),
+        )
+
+
+def own_oom_score_adj() -> int:
+    """This process's oom_score_adj: without CAP_SYS_RESOURCE no child may go below it."""
+    if _has_cap_sys_resource():
+        return -1000
+    try:
+        return int(Path("/proc/self/oom_score_adj").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _status_mask(field: str) -> int:
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _has_cap_sys_resource() -> bool:
+    return bool(_status_mask("CapEff") >> 24 & 1)
+
+
+def own_bounding_caps() -> tuple[int, ...]:
+    """Numbers of the capabilities in this process's bounding set."""
+    mask = _status_mask("CapBnd")
+    return tuple(n for n in range(64) if mask >> n & 1)

@@ -1,0 +1,44 @@
+"""linux.namespaces: which namespaces a container shares with its pod, the host, or another.
+
+Modes come from the container's NamespaceOption (kubelet mirrors the pod's). NODE means the
+host's namespace (no entry), POD joins the sandbox's pinned namespace (a fresh one when the
+sandbox pinned none), CONTAINER is fresh, TARGET (pid only) joins another container's PID
+namespace, whose path the caller resolves. UTS follows the network: a host-network pod keeps
+the host's hostname.
+"""
+
+from __future__ import annotations
+
+from cri_shim.api import api_pb2
+from cri_shim.errors import FailedPrecondition, InvalidArgument
+from cri_shim.oci.context import SandboxInfo
+
+
+def _entry(kind: str, path: str | None) -> dict[str, str]:
+    return {"type": kind, "path": path} if path else {"type": kind}
+
+
+def build(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: str | None, cgroup_v2: bool,
+          privileged: bool) -> list[dict[str, str]]:
+    """The namespace list of the spec."""
+    out = [{"type": "mount"}]
+    if opts.network != api_pb2.NODE:
+        out.append(_entry("network", sandbox.netns_path if opts.network == api_pb2.POD else None))
+        out.append(_entry("uts", sandbox.uts_ns_path if opts.network == api_pb2.POD else None))
+    if opts.ipc != api_pb2.NODE:
+        out.append(_entry("ipc", sandbox.ipc_ns_path if opts.ipc == api_pb2.POD else None))
+    if opts.pid == api_pb2.POD:
+        if sandbox.pid_ns_path is None:
+            raise FailedPrecondition(f"sandbox {sandbox.id} has no PID namespace for a pod-level PID container")
+        out.append(_entry("pid", sandbox.pid_ns_path))
+    elif opts.pid == api_pb2.CONTAINER:
+        out.append({"type": "pid"})
+    elif opts.pid == api_pb2.TARGET:
+        if not opts.target_id:
+            raise InvalidArgument("pid namespace mode TARGET needs target_id")
+        if not target_pid_ns:
+            raise FailedPrecondition(f"target container {opts.target_id} has no running process to share a PID namespace with")
+        out.append(_entry("pid", target_pid_ns))
+    if cgroup_v2 and not privileged:
+        out.append({"type": "cgroup"})
+    return out

@@ -1,0 +1,78 @@
+"""Masked and read-only paths, no_new_privs, AppArmor, sysctls: the remaining process guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cri_shim.api import api_pb2
+from cri_shim.errors import InvalidArgument
+
+# containerd's defaults, used when kubelet sends none (kubelet sends its own for procMount Default).
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+# Sysctls by the namespace they live in, as runc validates them.
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def paths(sc: api_pb2.LinuxContainerSecurityContext, privileged: bool) -> tuple[list[str], list[str]]:
+    """(maskedPaths, readonlyPaths): none for privileged containers, else CRI's or the defaults."""
+    if privileged:
+        return [], []
+    masked = list(sc.masked_paths) or list(MASKED_PATHS)
+    readonly = list(sc.readonly_paths) or list(READONLY_PATHS)
+    return masked, readonly
+
+
+def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> str | None:
+    """process.apparmorProfile. On hosts without AppArmor a confining profile is refused, as containerd does."""
+    if sc.HasField("apparmor"):
+        kind, name = sc.apparmor.profile_type, sc.apparmor.localhost_ref
+    elif sc.apparmor_profile:
+        profile = sc.apparmor_profile
+        if profile == "unconfined":
+            kind, name = api_pb2.SecurityProfile.Unconfined, ""
+        elif profile == "runtime/default":
+            kind, name = api_pb2.SecurityProfile.RuntimeDefault, ""
+        else:
+            kind, name = api_pb2.SecurityProfile.Localhost, profile
+    else:
+        return None
+    if kind == api_pb2.SecurityProfile.Unconfined:
+        return None
+    if not host_enabled:
+        raise InvalidArgument("apparmor is not supported on this host")
+    if kind == api_pb2.SecurityProfile.RuntimeDefault:
+        raise InvalidArgument("apparmor runtime/default is not provided by cri-shim; name a loaded profile")
+    name = name.removeprefix("localhost/")
+    if name not in loaded_apparmor_profiles():
+        raise InvalidArgument(f"apparmor profile {name!r} is not loaded")
+    return name
+
+
+def loaded_apparmor_profiles() -> set[str]:
+    """Names of the profiles the kernel has loaded."""
+    try:
+        text = Path("/sys/kernel/security/apparmor/profiles").read_text()
+    except OSError:
+        return set()
+    return {line.rsplit(" (", 1)[0] for line in text.splitlines() if line}
+
+
+def sysctls(values: dict[str, str], host_network: bool, host_ipc: bool) -> dict[str, str]:
+    """linux.sysctl: pod sysctls that belong to namespaces the container does not share with the host."""
+    out = {}
+    for key, value in values.items():
+        is_ipc = key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")
+        is_net = key.startswith("net.")
+        is_uts = key in ("kernel.hostname", "kernel.domainname")
+        if not (is_ipc or is_net or is_uts):
+            raise InvalidArgument(f"sysctl {key!r} is not namespaced")
+        if is_ipc and host_ipc or (is_net or is_uts) and host_network:
+            raise InvalidArgument(f"sysctl {key!r} would change the host's namespace")
+        out[key] = value
+    return out

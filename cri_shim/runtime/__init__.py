@@ -1,0 +1,1 @@
+"""Running containers: runc invocation, the conmon monitor, exit detection, exec, lifecycle."""

@@ -1,0 +1,198 @@
+"""The conmon monitor (Debian's 2.1.6), driven through the contract CRI-O and Podman use.
+
+create(): conmon gets a sync socket (_OCI_SYNCPIPE) and a start socket (_OCI_STARTPIPE)
+passed with pass_fds (never preexec_fn); it waits for one byte on the start socket, double
+forks, runs `runc create`, and writes one JSON line on the sync socket: {"data": <pid>} or
+{"data": -1, "message": <runtime stderr>} (with --api-version 1). It then owns the
+container: k8s-file log, attach socket <socket dir>/<id>/attach, control FIFO <bundle>/ctl
+("1 h w" resize, "2 0 0" reopen log), exit code in <exit dir>/<id> and <bundle>/exit, and
+<bundle>/oom when the container's memory cgroup reported an OOM kill (cgroup v1 eventfd;
+2.1.6 is unreliable on v2, so the caller also checks memory.events itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+from cri_shim.errors import FailedPrecondition, Internal
+from cri_shim.runtime import procinfo
+from cri_shim.runtime.exits import ExitWatcher
+from cri_shim.runtime.monitor import Created, MonitorSpec
+
+log = logging.getLogger("cri_shim.runtime")
+
+MIN_VERSION = (2, 1, 0)
+# sun_path is 108 bytes with its NUL; conmon binds <socket dir>/<id>/attach.
+SUN_PATH_MAX = 107
+ATTACH = "attach"
+REOPEN_LOG = b"2 0 0\n"
+
+
+async def version(binary: str) -> tuple[int, int, int]:
+    """conmon's version, from `conmon --version`."""
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    found = re.search(rb"conmon version (\d+)\.(\d+)\.(\d+)", out)
+    if proc.returncode != 0 or not found:
+        raise Internal(f"cannot tell the version of {binary}: {out.decode(errors='replace').strip()}")
+    return int(found[1]), int(found[2]), int(found[3])
+
+
+class ConmonMonitor:
+    """Monitor implementation with one conmon process per container."""
+
+    def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info") -> None:
+        self.binary = binary
+        self.socket_dir = socket_dir
+        self.log_level = log_level
+        self.exits = ExitWatcher(exit_dir)
+        # An id is 64 hex characters; the attach socket path must still fit in sun_path.
+        longest = len(str(socket_dir / ("0" * 64) / ATTACH))
+        if longest > SUN_PATH_MAX:
+            raise ValueError(f"socket dir {socket_dir} is too long for attach sockets ({longest} > {SUN_PATH_MAX} bytes)")
+
+    async def check(self) -> tuple[int, int, int]:
+        """Refuses a conmon older than the contract needs; returns its version."""
+        found = await version(self.binary)
+        if found < MIN_VERSION:
+            wanted = ".".join(map(str, MIN_VERSION))
+            raise Internal(f"{self.binary} is version {'.'.join(map(str, found))}, cri-shim needs {wanted} or later")
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return found
+
+    def attach_socket(self, container_id: str) -> Path:
+        return self.socket_dir / container_id / ATTACH
+
+    def args(self, spec: MonitorSpec) -> list[str]:
+        """conmon's command line for creating spec's container."""
+        args = [
+            self.binary, "--api-version", "1",
+            "-b", str(spec.bundle), "-c", spec.container_id, "-u", spec.container_id, "-n", spec.name,
+            "-r", spec.runtime.binary,
+            "--exit-dir", str(self.exits.directory), "--persist-dir", str(spec.bundle),
+            "-l", f"k8s-file:{spec.log_path}", "--log-level", self.log_level,
+            "-P", str(spec.bundle / "conmon.pid"), "-p", str(spec.bundle / "pidfile"),
+            "--socket-dir-path", str(self.socket_dir),
+        ]
+        for arg in spec.runtime.global_args():
+            args += ["--runtime-arg", arg]
+        if spec.tty:
+            args.append("-t")
+        if spec.stdin:
+            args.append("-i")
+            if not spec.stdin_once:
+                args.append("--leave-stdin-open")
+        return args
+
+    async def create(self, spec: MonitorSpec, timeout: float) -> Created:
+        sync_parent, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        start_parent, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            "_OCI_SYNCPIPE": str(sync_child.fileno()),
+            "_OCI_STARTPIPE": str(start_child.fileno()),
+        }
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        debug_log = open(spec.bundle / "conmon.log", "ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.args(spec), cwd=spec.bundle, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=debug_log, stderr=debug_log, pass_fds=(sync_child.fileno(), start_child.fileno()),
+            )
+        finally:
+            debug_log.close()
+            sync_child.close()
+            start_child.close()
+        try:
+            with start_parent:
+                start_parent.sendall(b"0")
+            rc = await asyncio.wait_for(proc.wait(), timeout)
+            if rc != 0:
+                raise Internal(f"conmon exited with {rc} before creating the container: {self._debug_tail(spec)}")
+            line = await asyncio.wait_for(_read_line(sync_parent), timeout)
+        except TimeoutError:
+            raise Internal(f"conmon did not report the container within {timeout}s") from None
+        finally:
+            sync_parent.close()
+        if not line:
+            raise Internal(f"conmon closed the sync pipe without a result: {self._debug_tail(spec)}")
+        try:
+            reply = json.loads(line)
+            pid = int(reply.get("data", -1))
+        except (ValueError, TypeError, AttributeError):
+            raise Internal(f"conmon sent an unreadable result: {line[:200]!r}") from None
+        if pid <= 0:
+            raise Internal(f"runc create failed: {reply.get('message', '').strip() or self._debug_tail(spec)}")
+        monitor_pid = int((spec.bundle / "conmon.pid").read_text().strip())
+        return Created(pid=pid, monitor_pid=monitor_pid, monitor_start_time=procinfo.start_time(monitor_pid))
+
+    def _debug_tail(self, spec: MonitorSpec) -> str:
+        try:
+            return (spec.bundle / "conmon.log").read_text(errors="replace")[-2000:].strip() or "(no output)"
+        except OSError:
+            return "(no output)"
+
+    def _write_ctl(self, bundle: Path, message: bytes) -> None:
+        try:
+            fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise FailedPrecondition("the container's monitor has no control FIFO (container not running)") from None
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise FailedPrecondition("the container's monitor is not running") from None
+            raise
+        try:
+            os.write(fd, message)
+        finally:
+            os.close(fd)
+
+    async def reopen_log(self, bundle: Path, log_path: Path, timeout: float) -> None:
+        """conmon replaces log_path with a new file (a rename over it); wait until it has."""
+        try:
+            before = os.stat(log_path).st_ino
+        except FileNotFoundError:
+            before = None
+        self._write_ctl(bundle, REOPEN_LOG)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while time.monotonic() < deadline:
+            try:
+                if os.stat(log_path).st_ino != before:
+                    return
+            except FileNotFoundError:
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        raise Internal(f"conmon did not reopen {log_path} within {timeout}s")
+
+    async def resize(self, bundle: Path, height: int, width: int) -> None:
+        self._write_ctl(bundle, f"1 {height} {width}\n".encode())
+
+    def alive(self, monitor_pid: int, start_time: int) -> bool:
+        return procinfo.alive(monitor_pid, start_time)
+
+    def oom_killed(self, bundle: Path) -> bool:
+        return (bundle / "oom").exists()
+
+
+async def _read_line(sock: socket.socket) -> bytes:
+    """One newline-terminated line from a blocking-free socket on the loop (b"" on EOF)."""
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    data = b""
+    while b"\n" not in data:
+        chunk = await loop.sock_recv(sock, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0]

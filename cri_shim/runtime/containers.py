@@ -1,0 +1,293 @@
+"""Container lifecycle below the RPCs: create, start, stop, remove, status refresh, recovery.
+
+ContainerRuntime keeps one ContainerRecord per container in a RecordStore and drives runc
+through the Monitor. It knows nothing of how sandboxes or images are made: callers hand it a
+SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
+- the record is persisted before each side effect (created_at 0 while `runc create` runs,
+  so a crash midway is found and cleaned up at start-up by cri_shim.runtime.recovery);
+- exits come from the monitor's exit files (inotify callback, or read on demand), so exits
+  that happened while the daemon was down are recorded after it comes back;
+- Stop and Remove of unknown or finished containers succeed; a failure while creating
+  leaves nothing behind (runc state, bundle, exit file, record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from cri_shim.api import api_pb2
+from cri_shim.cgroups import stats
+from cri_shim.config import Config
+from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.oci import resources as oci_resources
+from cri_shim.oci.context import HostInfo, SandboxInfo
+from cri_shim.oci.image import ImageConfig
+from cri_shim.oci.spec import build_spec
+from cri_shim.runtime import execsync, procinfo, recovery
+from cri_shim.runtime.conmon import ConmonMonitor
+from cri_shim.runtime.monitor import Monitor, MonitorSpec
+from cri_shim.runtime.runc import Runc
+from cri_shim.store import atomic
+from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord, RecordStore
+
+log = logging.getLogger("cri_shim.runtime")
+
+CREATE_TIMEOUT = 240.0
+KILL_WAIT = 30.0
+REOPEN_TIMEOUT = 10.0
+DISCARD_WAIT = 5.0
+UNKNOWN_EXIT = 255
+
+
+def _pb_dict(message: object) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class ContainerRuntime:
+    """Creates and runs containers under monitors; the record store is the source of truth."""
+
+    def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
+                 bundle_root: Path, host: HostInfo, seccomp_profile: str = "") -> None:
+        self.store = store
+        self.monitor = monitor
+        self.runtimes = runtimes
+        self.bundle_root = bundle_root
+        self.host = host
+        self.seccomp_profile = seccomp_profile
+        self._listeners: list[Callable[[ContainerRecord], None]] = []
+        monitor.exits.subscribe(self._on_exit)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ContainerRuntime:
+        """The runtime laid out under the configured directories (nothing is touched yet)."""
+        systemd = cfg.runtime.cgroup_driver == "systemd"
+        runtimes = {name: Runc(h.path, Path(h.root), systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()}
+        monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s")
+        store: RecordStore[ContainerRecord] = RecordStore("container", cfg.state_dir / "containers", ContainerRecord)
+        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), cfg.runtime.seccomp_default_profile)
+
+    async def open(self) -> None:
+        """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
+        await self.monitor.check()
+        for path, exc in self.store.load():
+            log.warning("unreadable container record", extra={"path": str(path), "error": str(exc)})
+        self.monitor.exits.start()
+        await recovery.recover(self)
+
+    def close(self) -> None:
+        """Stops watching exits; containers and their monitors keep running."""
+        self.monitor.exits.close()
+
+    def subscribe(self, callback: Callable[[ContainerRecord], None]) -> None:
+        """callback(record) runs whenever an exit is recorded (container events)."""
+        self._listeners.append(callback)
+
+    def runc(self, record: ContainerRecord) -> Runc:
+        try:
+            return self.runtimes[record.runtime_handler]
+        except KeyError:
+            raise FailedPrecondition(f"runtime handler {record.runtime_handler!r} is not configured") from None
+
+    async def create(self, *, container_id: str, name: str, sandbox: SandboxInfo,
+                     sandbox_config: api_pb2.PodSandboxConfig, config: api_pb2.ContainerConfig, image: ImageConfig,
+                     rootfs: Path, image_name: str = "", image_ref: str = "", image_id: str = "",
+                     runtime_handler: str = "runc", target_pid_ns: str | None = None) -> ContainerRecord:
+        """Builds the spec and runs `runc create` under a monitor; the container is CREATED."""
+        runc = self.runtimes.get(runtime_handler)
+        if runc is None:
+            raise NotFound(f"runtime handler {runtime_handler!r} is not configured")
+        built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
+                           image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
+        bundle = self.bundle_root / container_id
+        log_path = os.path.join(sandbox_config.log_directory, config.log_path) if config.log_path else ""
+        if log_path and not os.path.isabs(log_path):
+            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
+        record = ContainerRecord(
+            id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
+            attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
+            image_id=image_id, runtime_handler=runtime_handler, bundle=str(bundle), log_path=log_path,
+            labels=dict(config.labels), annotations=dict(config.annotations),
+            mounts=[_pb_dict(m) for m in config.mounts], resources=_pb_dict(config.linux.resources),
+            user={"uid": built.user.uid, "gid": built.user.gid, "supplemental_groups": built.user.additional_gids},
+            stop_signal=built.stop_signal, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+            cgroups_path=built.spec["linux"]["cgroupsPath"],
+        )
+        self.store.save(record)
+        try:
+            bundle.mkdir(parents=True, mode=0o700)
+            atomic.write_json(bundle / "config.json", built.spec)
+            created = await self.monitor.create(MonitorSpec(
+                container_id=container_id, name=name, bundle=bundle,
+                log_path=Path(log_path) if log_path else bundle / "console.log", runtime=runc,
+                stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+            ), CREATE_TIMEOUT)
+        except BaseException:
+            await self.discard(record)
+            raise
+        record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
+                                     monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time)
+        self.store.save(record)
+        return self.refresh(record)
+
+    async def discard(self, record: ContainerRecord) -> None:
+        """Removes every trace of a container: runc state, bundle, exit file, record."""
+        try:
+            await self.runc(record).delete(record.id)
+        except Exception:  # noqa: BLE001 - cleanup goes on; the failure is logged
+            log.exception("runc delete failed while discarding", extra={"container": record.id})
+        if self._monitor_running(record):
+            # The monitor records the exit of what delete killed; let it, then drop the file.
+            await self.monitor.exits.wait(record.id, DISCARD_WAIT)
+        shutil.rmtree(record.bundle, ignore_errors=True)
+        self.monitor.exits.forget(record.id)
+        self.store.delete(record.id)
+
+    def _monitor_running(self, record: ContainerRecord) -> bool:
+        if record.monitor_pid:
+            return self.monitor.alive(record.monitor_pid, record.monitor_start_time)
+        try:  # interrupted create: the pid file is all there is
+            pid = int((Path(record.bundle) / "conmon.pid").read_text())
+        except (OSError, ValueError):
+            return False
+        return self.monitor.alive(pid, procinfo.start_time(pid))
+
+    def refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """The record with any exit its monitor has recorded since (persisted when changed)."""
+        if record.finished_at or not record.created_at:
+            return record
+        found = self.monitor.exits.read(record.id)
+        if found is None and not self.monitor.alive(record.monitor_pid, record.monitor_start_time):
+            found = self.monitor.exits.read(record.id)
+            if found is None:
+                updated = dataclasses.replace(record, finished_at=time.time_ns(), exit_code=UNKNOWN_EXIT, reason="Unknown",
+                                              message="the container's monitor exited without recording an exit")
+                self.store.save(updated)
+                return updated
+        if found is None:
+            return record
+        # An OOM kill of some child while the main process exits 0 is still a completion.
+        if found.code != 0 and (self.monitor.oom_killed(Path(record.bundle)) or stats.oom_kills(record.cgroups_path) > 0):
+            reason = "OOMKilled"
+        else:
+            reason = "Completed" if found.code == 0 else "Error"
+        # File times are coarse (jiffies): never report an exit before the recorded start.
+        finished_at = max(found.finished_at, record.started_at, record.created_at)
+        updated = dataclasses.replace(record, finished_at=finished_at, exit_code=found.code, reason=reason)
+        self.store.save(updated)
+        return updated
+
+    def _on_exit(self, container_id: str) -> None:
+        record = self.store.get(container_id)
+        if record is None:
+            return
+        updated = self.refresh(record)
+        if updated is not record:
+            for callback in self._listeners:
+                callback(updated)
+
+    def get(self, container_id: str) -> ContainerRecord:
+        """The refreshed record (NotFound for unknown ids; prefixes allowed)."""
+        return self.refresh(self.store.resolve(container_id))
+
+    async def start(self, container_id: str) -> ContainerRecord:
+        record = self.get(container_id)
+        async with self.store.lock(record.id):
+            record = self.refresh(self.store.get(record.id) or record)
+            if record.state != CONTAINER_CREATED:
+                raise FailedPrecondition(f"container {record.id} is not in the created state")
+            # Taken before the process runs, so a quick exit never precedes its start.
+            started_at = time.time_ns()
+            try:
+                await self.runc(record).start(record.id)
+            except Exception as exc:
+                current = self.store.get(record.id) or record
+                failed = dataclasses.replace(current, finished_at=current.finished_at or time.time_ns(),
+                                             exit_code=current.exit_code or 128, reason="StartError", message=str(exc))
+                self.store.save(failed)
+                await self.runc(record).delete(record.id)
+                raise
+            current = self.store.get(record.id) or record
+            started = dataclasses.replace(current, started_at=started_at,
+                                          finished_at=current.finished_at and max(current.finished_at, started_at))
+            self.store.save(started)
+            return self.refresh(started)
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded."""
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        record = self.refresh(record)
+        if record.state != CONTAINER_RUNNING:
+            return
+        runc = self.runc(record)
+        if timeout > 0:
+            await runc.kill(record.id, record.stop_signal)
+            if await self.monitor.exits.wait(record.id, timeout) is not None:
+                self.refresh(self.store.get(record.id) or record)
+                return
+        await self._kill(record)
+
+    async def _kill(self, record: ContainerRecord) -> None:
+        await self.runc(record).kill(record.id, signal.SIGKILL, all_processes=True)
+        if await self.monitor.exits.wait(record.id, KILL_WAIT) is None:
+            raise Internal(f"container {record.id} did not exit {KILL_WAIT}s after SIGKILL")
+        self.refresh(self.store.get(record.id) or record)
+
+    async def remove(self, container_id: str) -> None:
+        """Kills what runs, deletes runc's state, the bundle and the record; unknown ids succeed."""
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        async with self.store.lock(record.id):
+            record = self.store.get(record.id)
+            if record is None:
+                return
+            record = self.refresh(record)
+            if record.created_at and not record.finished_at:
+                await self._kill(record)
+            await self.discard(record)
+
+    async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
+        record = self.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout)
+
+    async def reopen_log(self, container_id: str) -> None:
+        """Synchronous log reopen: returns once the new file exists (errors if not running)."""
+        record = self.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        if record.log_path:
+            await self.monitor.reopen_log(Path(record.bundle), Path(record.log_path), REOPEN_TIMEOUT)
+
+    async def update_resources(self, container_id: str, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
+        """Applies new cgroup limits with `runc update`, then records them."""
+        record = self.get(container_id)
+        if record.state not in (CONTAINER_CREATED, CONTAINER_RUNNING):
+            raise FailedPrecondition(f"container {record.id} is not running")
+        await self.runc(record).update(record.id, oci_resources.build(res, self.host.swap_accounting, self.host.cgroup_v2))
+        updated = dataclasses.replace(self.store.get(record.id) or record, resources=_pb_dict(res))
+        self.store.save(updated)
+        return updated
+
+    def pid_namespace(self, container_id: str) -> str:
+        """The PID namespace of a running container, for another container's TARGET mode."""
+        record = self.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        return f"/proc/{record.pid}/ns/pid"
+
+    def stats(self, container_id: str) -> stats.CgroupStats | None:
+        """CPU and memory counters of the container's cgroup (None once it is gone)."""
+        return stats.read(self.get(container_id).cgroups_path)

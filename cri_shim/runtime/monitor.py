@@ -1,0 +1,77 @@
+"""The Monitor interface: the process that owns a container's stdio, log and exit record.
+
+One monitor process runs per container, outside the daemon, so containers keep running,
+logging and having their exits recorded while the daemon is down or restarting. The
+conmon implementation (cri_shim.runtime.conmon) is the only one today; the interface is what
+the lifecycle code and the streaming server use, so another monitor can replace it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cri_shim.runtime.exits import ExitWatcher
+from cri_shim.runtime.runc import Runc
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """What a monitor needs to create one container.
+
+    bundle holds config.json and doubles as the container's persistent directory: the
+    monitor leaves its pid file, control FIFOs, "exit" and "oom" files there.
+    """
+
+    container_id: str
+    name: str
+    bundle: Path
+    log_path: Path
+    runtime: Runc
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+
+
+@dataclass(frozen=True)
+class Created:
+    """A container created (not started) under a monitor."""
+
+    pid: int
+    monitor_pid: int
+    monitor_start_time: int
+
+
+class Monitor(Protocol):
+    """Creates containers under a monitor and talks to the monitors of running ones."""
+
+    exits: ExitWatcher
+
+    async def check(self) -> object:
+        """Refuses to start with a monitor binary the contract does not hold for."""
+        ...
+
+    async def create(self, spec: MonitorSpec, timeout: float) -> Created:
+        """Runs `runtime create` under a new monitor; returns once the container exists."""
+        ...
+
+    async def reopen_log(self, bundle: Path, log_path: Path, timeout: float) -> None:
+        """Makes the monitor write to a fresh file at log_path; returns once it exists."""
+        ...
+
+    async def resize(self, bundle: Path, height: int, width: int) -> None:
+        """Resizes the container's terminal."""
+        ...
+
+    def attach_socket(self, container_id: str) -> Path:
+        """The SOCK_SEQPACKET socket that streams the container's stdio (attach)."""
+        ...
+
+    def alive(self, monitor_pid: int, start_time: int) -> bool:
+        """Whether the monitor process recorded at create time is still running."""
+        ...
+
+    def oom_killed(self, bundle: Path) -> bool:
+        """Whether the monitor saw the container's cgroup run out of memory."""
+        ...

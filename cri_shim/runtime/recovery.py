@@ -1,0 +1,59 @@
+"""Start-up reconciliation of container records with runc, the monitors and the exit files.
+
+The matrix follows containerd's restart.go: a record whose create was interrupted
+(created_at 0) is discarded with everything it may have left; an exit recorded while the
+daemon was down is applied; a container runc reports running while its record says created
+was started just before a crash; bundles and exit files no record owns are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from cri_shim.errors import NotFound
+from cri_shim.store.records import CONTAINER_CREATED, ContainerRecord
+
+if TYPE_CHECKING:
+    from cri_shim.runtime.containers import ContainerRuntime
+
+log = logging.getLogger("cri_shim.runtime")
+
+
+async def recover(rt: ContainerRuntime) -> None:
+    """Reconciles every record, then sweeps what no record owns."""
+    known = set()
+    for record in rt.store:
+        known.add(record.id)
+        if not record.created_at:
+            log.info("discarding a container whose creation was interrupted", extra={"container": record.id})
+            await rt.discard(record)
+            continue
+        record = rt.refresh(record)
+        if record.state == CONTAINER_CREATED:
+            await _adopt_started(rt, record)
+    rt.bundle_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for bundle in rt.bundle_root.iterdir():
+        if bundle.name not in known:
+            log.info("removing an orphaned bundle", extra={"container": bundle.name})
+            for runc in rt.runtimes.values():
+                await runc.delete(bundle.name)
+            shutil.rmtree(bundle, ignore_errors=True)
+            rt.monitor.exits.forget(bundle.name)
+    for exit_file in rt.monitor.exits.directory.iterdir():
+        # "<id>.XXXXXX" is conmon writing an exit file right now: never touch those.
+        if "." not in exit_file.name and exit_file.name not in known:
+            exit_file.unlink(missing_ok=True)
+
+
+async def _adopt_started(rt: ContainerRuntime, record: ContainerRecord) -> None:
+    """A start that ran but was not recorded (crash between `runc start` and the save)."""
+    try:
+        state = await rt.runc(record).state(record.id)
+    except NotFound:
+        return
+    if state.get("status") in ("running", "paused"):
+        rt.store.save(replace(record, started_at=time.time_ns()))

@@ -1,0 +1,132 @@
+"""An asyncio wrapper around the runc command line, one instance per runtime handler.
+
+Every call is a subprocess (never a fork from a thread, never preexec_fn); failures become
+Internal errors carrying runc's own message, except where "already gone" must count as done
+(delete of a deleted container, kill of a stopped one), which callers ask for explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cri_shim.errors import Internal, NotFound
+
+log = logging.getLogger("cri_shim.runtime")
+
+DEFAULT_TIMEOUT = 60.0
+_GONE = ("does not exist", "not exist", "no such file")
+
+
+class RuncError(Internal):
+    """runc exited non-zero; the message holds its stderr."""
+
+    def __init__(self, message: str, stderr: str) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+    @property
+    def gone(self) -> bool:
+        """The container (or its process) no longer exists."""
+        low = self.stderr.lower()
+        return any(text in low for text in _GONE) or "container not running" in low or "process already finished" in low
+
+
+def _message(stderr: bytes) -> str:
+    """runc's error line, without the JSON log framing it sometimes uses."""
+    text = stderr.decode(errors="replace").strip()
+    lines = []
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line).get("msg", line))
+        except (ValueError, AttributeError):
+            lines.append(line)
+    return "; ".join(lines)
+
+
+class Runc:
+    """runc with its own --root (state directory) and cgroup driver."""
+
+    def __init__(self, binary: str, root: Path, systemd_cgroup: bool = False) -> None:
+        # conmon wants an absolute runtime path; resolve a bare name through PATH once.
+        self.binary = shutil.which(binary) or binary
+        self.root = root
+        self.systemd_cgroup = systemd_cgroup
+
+    def global_args(self) -> list[str]:
+        """Arguments before the subcommand (also given to conmon as --runtime-arg)."""
+        args = [f"--root={self.root}"]
+        if self.systemd_cgroup:
+            args.append("--systemd-cgroup")
+        return args
+
+    def command(self, *args: str) -> list[str]:
+        return [self.binary, *self.global_args(), *args]
+
+    async def run(self, *args: str, stdin: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Runs one runc subcommand to completion; its stdout, or RuncError."""
+        proc = await asyncio.create_subprocess_exec(
+            *self.command(*args),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise Internal(f"runc {args[0]} timed out after {timeout}s") from None
+        if proc.returncode != 0:
+            message = _message(err)
+            raise RuncError(f"runc {args[0]} failed: {message}", message)
+        return out
+
+    async def start(self, container_id: str) -> None:
+        await self.run("start", container_id)
+
+    async def state(self, container_id: str) -> dict[str, Any]:
+        """runc's state of the container; NotFound when runc does not know it."""
+        try:
+            return json.loads(await self.run("state", container_id))
+        except RuncError as exc:
+            if exc.gone:
+                raise NotFound(f"container {container_id} is not known to runc") from None
+            raise
+
+    async def kill(self, container_id: str, signal: int, all_processes: bool = False) -> bool:
+        """Sends a signal; False when there was no process left to signal."""
+        args = ["kill", *(["--all"] if all_processes else []), container_id, str(signal)]
+        try:
+            await self.run(*args)
+        except RuncError as exc:
+            if exc.gone:
+                return False
+            raise
+        return True
+
+    async def delete(self, container_id: str) -> None:
+        """delete --force: kills what is left and removes runc's state; absent is fine."""
+        try:
+            await self.run("delete", "--force", container_id)
+        except RuncError as exc:
+            if not exc.gone:
+                raise
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Applies new cgroup resources (UpdateContainerResources)."""
+        await self.run("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
+
+    def exec_command(self, container_id: str, process_file: Path, pid_file: Path, console_socket: Path | None = None,
+                     detach: bool = False) -> list[str]:
+        """argv of `runc exec` for a process.json; the caller spawns it with the stdio it needs."""
+        args = ["exec", "--process", str(process_file), "--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--tty", "--console-socket", str(console_socket)]
+        if detach:
+            args.append("--detach")
+        return self.command(*args, container_id)

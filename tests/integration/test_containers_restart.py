@@ -1,0 +1,117 @@
+"""Containers outlive the process that created them; exits while it is down are not lost."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cri_shim.errors import NotFound
+from cri_shim.store.records import CONTAINER_EXITED, CONTAINER_RUNNING
+from tests.support.containers import Harness
+
+pytestmark = pytest.mark.restart
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from tests.support.containers import Harness
+h = Harness(Path(sys.argv[1]))
+survivor = h.start(h.create(h.config("sleep", "100000", name="survivor")))
+quitter = h.start(h.create(h.config("sh", "-c", "read x; exit 7", name="quitter", stdin=True, stdin_once=True)))
+print(survivor.id, quitter.id, flush=True)
+time.sleep(1000)
+"""
+
+
+def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
+    first = Harness()
+    directory = first.dir
+    first.runtime.close()
+    first.loop.close()
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(directory)], stdout=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[2], env={**os.environ, "PYTHONPATH": "."})
+    try:
+        assert child.stdout is not None
+        survivor_id, quitter_id = child.stdout.readline().decode().split()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    h = Harness(directory)
+    try:
+        # The creator is gone; both containers still run under their monitors.
+        assert h.run(h.runc.state(survivor_id))["status"] == "running"
+        assert h.runtime.get(survivor_id).state == CONTAINER_RUNNING
+        # The quitter exits while no runtime watches: killed from outside, as an OOM killer would.
+        h.runtime.close()
+        h.run(h.runc.kill(quitter_id, signal.SIGKILL))
+        deadline = time.monotonic() + 10
+        while h.monitor.exits.read(quitter_id) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        h.loop.close()
+        again = Harness(directory)
+        try:
+            quitter = again.runtime.get(quitter_id)
+            assert (quitter.state, quitter.exit_code, quitter.reason) == (CONTAINER_EXITED, 137, "Error")
+            # Exits after the restart arrive through the watcher, without asking.
+            seen: list[str] = []
+            again.runtime.subscribe(lambda rec: seen.append(rec.id))
+            again.run(again.runc.kill(survivor_id, signal.SIGKILL))
+            again.wait_exit(again.runtime.store.get(survivor_id))
+            again.run(_settle(again))
+            assert survivor_id in seen
+            assert again.runtime.store.get(survivor_id).exit_code == 137
+        finally:
+            again.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _settle(h: Harness) -> None:
+    """Lets the loop run the exit watcher's callbacks."""
+    await asyncio.sleep(0.1)
+
+
+def test_interrupted_create_is_discarded_on_recovery() -> None:
+    h = Harness()
+    try:
+        rec = h.create(h.config("sleep", "100000"))
+        # Simulate a crash before create finished: the record still has created_at 0.
+        h.runtime.store.save(dataclasses.replace(rec, created_at=0))
+        h.runtime.close()
+        h.loop.close()
+        (h.dir / "exits" / ("f" * 64)).write_text("0")  # an exit file no record owns
+        again = Harness(h.dir)
+        assert again.runtime.store.get(rec.id) is None
+        assert not Path(rec.bundle).exists()
+        assert list((h.dir / "exits").iterdir()) == []  # conmon's exit for the discarded one, and the orphan
+        assert not os.path.exists(f"/proc/{rec.pid}") or "Z" in open(f"/proc/{rec.pid}/stat").read().split(")")[1][:3]
+        with pytest.raises(NotFound):
+            again.run(again.runc.state(rec.id))
+        h = again
+    finally:
+        h.close()
+
+
+def test_dead_monitor_without_exit_file_reads_unknown() -> None:
+    h = Harness()
+    try:
+        rec = h.start(h.create(h.config("sleep", "100000")))
+        os.kill(rec.monitor_pid, signal.SIGKILL)
+        h.run(h.runc.kill(rec.id, signal.SIGKILL))
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{rec.monitor_pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rec = h.runtime.get(rec.id)
+        assert (rec.state, rec.exit_code, rec.reason) == (CONTAINER_EXITED, 255, "Unknown")
+    finally:
+        h.close()
+

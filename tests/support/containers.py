@@ -1,0 +1,134 @@
+"""A ContainerRuntime on private directories, a private runc root and a private cgroup parent.
+
+Integration tests drive the container layer directly (the RPCs are wired later): containers
+run with real runc under real conmon on a busybox rootfs the harness builds. Every path is
+derived from one temporary directory, so parallel runs never share runc state or cgroups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.config import Config, HandlerConfig
+from cri_shim.oci.context import SandboxInfo
+from cri_shim.oci.image import ImageConfig
+from cri_shim.runtime.containers import ContainerRuntime
+from cri_shim.store.records import ContainerRecord
+from tests.support.busybox import make_rootfs
+
+T = TypeVar("T")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class Harness:
+    """One event loop, one ContainerRuntime, and helpers to make containers on it."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        """A fresh harness, or (given the directory of an earlier one) its successor after a restart."""
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
+        self.loop = asyncio.new_event_loop()
+        self.rootfs = self.dir / "rootfs" if directory else make_rootfs(self.dir / "rootfs")
+        self.cgroup_parent = f"/{self.dir.name}"
+        self.logs = self.dir / "logs"
+        cfg = Config()
+        cfg.paths.state_dir, cfg.paths.run_dir = str(self.dir / "state"), str(self.dir)
+        cfg.runtime.handlers = {"runc": HandlerConfig(path="runc", root=str(self.dir / "runc"))}
+        self.runtime = ContainerRuntime.from_config(cfg)
+        self.host = self.runtime.host
+        self.runc = self.runtime.runtimes["runc"]
+        self.monitor = self.runtime.monitor
+        self.run(self.runtime.open())
+        self.count = 0
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def sandbox(self, **kw: Any) -> SandboxInfo:
+        kw.setdefault("id", "sb" + self.dir.name)
+        kw.setdefault("hostname", "podhost")
+        kw.setdefault("cgroup_parent", self.cgroup_parent)
+        return SandboxInfo(**kw)
+
+    def config(self, *command: str, name: str = "", **kw: Any) -> api.ContainerConfig:
+        """A container config running command, with a fresh PID namespace and a log file."""
+        self.count += 1
+        cfg = api.ContainerConfig(metadata=api.ContainerMetadata(name=name or f"c{self.count}"), command=list(command), **kw)
+        cfg.linux.security_context.namespace_options.pid = api.CONTAINER
+        if not cfg.log_path:
+            cfg.log_path = f"{cfg.metadata.name}.log"
+        return cfg
+
+    def create(self, config: api.ContainerConfig, sandbox: SandboxInfo | None = None,
+               sandbox_config: api.PodSandboxConfig | None = None, image: ImageConfig | None = None,
+               rootfs: Path | None = None, target_pid_ns: str | None = None) -> ContainerRecord:
+        sc = sandbox_config or api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="pod", namespace="ns", uid="u"))
+        if not sc.log_directory:
+            sc.log_directory = str(self.logs)
+        cid = os.urandom(32).hex()
+        return self.run(self.runtime.create(
+            container_id=cid, name=f"{config.metadata.name}-{cid[:8]}", sandbox=sandbox or self.sandbox(),
+            sandbox_config=sc, config=config, image=image or ImageConfig(), rootfs=rootfs or self.rootfs,
+            image_name="busybox:test", image_ref="sha256:" + "0" * 64, image_id="sha256:" + "0" * 64,
+            target_pid_ns=target_pid_ns,
+        ))
+
+    def start(self, record: ContainerRecord) -> ContainerRecord:
+        return self.run(self.runtime.start(record.id))
+
+    def wait_exit(self, record: ContainerRecord, timeout: float = 30) -> ContainerRecord:
+        found = self.run(self.monitor.exits.wait(record.id, timeout))
+        assert found is not None, f"container {record.id} did not exit within {timeout}s"
+        return self.runtime.get(record.id)
+
+    def run_to_exit(self, config: api.ContainerConfig, **kw: Any) -> ContainerRecord:
+        """Creates, starts and waits for a container; returns its final record."""
+        return self.wait_exit(self.start(self.create(config, **kw)))
+
+    def log_path(self, record: ContainerRecord) -> Path:
+        return Path(record.log_path)
+
+    def close(self) -> None:
+        """Removes every container, cgroup and file of the harness, even after a failed test."""
+        try:
+            for record in list(self.runtime.store):
+                self.run(self.runtime.remove(record.id))
+        finally:
+            self.runtime.close()
+            self.loop.close()
+            for controller in CGROUP_ROOT.iterdir():
+                cg = controller / self.dir.name
+                if cg.is_dir():
+                    for child in sorted(cg.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                        if child.is_dir():
+                            child.rmdir()
+                    cg.rmdir()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def output(h: Harness, config: api.ContainerConfig, **kw: Any) -> tuple[str, str, int]:
+    """Runs a container to its end: (stdout, stderr, exit code), lines joined with newlines."""
+    from tests.support import crilog
+
+    rec = h.run_to_exit(config, **kw)
+    entries = crilog.parse(h.log_path(rec))
+    out = "\n".join(crilog.messages(entries, "stdout"))
+    err = "\n".join(crilog.messages(entries, "stderr"))
+    h.run(h.runtime.remove(rec.id))
+    return out, err, rec.exit_code
+
+
+@pytest.fixture(scope="module", name="h")
+def module_harness() -> Iterator[Harness]:
+    """One harness for a test module (import this fixture into the module to use it)."""
+    harness = Harness()
+    yield harness
+    harness.close()

@@ -1,0 +1,171 @@
+"""Container records, the CRI log parser, cgroup stats readers and the exit watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups import stats
+from cri_shim.runtime import exits
+from cri_shim.runtime.exits import ExitWatcher
+from cri_shim.store.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, CONTAINER_UNKNOWN,
+                                    ContainerRecord, RecordStore)
+from tests.support import crilog
+
+pytestmark = pytest.mark.unit
+
+
+def record(**kw: object) -> ContainerRecord:
+    return ContainerRecord(id="c1", name="n", sandbox_id="s", metadata_name="m", attempt=0, image="i", image_ref="r",
+                           image_id="id", runtime_handler="runc", bundle="/b", **kw)  # type: ignore[arg-type]
+
+
+def test_state_is_derived_from_timestamps() -> None:
+    assert (CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED, CONTAINER_UNKNOWN) == (
+        api.CONTAINER_CREATED, api.CONTAINER_RUNNING, api.CONTAINER_EXITED, api.CONTAINER_UNKNOWN)
+    assert record().state == CONTAINER_UNKNOWN
+    assert record(created_at=1).state == CONTAINER_CREATED
+    assert record(created_at=1, started_at=2).state == CONTAINER_RUNNING
+    assert record(created_at=1, started_at=2, finished_at=3).state == CONTAINER_EXITED
+    assert record(created_at=1, finished_at=3).state == CONTAINER_EXITED
+
+
+def test_record_round_trips_through_the_store(tmp_path: Path) -> None:
+    store: RecordStore[ContainerRecord] = RecordStore("container", tmp_path, ContainerRecord)
+    rec = record(created_at=5, mounts=[{"container_path": "/m", "readonly": True}], user={"uid": 1, "gid": 2, "supplemental_groups": [2]})
+    store.save(rec)
+    again: RecordStore[ContainerRecord] = RecordStore("container", tmp_path, ContainerRecord)
+    assert again.load() == [] and again.get("c1") == rec
+
+
+def test_cri_log_parser() -> None:
+    e = crilog.parse_line("2016-10-06T00:17:09.669794202Z stdout F hello world\n")
+    assert (e.stream, e.partial, e.content, e.nanos) == ("stdout", False, "hello world", 669794202)
+    e = crilog.parse_line("2026-11-24T17:56:23.2735+00:00 stderr P:x part")
+    assert (e.stream, e.partial, e.content, e.nanos) == ("stderr", True, "part", 273500000)
+    assert crilog.parse_line("2026-11-24T17:56:23Z stdout F ").content == ""
+    for bad in ("yesterday stdout F x", "2026-11-24T17:56:23Z stdin F x", "2026-11-24T17:56:23Z stdout Q x", "x"):
+        with pytest.raises(ValueError):
+            crilog.parse_line(bad)
+    entries = [crilog.parse_line(f"2026-11-24T17:56:23Z {s} {t} {c}") for s, t, c in
+               [("stdout", "P", "ab"), ("stderr", "F", "err"), ("stdout", "F", "cd"), ("stdout", "P", "tail")]]
+    assert crilog.messages(entries) == ["err", "abcd", "tail"]
+    assert crilog.messages(entries, "stdout") == ["abcd", "tail"]
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_stats_cgroup_v1(tmp_path: Path) -> None:
+    cg = "/pod/c1"
+    write(tmp_path, "cpuacct/pod/c1/cpuacct.usage", "123456789\n")
+    write(tmp_path, "memory/pod/c1/memory.usage_in_bytes", "10000\n")
+    write(tmp_path, "memory/pod/c1/memory.limit_in_bytes", "9223372036854771712\n")
+    write(tmp_path, "memory/pod/c1/memory.stat", "cache 1\ntotal_inactive_file 3000\ntotal_rss 4000\ntotal_pgfault 50\ntotal_pgmajfault 2\n")
+    write(tmp_path, "memory/pod/c1/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    s = stats.read(cg, tmp_path)
+    assert s is not None
+    assert (s.cpu_usage_ns, s.memory_usage_bytes, s.memory_working_set_bytes, s.memory_rss_bytes) == (123456789, 10000, 7000, 4000)
+    assert (s.page_faults, s.major_page_faults, s.memory_limit_bytes, s.memory_available_bytes, s.oom_kills) == (50, 2, None, None, 1)
+    assert stats.oom_kills(cg, tmp_path) == 1
+    assert stats.read("/pod/gone", tmp_path) is None
+
+
+def test_stats_cgroup_v2(tmp_path: Path) -> None:
+    write(tmp_path, "cgroup.controllers", "cpu memory\n")
+    write(tmp_path, "kubepods.slice/kubepods-pod1.slice/cri-shim-c1.scope/cpu.stat", "usage_usec 1500\nuser_usec 1000\n")
+    d = "kubepods.slice/kubepods-pod1.slice/cri-shim-c1.scope/"
+    write(tmp_path, d + "memory.current", "8192\n")
+    write(tmp_path, d + "memory.max", "16384\n")
+    write(tmp_path, d + "memory.stat", "anon 4096\ninactive_file 9000\npgfault 7\npgmajfault 1\n")
+    write(tmp_path, d + "memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
+    s = stats.read("kubepods-pod1.slice:cri-shim:c1", tmp_path)
+    assert s is not None
+    assert (s.cpu_usage_ns, s.memory_usage_bytes, s.memory_working_set_bytes, s.memory_rss_bytes) == (1500000, 8192, 0, 4096)
+    assert (s.memory_limit_bytes, s.memory_available_bytes, s.oom_kills, s.page_faults) == (16384, 16384, 2, 7)
+    write(tmp_path, "plain/c2/memory.max", "max\n")
+    assert stats.read("/plain/c2", tmp_path).memory_limit_bytes is None  # type: ignore[union-attr]
+
+
+def test_systemd_path_expansion() -> None:
+    assert stats.relative_path("a-b-c.slice:cri-shim:id") == "/a.slice/a-b.slice/a-b-c.slice/cri-shim-id.scope"
+    assert stats.relative_path("/kubepods/pod1/c1") == "/kubepods/pod1/c1"
+
+
+@pytest.mark.parametrize("inotify", [True, False])
+def test_exit_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify: bool) -> None:
+    if not inotify:
+        monkeypatch.setattr(exits, "_libc", lambda: None)
+        monkeypatch.setattr(exits, "POLL_INTERVAL", 0.02)
+
+    async def scenario() -> list[str]:
+        watcher = ExitWatcher(tmp_path / "exits")
+        seen: list[str] = []
+        watcher.subscribe(seen.append)
+        watcher.start()
+        assert await watcher.wait("c1", 0.05) is None
+
+        async def conmon_writes() -> None:
+            await asyncio.sleep(0.05)
+            tmp = watcher.directory / "c1.AB12CD"
+            tmp.write_text("137")
+            os.rename(tmp, watcher.directory / "c1")
+
+        writer = asyncio.ensure_future(conmon_writes())
+        found = await watcher.wait("c1", 5)
+        await writer
+        assert found is not None and found.code == 137 and found.finished_at > 0
+        assert watcher.read("c1") == found
+        await asyncio.sleep(0.1)
+        watcher.forget("c1")
+        assert watcher.read("c1") is None
+        watcher.close()
+        return seen
+
+    assert asyncio.run(scenario()) == ["c1"]
+
+
+def test_read_exit_ignores_empty_files(tmp_path: Path) -> None:
+    (tmp_path / "c").write_text("")
+    assert exits.read_exit(tmp_path / "c") is None
+    assert exits.read_exit(tmp_path / "missing") is None
+
+
+def test_conmon_command_line(tmp_path: Path) -> None:
+    from cri_shim.runtime.conmon import ConmonMonitor
+    from cri_shim.runtime.monitor import MonitorSpec
+    from cri_shim.runtime.runc import Runc
+
+    sockets = Path("/run/cri-shim/s")  # attach sockets need a short directory (sun_path)
+    mon = ConmonMonitor("/usr/bin/conmon", tmp_path / "exits", sockets)
+    runc = Runc("/usr/sbin/runc", tmp_path / "root", systemd_cgroup=True)
+    spec = MonitorSpec(container_id="c" * 64, name="n", bundle=tmp_path / "b", log_path=tmp_path / "l.log", runtime=runc,
+                       stdin=True, stdin_once=False, tty=True)
+    args = mon.args(spec)
+    pairs = dict(zip(args, args[1:]))
+    assert pairs["--api-version"] == "1" and pairs["-c"] == pairs["-u"] == "c" * 64
+    assert pairs["--exit-dir"] == str(tmp_path / "exits") and pairs["--persist-dir"] == str(tmp_path / "b")
+    assert pairs["-l"] == f"k8s-file:{tmp_path / 'l.log'}" and pairs["--socket-dir-path"] == str(sockets)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--runtime-arg"] == [f"--root={tmp_path / 'root'}", "--systemd-cgroup"]
+    assert {"-t", "-i", "--leave-stdin-open"} <= set(args)
+    once = mon.args(MonitorSpec(container_id="c", name="n", bundle=tmp_path, log_path=tmp_path / "l", runtime=runc, stdin=True, stdin_once=True))
+    assert "-i" in once and "--leave-stdin-open" not in once and "-t" not in once
+    assert mon.attach_socket("abc") == sockets / "abc" / "attach"
+    with pytest.raises(ValueError, match="too long"):
+        ConmonMonitor("conmon", tmp_path, Path("/" + "x" * 40))
+
+
+def test_runc_exec_command_line(tmp_path: Path) -> None:
+    from cri_shim.runtime.runc import Runc
+
+    runc = Runc("/usr/sbin/runc", tmp_path / "root")
+    cmd = runc.exec_command("cid", tmp_path / "p.json", tmp_path / "p.pid", tmp_path / "console.sock", detach=True)
+    assert cmd == ["/usr/sbin/runc", f"--root={tmp_path / 'root'}", "exec", "--process", str(tmp_path / "p.json"), "--pid-file",
+                   str(tmp_path / "p.pid"), "--tty", "--console-socket", str(tmp_path / "console.sock"), "--detach", "cid"]
