@@ -70,17 +70,24 @@ class _Pty:
 
 class HostExec:
     """ExecBackend on host processes. `resized` records every size applied to a pty, and
-    `applied` is set on each, so tests can order input after a resize without sleeping."""
+    `applied` is set on each, so tests can order input after a resize without sleeping;
+    `exits` records exit codes as commands end."""
 
     def __init__(self) -> None:
         self.resized: list[TerminalSize] = []
         self.applied = asyncio.Event()
         self.started = 0
+        self.exits: list[int] = []
+        self.exited = asyncio.Event()
 
     async def exec(self, request: ExecRequest, io: StreamIO) -> int:
         self.started += 1
-        if request.tty:
-            return await self._exec_tty(request, io)
+        code = await (self._exec_tty(request, io) if request.tty else self._exec_pipes(request, io))
+        self.exits.append(code)
+        self.exited.set()
+        return code
+
+    async def _exec_pipes(self, request: ExecRequest, io: StreamIO) -> int:
         pipe = asyncio.subprocess.PIPE
         dev_null = asyncio.subprocess.DEVNULL
         proc = await asyncio.create_subprocess_exec(
