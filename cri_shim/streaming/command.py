@@ -19,10 +19,12 @@ async def run(request: StreamRequest, backends: Backends, io: StreamIO) -> dict:
     """Runs the command (exec) or joins the container (attach); the status to report."""
     try:
         if isinstance(request, ExecRequest):
-            assert backends.exec is not None
+            if backends.exec is None:
+                raise RuntimeError("exec is not supported by this runtime")
             code = await backends.exec.exec(request, io)
             return status.for_result(code, request.cmd)
-        assert backends.attach is not None
+        if backends.attach is None:
+            raise RuntimeError("attach is not supported by this runtime")
         await backends.attach.attach(request, io)
         return status.success()
     except asyncio.CancelledError:

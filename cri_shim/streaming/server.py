@@ -121,6 +121,8 @@ class StreamingServer:
         cached = self.tokens.consume(kind, token)
         if cached is None:
             raise httpio.Refused(httpio.response(404, body="unknown or expired streaming token"))
+        if getattr(self.backends, kind) is None:
+            raise httpio.Refused(httpio.response(501, body=f"{kind} is not supported by this runtime"))
         log.debug("streaming request", extra={"peer": peer, "kind": kind, "method": request.method})
         if httpio.is_websocket(request):
             await self._websocket(request, cached, reader, writer, peer)
@@ -138,7 +140,7 @@ class StreamingServer:
         timeout = float(self.cfg.stream_creation_timeout_seconds)
         if isinstance(cached, PortForwardRequest):
             backend = self.backends.portforward
-            if backend is None:
+            if backend is None:  # checked before the upgrade; backends were swapped since
                 return
             session = SpdySession(transport, portforward.validate, self.cfg.idle_timeout_seconds, peer)
             await session.serve(lambda s: portforward.serve(s, cached, backend, timeout))

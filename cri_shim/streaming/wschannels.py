@@ -18,7 +18,7 @@ from cri_shim.streaming import command, status
 from cri_shim.streaming.backend import Backends, StreamIO
 from cri_shim.streaming.buffer import InboundBuffer
 from cri_shim.streaming.requests import AttachRequest, ExecRequest
-from cri_shim.streaming.spdy.session import CLOSE_LINGER
+from cri_shim.streaming.spdy.session import linger
 from cri_shim.streaming.websocket import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, OP_BINARY, WebSocket
 
 log = logging.getLogger("cri_shim.streaming")
@@ -89,8 +89,7 @@ async def serve(ws: WebSocket, protocol: str, request: ExecRequest | AttachReque
             with contextlib.suppress(ConnectionError):
                 await ws.send(bytes([ERROR]) + payload)
         await ws.close(CLOSE_NORMAL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reader), CLOSE_LINGER)
+        await linger(reader)
     finally:
         await command.stop(resizer)
         await command.stop(reader)

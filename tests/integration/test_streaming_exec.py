@@ -138,6 +138,7 @@ async def test_client_leaving_mid_exec_ends_the_command():
         cmd.conn.transport.abort()
         await h.exec.exited.wait()
         assert h.exec.exits == [137]
+        await cmd.conn.close()
 
 
 @scenario
@@ -148,6 +149,7 @@ async def test_missing_streams_time_out_without_running_anything():
         await conn.closed.wait()
         assert conn.goaway is not None
         assert h.exec.started == 0
+        await conn.close()
 
 
 @scenario

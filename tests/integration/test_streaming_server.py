@@ -12,8 +12,8 @@ import pytest
 from cri_shim.streaming.spdy import frames as f
 from cri_shim.streaming.spdy.dictionary import SPDY3_DICTIONARY
 from tests.support import spdy_client
-from tests.support.spdy_client import StreamRefused
-from tests.support.streaming import harness, scenario
+from tests.support.spdy_client import PortForward, RemoteCommand, StreamRefused
+from tests.support.streaming import echo, harness, http_server, scenario
 from tests.support.upgrade import UpgradeFailed, upgrade
 
 pytestmark = pytest.mark.integration
@@ -156,3 +156,20 @@ async def test_fifty_concurrent_sessions():
         assert [r.stdout for r in results] == [f"in-{i}\nsession-{i}\n".encode() for i in range(50)]
         assert all(r.exit_code == 0 for r in results)
         assert len(h.server.tokens) == 0
+
+
+@scenario
+async def test_close_ends_open_connections():
+    async with harness() as h:
+        cmd = await RemoteCommand.start(h.exec_url("sh", "-c", "echo started; exec sleep 600"))
+        await cmd.wait_output(b"started")
+        server, port = await http_server(echo)
+        pf = await PortForward.start(h.portforward_url())
+        error, data = await pf.open(port)
+        await h.server.close()
+        await asyncio.gather(cmd.conn.closed.wait(), pf.conn.closed.wait())
+        assert await data.read_all() == b"" and await error.read_all() == b""
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", h.server.port)
+        await asyncio.gather(cmd.conn.close(), pf.close())
+        server.close()

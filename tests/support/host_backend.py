@@ -22,6 +22,13 @@ from cri_shim.streaming.terminal import set_window_size
 CHUNK = 65536
 
 
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kills a command nobody waits for any more (client gone, server closing)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
 def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -110,6 +117,7 @@ class HostExec:
             for task in (feeder, watcher):
                 if task:
                     task.cancel()
+            _kill(proc)
 
     @staticmethod
     async def _feed(io: StreamIO, stdin: asyncio.StreamWriter) -> None:
@@ -123,8 +131,7 @@ class HostExec:
     @staticmethod
     async def _kill_on_disconnect(io: StreamIO, proc: asyncio.subprocess.Process) -> None:
         await io.disconnected.wait()
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _kill(proc)
 
     async def _exec_tty(self, request: ExecRequest, io: StreamIO) -> int:
         master, slave = pty.openpty()
@@ -147,6 +154,7 @@ class HostExec:
             for task in tasks:
                 task.cancel()
             term.close()
+            _kill(proc)
 
     async def _apply_resizes(self, io: StreamIO, fd: int) -> None:
         async for size in io.resizes():

@@ -129,5 +129,7 @@ class KubeApiServer:
                 if dst.can_write_eof():
                     dst.write_eof()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        up_writer.close()
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            up_writer.close()

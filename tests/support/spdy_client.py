@@ -27,6 +27,7 @@ from tests.support.upgrade import UpgradeFailed, upgrade
 
 REMOTECOMMAND_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 REPLY_TIMEOUT = 30.0
+COPY_BUFFER = 32 * 1024
 
 __all__ = ["SpdyClient", "RemoteCommand", "PortForward", "UpgradeFailed", "connect"]
 
@@ -53,7 +54,9 @@ class ClientStream:
         return bytes(out)
 
     async def write(self, data: bytes) -> None:
-        await self._conn.send(f.Data(self.id, data))
+        """One DATA frame per 32 KiB, as Go's io.Copy into a spdystream Stream writes."""
+        for start in range(0, len(data), COPY_BUFFER):
+            await self._conn.send(f.Data(self.id, data[start : start + COPY_BUFFER]))
 
     async def close(self) -> None:
         """Half-close: an empty DATA frame with FIN, as spdystream's Stream.Close()."""
@@ -66,8 +69,9 @@ class ClientStream:
 class SpdyClient:
     """The client end of one SPDY/3.1 connection."""
 
-    def __init__(self, transport: Transport, protocol: str = "") -> None:
+    def __init__(self, transport: Transport, protocol: str = "", writer: asyncio.StreamWriter | None = None) -> None:
         self.transport = transport
+        self._writer = writer
         self.protocol = protocol
         self._encoder = f.FrameEncoder()
         self._lock = asyncio.Lock()
@@ -113,6 +117,9 @@ class SpdyClient:
         with contextlib.suppress(asyncio.CancelledError):
             self._reader.cancel()
             await self._reader
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._writer.wait_closed()
 
     async def _read_loop(self) -> None:
         reader = f.FrameReader(self.transport)
@@ -159,7 +166,7 @@ async def connect(url: str, protocols: tuple[str, ...] = REMOTECOMMAND_PROTOCOLS
     headers = [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]
     headers += [("X-Stream-Protocol-Version", p) for p in protocols]
     reader, writer, got = await upgrade(url, method, headers)
-    return SpdyClient(StreamTransport(reader, writer), (got.get("x-stream-protocol-version") or [""])[0])
+    return SpdyClient(StreamTransport(reader, writer), (got.get("x-stream-protocol-version") or [""])[0], writer)
 
 
 @dataclass

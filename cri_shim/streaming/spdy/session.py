@@ -29,6 +29,16 @@ MAX_STREAMS = 1000
 CLOSE_LINGER = 10.0
 
 
+async def linger(reader: asyncio.Task) -> None:
+    """Gives the client a moment to close its side after ours is done, so that nothing it
+    still had to read is lost to a reset; skipped when the server itself is shutting down."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(reader), CLOSE_LINGER)
+
+
 class Transport(Protocol):
     """A byte stream under a session: TCP after an HTTP upgrade, or a WebSocket tunnel."""
 
@@ -172,8 +182,7 @@ class SpdySession:
                 stream._inbound.discard()
             await self.send_goaway(f.GOAWAY_OK)
             await self._transport.finish()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reader), CLOSE_LINGER)
+            await linger(reader)
             self._end()
             self._transport.abort()
             for task in (reader, watchdog):
