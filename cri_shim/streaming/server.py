@@ -23,7 +23,8 @@ from cri_shim.errors import Unimplemented
 from cri_shim.streaming import httpio, portforward, remotecommand, wschannels
 from cri_shim.streaming.backend import Backends
 from cri_shim.streaming.requests import KINDS, PortForwardRequest, StreamRequest, from_cri
-from cri_shim.streaming.spdy.session import SpdySession, StreamTransport
+from cri_shim.streaming.spdy.session import SpdySession
+from cri_shim.streaming.transport import StreamTransport, Transport
 from cri_shim.streaming.tokens import TokenCache
 from cri_shim.streaming.websocket import WebSocket, WebSocketTransport, server_handshake
 
@@ -136,7 +137,7 @@ class StreamingServer:
         await writer.drain()
         await self._run_spdy(StreamTransport(reader, writer), protocol, cached, peer)
 
-    async def _run_spdy(self, transport: Any, protocol: str, cached: StreamRequest, peer: str) -> None:
+    async def _run_spdy(self, transport: Transport, protocol: str, cached: StreamRequest, peer: str) -> None:
         timeout = float(self.cfg.stream_creation_timeout_seconds)
         if isinstance(cached, PortForwardRequest):
             backend = self.backends.portforward

@@ -18,7 +18,7 @@ from cri_shim.streaming import command, status
 from cri_shim.streaming.backend import Backends, StreamIO
 from cri_shim.streaming.buffer import InboundBuffer
 from cri_shim.streaming.requests import AttachRequest, ExecRequest
-from cri_shim.streaming.spdy.session import linger
+from cri_shim.streaming.transport import linger
 from cri_shim.streaming.websocket import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, OP_BINARY, WebSocket
 
 log = logging.getLogger("cri_shim.streaming")

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from tests.support import ws_client
-from tests.support.spdy_client import PortForward, StreamRefused
+from tests.support.portforward_client import PortForward
+from tests.support.spdy_client import StreamRefused
 from tests.support.streaming import echo, harness, hello_http, http_server, scenario
 
 pytestmark = pytest.mark.integration

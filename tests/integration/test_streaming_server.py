@@ -12,7 +12,8 @@ import pytest
 from cri_shim.streaming.spdy import frames as f
 from cri_shim.streaming.spdy.dictionary import SPDY3_DICTIONARY
 from tests.support import spdy_client
-from tests.support.spdy_client import PortForward, RemoteCommand, StreamRefused
+from tests.support.portforward_client import PortForward
+from tests.support.spdy_client import RemoteCommand, StreamRefused
 from tests.support.streaming import echo, harness, http_server, scenario
 from tests.support.upgrade import UpgradeFailed, upgrade
 

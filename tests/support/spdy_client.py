@@ -1,8 +1,7 @@
 """A SPDY/3.1 client that drives the streaming server the way Go's client-go + moby/spdystream
 do: POST upgrade offering v5..v1, streams opened one at a time in the order error, stdin,
 stdout, stderr, resize, each waiting for its SYN_REPLY, PINGs, stdin half-closed with FIN,
-status read from the error stream to EOF. Port-forward opens an error stream (half-closed at
-once) and a data stream per connection, as client-go's portforward does.
+status read from the error stream to EOF. Port-forward is in tests.support.portforward_client.
 
 It reuses cri_shim's frame codec (as client-go and the Go server share spdystream's framer);
 the session logic here is its own. Usable from a plain script:
@@ -22,14 +21,14 @@ from typing import Any
 
 from cri_shim.streaming.buffer import InboundBuffer
 from cri_shim.streaming.spdy import frames as f
-from cri_shim.streaming.spdy.session import StreamTransport, Transport
+from cri_shim.streaming.transport import StreamTransport, Transport
 from tests.support.upgrade import UpgradeFailed, upgrade
 
 REMOTECOMMAND_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 REPLY_TIMEOUT = 30.0
 COPY_BUFFER = 32 * 1024
 
-__all__ = ["SpdyClient", "RemoteCommand", "PortForward", "UpgradeFailed", "connect"]
+__all__ = ["SpdyClient", "RemoteCommand", "UpgradeFailed", "connect", "run"]
 
 
 class StreamRefused(Exception):
@@ -257,41 +256,6 @@ async def run(url: str, stdin: bytes | None = None, **kwargs: Any) -> Result:
             await cmd.send(stdin)
         await cmd.close_stdin()
     return await cmd.finish()
-
-
-class PortForward:
-    """A port-forward connection; each forward() is one pair of streams on it."""
-
-    def __init__(self, conn: SpdyClient) -> None:
-        self.conn = conn
-        self._next_request = 0
-
-    @classmethod
-    async def start(cls, url: str) -> PortForward:
-        return cls(await connect(url, ("portforward.k8s.io",)))
-
-    async def open(self, port: int, request_id: str | None = None) -> tuple[ClientStream, ClientStream]:
-        """(error, data) streams for one forwarded connection; the error stream is half-closed
-        at once, as client-go does."""
-        if request_id is None:
-            request_id = str(self._next_request)
-            self._next_request += 1
-        common = {"port": str(port), "requestid": request_id}
-        error = await self.conn.open_stream({"streamtype": "error", **common})
-        await error.close()
-        data = await self.conn.open_stream({"streamtype": "data", **common})
-        return error, data
-
-    async def exchange(self, port: int, request: bytes) -> tuple[bytes, bytes]:
-        """Sends request bytes, half-closes, returns (everything the target sent, error text)."""
-        error, data = await self.open(port)
-        await data.write(request)
-        await data.close()
-        reply, message = await asyncio.gather(data.read_all(), error.read_all())
-        return reply, message
-
-    async def close(self) -> None:
-        await self.conn.close()
 
 
 async def _main() -> int:

@@ -16,7 +16,8 @@ import os
 import sys
 
 from cri_shim.streaming.websocket import OP_BINARY, WebSocket, WebSocketTransport, accept_key
-from tests.support.spdy_client import PortForward, Result, SpdyClient
+from tests.support.portforward_client import PortForward
+from tests.support.spdy_client import Result, SpdyClient
 from tests.support.upgrade import UpgradeFailed, upgrade
 
 __all__ = ["connect", "WsRemoteCommand", "tunnel_port_forward", "UpgradeFailed"]

@@ -15,71 +15,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from cri_shim.streaming.buffer import InboundBuffer
 from cri_shim.streaming.spdy import frames as f
 from cri_shim.streaming.spdy.headers import Headers
+from cri_shim.streaming.transport import Transport, linger
 
 log = logging.getLogger("cri_shim.streaming")
 
 # Streams open at once on one connection; more are refused.
 MAX_STREAMS = 1000
-# How long we wait, after our GOAWAY and half-close, for the client to close its side.
-CLOSE_LINGER = 10.0
-
-
-async def linger(reader: asyncio.Task) -> None:
-    """Gives the client a moment to close its side after ours is done, so that nothing it
-    still had to read is lost to a reset; skipped when the server itself is shutting down."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(reader), CLOSE_LINGER)
-
-
-class Transport(Protocol):
-    """A byte stream under a session: TCP after an HTTP upgrade, or a WebSocket tunnel."""
-
-    async def readexactly(self, n: int) -> bytes: ...
-
-    async def send(self, data: bytes) -> None:
-        """Writes and waits for buffer room; raises ConnectionError when the peer is gone."""
-
-    async def finish(self) -> None:
-        """Signals the end of our output (TCP half-close or WebSocket close) without waiting."""
-
-    def abort(self) -> None:
-        """Closes at once."""
-
-
-class StreamTransport:
-    """Transport over asyncio streams."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    async def readexactly(self, n: int) -> bytes:
-        return await self._reader.readexactly(n)
-
-    async def send(self, data: bytes) -> None:
-        if self._writer.is_closing():
-            raise ConnectionResetError("connection closed")
-        self._writer.write(data)
-        await self._writer.drain()
-
-    async def finish(self) -> None:
-        with contextlib.suppress(OSError, RuntimeError):
-            if self._writer.can_write_eof() and not self._writer.is_closing():
-                await self._writer.drain()
-                self._writer.write_eof()
-
-    def abort(self) -> None:
-        self._writer.close()
-
-
 class SpdyStream:
     """One stream the client opened. read() returns b"" at the client's FIN, at RST_STREAM
     and when the connection ends; write() raises ConnectionError once the stream cannot send."""
