@@ -174,3 +174,15 @@ async def test_close_ends_open_connections():
             await asyncio.open_connection("127.0.0.1", h.server.port)
         await asyncio.gather(cmd.conn.close(), pf.close())
         server.close()
+
+
+@scenario
+async def test_idle_connections_are_closed():
+    async with harness(idle_timeout_seconds=1) as h:
+        pf = await PortForward.start(h.portforward_url())
+        await pf.conn.ping()  # traffic: alive
+        await pf.conn.closed.wait()  # then nothing: the server drops it
+        with pytest.raises(ConnectionError):
+            await pf.conn.ping()
+        await pf.close()
+        await still_serves(h)

@@ -83,6 +83,8 @@ class SpdyClient:
         self._reader = asyncio.create_task(self._read_loop())
 
     async def send(self, frame: f.Frame) -> None:
+        if self.closed.is_set():
+            raise ConnectionResetError("connection closed")
         async with self._lock:
             await self.transport.send(self._encoder.encode(frame))
 
