@@ -76,10 +76,16 @@ class NetworkConfig:
 
 @dataclass
 class StreamingConfig:
-    address: str = _doc("Address the Exec/Attach/PortForward HTTP server binds.", "127.0.0.1")
+    address: str = _doc(
+        "Address the Exec/Attach/PortForward HTTP server binds; URLs of a wildcard bind name loopback.", "127.0.0.1"
+    )
     port: int = _doc("Port of that server; 0 picks a free one.", 0)
     token_ttl_seconds: int = _doc("How long an Exec/Attach/PortForward URL stays valid.", 60)
     max_tokens: int = _doc("Outstanding URLs allowed at once.", 1000)
+    stream_creation_timeout_seconds: int = _doc(
+        "How long a client has to open all the streams of an exec/attach, or both of a port-forward.", 30
+    )
+    idle_timeout_seconds: int = _doc("A streaming connection with no traffic this long is closed.", 4 * 3600)
 
 
 @dataclass
@@ -160,6 +166,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"runtime.default_handler {cfg.runtime.default_handler!r} is not in runtime.handlers")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
+    st = cfg.streaming
+    if not 0 <= st.port <= 65535:
+        raise ConfigError("streaming.port must be 0-65535")
+    for key in ("token_ttl_seconds", "max_tokens", "stream_creation_timeout_seconds", "idle_timeout_seconds"):
+        if getattr(st, key) <= 0:
+            raise ConfigError(f"streaming.{key} must be positive")
 
 
 def load(path: str | Path | None) -> Config:

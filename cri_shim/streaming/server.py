@@ -1,0 +1,163 @@
+"""The streaming server the daemon owns: mints URLs for the Exec/Attach/PortForward RPCs and
+serves them over HTTP, upgrading each to SPDY/3.1 or WebSocket.
+
+`url()` validates and caches the request under a one-time token and returns an absolute
+`http://<addr>:<port>/<kind>/<token>`; kubelet, crictl and critest connect there on their own,
+independently of the gRPC call. Exec and attach run against an ExecBackend/AttachBackend,
+port-forward dials through a PortForwardBackend (see backend.py); a kind without a backend
+cannot be minted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cri_shim.config import StreamingConfig
+from cri_shim.errors import Unimplemented
+from cri_shim.streaming import httpio, portforward, remotecommand, wschannels
+from cri_shim.streaming.backend import Backends
+from cri_shim.streaming.requests import KINDS, PortForwardRequest, StreamRequest, from_cri
+from cri_shim.streaming.spdy.session import SpdySession
+from cri_shim.streaming.transport import StreamTransport, Transport
+from cri_shim.streaming.tokens import TokenCache
+from cri_shim.streaming.websocket import WebSocket, WebSocketTransport, server_handshake
+
+log = logging.getLogger("cri_shim.streaming")
+
+# SPDY tunnelled in WebSocket binary messages (client-go's port-forward over WebSocket).
+TUNNEL_PROTOCOLS = tuple("SPDY/3.1+" + p for p in portforward.PROTOCOLS)
+# A client must send its request head within this long of connecting.
+HEAD_TIMEOUT = 30.0
+
+
+def _advertised_host(address: str) -> str:
+    """The host part of our URLs: a wildcard bind is reached over loopback (kubelet is local)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # a host name
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+class StreamingServer:
+    def __init__(self, cfg: StreamingConfig, backends: Backends | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.backends = backends or Backends()
+        self.tokens = TokenCache(cfg.token_ttl_seconds, cfg.max_tokens, clock)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+        self.port = cfg.port
+
+    def set_backends(self, backends: Backends) -> None:
+        """Plugs (or replaces) the runtime side; URLs minted before keep working."""
+        self.backends = backends
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.cfg.address, self.cfg.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("streaming server listening", extra={"address": self.cfg.address, "port": self.port})
+
+    async def close(self) -> None:
+        """Stops listening and ends every open stream connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{_advertised_host(self.cfg.address)}:{self.port}"
+
+    def url(self, kind: str, request: Any) -> str:
+        """Validates a CRI Exec/Attach/PortForward request and returns its one-time URL.
+        InvalidArgument for a bad request, ResourceExhausted when too many are in flight."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown streaming kind {kind!r}")
+        frozen = from_cri(kind, request)
+        if getattr(self.backends, kind) is None:
+            raise Unimplemented(f"{kind} is not supported by this runtime")
+        return f"{self.base_url}/{kind}/{self.tokens.insert(kind, frozen)}"
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._connection(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = str(writer.get_extra_info("peername"))
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                request = await httpio.read_request(reader)
+            await self._route(request, reader, writer, peer)
+        except httpio.Refused as refused:
+            writer.write(refused.reply)
+        except httpio.BadRequest as exc:
+            writer.write(httpio.response(400, body=str(exc)))
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        except Exception:  # one broken connection must never take the server down
+            log.exception("streaming connection failed", extra={"peer": peer})
+        finally:
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.drain()
+            writer.close()
+
+    async def _route(self, request: httpio.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        parts = request.path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in KINDS:
+            raise httpio.Refused(httpio.response(404, body="not found"))
+        if request.method not in ("GET", "POST"):
+            raise httpio.Refused(httpio.response(405, [("Allow", "GET, POST")], "method not allowed"))
+        kind, token = parts
+        cached = self.tokens.consume(kind, token)
+        if cached is None:
+            raise httpio.Refused(httpio.response(404, body="unknown or expired streaming token"))
+        if getattr(self.backends, kind) is None:
+            raise httpio.Refused(httpio.response(501, body=f"{kind} is not supported by this runtime"))
+        log.debug("streaming request", extra={"peer": peer, "kind": kind, "method": request.method})
+        if httpio.is_websocket(request):
+            await self._websocket(request, cached, reader, writer, peer)
+        else:
+            await self._spdy(request, cached, reader, writer, peer)
+
+    async def _spdy(self, request: httpio.Request, cached: StreamRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        is_pf = isinstance(cached, PortForwardRequest)
+        protocol, reply = httpio.spdy_upgrade(request, portforward.PROTOCOLS if is_pf else remotecommand.PROTOCOLS)
+        writer.write(reply)
+        await writer.drain()
+        await self._run_spdy(StreamTransport(reader, writer), protocol, cached, peer)
+
+    async def _run_spdy(self, transport: Transport, protocol: str, cached: StreamRequest, peer: str) -> None:
+        timeout = float(self.cfg.stream_creation_timeout_seconds)
+        if isinstance(cached, PortForwardRequest):
+            backend = self.backends.portforward
+            if backend is None:  # checked before the upgrade; backends were swapped since
+                return
+            session = SpdySession(transport, portforward.validate, self.cfg.idle_timeout_seconds, peer)
+            await session.serve(lambda s: portforward.serve(s, cached, backend, timeout))
+        else:
+            session = SpdySession(transport, lambda _: None, self.cfg.idle_timeout_seconds, peer)
+            await session.serve(lambda s: remotecommand.serve(s, protocol, cached, self.backends, timeout))
+
+    async def _websocket(self, request: httpio.Request, cached: StreamRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        is_pf = isinstance(cached, PortForwardRequest)
+        protocol, reply = server_handshake(request, TUNNEL_PROTOCOLS if is_pf else wschannels.PROTOCOLS)
+        writer.write(reply)
+        await writer.drain()
+        ws = WebSocket(reader, writer)
+        if is_pf:
+            await self._run_spdy(WebSocketTransport(ws), protocol.split("+", 1)[1], cached, peer)
+        else:
+            assert not isinstance(cached, PortForwardRequest)
+            await wschannels.serve(ws, protocol, cached, self.backends)
+
