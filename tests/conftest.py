@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.daemon import Daemon
-from tests.support.pods import release_leftovers
+from tests.support.leftovers import release_leftovers
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

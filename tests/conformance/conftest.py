@@ -17,6 +17,7 @@ from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc as cri_grpc
 
 from tests.support.daemon import Daemon
+from tests.support.leftovers import release_leftovers
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -35,6 +36,7 @@ def runtime_daemon() -> Iterator[Daemon]:
     d.start()
     yield d
     d.stop()
+    release_leftovers(d)
     shutil.rmtree(d.dir, ignore_errors=True)
 
 

@@ -14,7 +14,8 @@ import pytest
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
 from tests.support.faultcni import FaultyNetwork
-from tests.support.pods import infra_processes, pod_config, release_leftovers, remove_pod, run_pod, snapshot, status, warm_up
+from tests.support.leftovers import infra_processes, release_leftovers
+from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, status, warm_up
 
 pytestmark = pytest.mark.fault
 

@@ -12,10 +12,10 @@ import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
+from tests.support.leftovers import infra_processes
 from tests.support.pods import (
     http_get,
     in_pod,
-    infra_processes,
     pod_config,
     remove_pod,
     run_pod,

@@ -15,7 +15,7 @@ from cri_shim.config import Config
 from cri_shim.linux import proc
 from cri_shim.network.pod import PodNetwork
 from cri_shim.sandbox import SandboxManager
-from tests.support.pods import cgroup_dirs
+from tests.support.leftovers import cgroup_dirs
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.pods import http_get, infra_processes, pod_config, remove_pod, run_pod, serve_http, snapshot, status, stop_pod, warm_up
+from tests.support.leftovers import infra_processes
+from tests.support.pods import http_get, pod_config, remove_pod, run_pod, serve_http, snapshot, status, stop_pod, warm_up
 
 pytestmark = pytest.mark.restart
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
+from tests.support.leftovers import cgroup_dirs, infra_processes
 
 BUSYBOX = "/bin/busybox"
 
@@ -83,51 +84,6 @@ def http_get(host: str, port: int, netns: str | None = None, attempts: int = 50)
     raise AssertionError(f"no answer from {host}:{port}: {last}")
 
 
-def cgroup_roots() -> list[Path]:
-    """Every mounted cgroup hierarchy."""
-    roots = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-", 6) + 1]
-            if fstype in ("cgroup", "cgroup2"):
-                roots.append(Path(fields[4]))
-    return roots
-
-
-def cgroup_dirs(parent: str) -> list[str]:
-    """Every cgroup directory at or below the daemon's own cgroup parent, in every hierarchy."""
-    found = []
-    for root in cgroup_roots():
-        top = root / parent.lstrip("/")
-        if top.is_dir():
-            found += [str(top)] + [str(p) for p in top.rglob("*") if p.is_dir()]
-    return sorted(found)
-
-
-def infra_processes(daemon: Daemon) -> list[int]:
-    """Live catatonit processes started for this daemon: its children, or anything in its cgroup parent."""
-    parent = daemon.config["runtime"]["default_cgroup_parent"]
-    daemon_pid = daemon.proc.pid if daemon.proc and daemon.proc.poll() is None else -1
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "catatonit":
-                continue
-            state, ppid_text = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            ppid = int(ppid_text)
-            cgroups = (entry / "cgroup").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if state == "Z":  # exited; an orphan's zombie waits for init (this machine's init reaps late)
-            continue
-        if ppid == daemon_pid or f"{parent}/" in cgroups:
-            pids.append(int(entry.name))
-    return pids
-
-
 def iptables_rules() -> Counter[str]:
     """The rules and chains of iptables-save (timestamps and counters dropped)."""
     out = subprocess.run(["iptables-save"], check=True, capture_output=True, text=True).stdout
@@ -162,34 +118,6 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
         "infra": infra_processes(daemon),
         "links": links(),
     }
-
-
-def release_leftovers(daemon: Daemon) -> None:
-    """After a test (passed or not): kills the daemon's infra processes, unmounts what it mounted
-    under its directory and removes its cgroups, which live in the host's shared cgroup tree."""
-    for pid in infra_processes(daemon):
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for point in reversed(points):
-        if point.startswith(f"{daemon.dir}/"):
-            subprocess.run(["umount", "-l", point], check=False)
-    parent = daemon.config["runtime"]["default_cgroup_parent"]
-    deadline = time.monotonic() + 5
-    for d in sorted(cgroup_dirs(parent), key=lambda p: p.count("/"), reverse=True):
-        while True:
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:  # a process still dying, or not ours: leave it
-                    break
-                time.sleep(0.05)
 
 
 def warm_up(cri: Cri) -> None:
