@@ -3,7 +3,9 @@
 Every refusal is an InvalidArgument naming the field. Limits: metadata name, namespace and uid
 must be non-empty and free of '/' and NUL (they name files and CNI arguments); labels and
 annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit for a pod's
-annotations; a hostname at most 64 bytes (the kernel's).
+annotations; a hostname at most 64 bytes (the kernel's); namespace modes must be known values
+(proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
+(container log paths are joined to it).
 """
 
 from __future__ import annotations
@@ -53,8 +55,13 @@ def _size(pairs: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in pairs.items())
 
 
+_MODES = (api.POD, api.CONTAINER, api.NODE, api.TARGET)
+
+
 def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
     for field in ("network", "pid", "ipc"):
+        if getattr(options, field) not in _MODES:  # proto3 keeps unknown enum numbers: refuse them
+            raise InvalidArgument(f"namespace mode {getattr(options, field)} for {field} is unknown")
         if getattr(options, field) == api.TARGET:
             raise InvalidArgument(f"namespace mode TARGET is for containers, not for a pod ({field})")
     if options.HasField("userns_options") and options.userns_options.mode != api.NODE:
@@ -90,6 +97,8 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
         raise InvalidArgument("sandbox config has no metadata")
     for field in ("name", "namespace", "uid"):
         _check_name(field, getattr(config.metadata, field))
+    if config.log_directory and not config.log_directory.startswith("/"):
+        raise InvalidArgument(f"log_directory {config.log_directory!r} must be an absolute path")
     if runtime_handler and runtime_handler not in cfg.runtime.handlers:
         raise InvalidArgument(f"unknown runtime handler {runtime_handler!r} (known: {', '.join(cfg.runtime.handlers)})")
     if _size(dict(config.labels)) > MAX_LABELS_BYTES:
