@@ -1,0 +1,225 @@
+"""The bad-input table: one row per malformed request field, across RPCs, with the status it gets.
+
+Every row runs against one daemon (with a real registry for the image rows); after each row the
+leak snapshot must equal the one taken before the table, and after the table the pods it used
+are removed and nothing is left. Rows answering OK document the idempotent cases kubelet relies
+on (removing what is gone, asking for an unknown image).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
+from tests.support.leftovers import release_leftovers
+from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, warm_up
+from tests.support.registry import Registry, free_port
+
+pytestmark = pytest.mark.integration
+
+OVERSIZED = 17 * 1024 * 1024
+MISSING_ID = "0123456789abcdef" * 4
+
+
+@dataclass
+class World:
+    """The daemon, clients and objects the rows refer to."""
+
+    daemon: Daemon
+    cri: Cri
+    big: Cri  # a client allowed to send more than the daemon accepts
+    registry: str
+    unreachable: str
+    pods: list[str]
+    ambiguous: str  # a prefix of two pods' ids
+    before: dict[str, Any]
+    base: dict[str, Any]
+
+
+def _host_network_pod(name: str) -> api.PodSandboxConfig:
+    options = api.NamespaceOption(network=api.NODE, pid=api.CONTAINER, ipc=api.NODE)
+    return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=options)))
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with Registry() as reg:
+        unreachable = f"127.0.0.1:{free_port()}"
+        d = Daemon({"images": {"insecure_registries": [reg.host, unreachable]}})
+        d.start()
+        cri = Cri(d.endpoint)
+        big = Cri(d.endpoint, max_message=4 * OVERSIZED)
+        try:
+            warm_up(cri)
+            base = snapshot(d)
+            # Host-network pods (quick to make) until two ids share their first hex digit.
+            pods: list[str] = []
+            firsts: dict[str, str] = {}
+            while True:
+                sid = run_pod(cri, _host_network_pod(f"held{len(pods)}"))
+                pods.append(sid)
+                if sid[0] in firsts:
+                    break
+                firsts[sid[0]] = sid
+            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base)
+        finally:
+            cri.close()
+            big.close()
+            d.stop()
+            release_leftovers(d)
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@dataclass
+class Row:
+    label: str
+    call: Callable[[World], Any]
+    code: grpc.StatusCode
+    message: str = ""  # a part of the status details
+    check: Callable[[Any], bool] = lambda answer: True
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def _run(config: api.PodSandboxConfig, handler: str = "") -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config, runtime_handler=handler))
+
+
+def _ns(**modes: int) -> api.LinuxPodSandboxConfig:
+    return api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(**modes)))
+
+
+def _sandbox_status(sid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sid(w)))
+
+
+def _stop(sid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sid(w)))
+
+
+def _remove(sid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid(w)))
+
+
+def _pull(image: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image(w))), timeout=60)
+
+
+def _image_status(image: str) -> Callable[[World], Any]:
+    return lambda w: w.cri.image.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=image)))
+
+
+def _remove_image(image: str) -> Callable[[World], Any]:
+    return lambda w: w.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=image)))
+
+
+def _list_pods(**f: Any) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(**f)))
+
+
+INVALID, NOT_FOUND, OK = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OK
+
+ROWS = [
+    # RunPodSandbox: metadata and names
+    Row("run: no metadata", _run(api.PodSandboxConfig()), INVALID, "metadata"),
+    Row("run: empty name", _run(pod_config("")), INVALID, "name"),
+    Row("run: empty namespace", _run(api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", uid="u"))), INVALID, "namespace"),
+    Row("run: empty uid", _run(api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="n"))), INVALID, "uid"),
+    Row("run: slash in name", _run(pod_config("a/b")), INVALID, "'/'"),
+    Row("run: NUL in name", _run(pod_config("a\x00b")), INVALID, "NUL"),
+    Row("run: NUL in namespace", _run(api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="n\x00", uid="u"))), INVALID, "NUL"),
+    Row("run: slash in uid", _run(pod_config("x", uid="../../u")), INVALID, "'/'"),
+    Row("run: unknown runtime handler", _run(pod_config("h"), "no-such-runtime"), INVALID, "runtime handler"),
+    # RunPodSandbox: sizes
+    Row("run: huge annotations", _run(pod_config("ann", annotations={"k": "v" * (256 * 1024)})), INVALID, "annotations"),
+    Row("run: huge labels", _run(pod_config("lab", labels={f"k{i}": "v" * 1024 for i in range(300)})), INVALID, "labels"),
+    Row("run: message over 16 MiB", lambda w: w.big.runtime.RunPodSandbox(
+        api.RunPodSandboxRequest(config=pod_config("big", annotations={"k": "v" * OVERSIZED}))), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Row("run: hostname too long", _run(pod_config("hn", hostname="h" * 65)), INVALID, "hostname"),
+    # RunPodSandbox: enums and namespaces
+    Row("run: unknown network namespace mode", _run(pod_config("e1", linux=_ns(network=7))), INVALID, "namespace mode"),
+    Row("run: unknown pid namespace mode", _run(pod_config("e2", linux=_ns(pid=42))), INVALID, "namespace mode"),
+    Row("run: unknown ipc namespace mode", _run(pod_config("e3", linux=_ns(ipc=-1))), INVALID, "namespace mode"),
+    Row("run: TARGET pid mode for a pod", _run(pod_config("e4", linux=_ns(pid=api.TARGET))), INVALID, "TARGET"),
+    Row("run: user namespace", _run(pod_config("userns", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
+        namespace_options=api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD)))))), INVALID, "user namespaces"),
+    Row("run: unknown port protocol", _run(pod_config("p1", port_mappings=[api.PortMapping(protocol=9, container_port=80, host_port=18401)])), INVALID, "protocol"),
+    Row("run: container port 0", _run(pod_config("p2", port_mappings=[api.PortMapping(container_port=0, host_port=80)])), INVALID, "port"),
+    Row("run: host port out of range", _run(pod_config("p3", port_mappings=[api.PortMapping(container_port=80, host_port=70000)])), INVALID, "port"),
+    Row("run: host_ip not an address", _run(pod_config("p4", port_mappings=[api.PortMapping(container_port=80, host_port=18402, host_ip="localhost")])), INVALID, "host_ip"),
+    # RunPodSandbox: sysctls, cgroups, paths
+    Row("run: non-namespaced sysctl", _run(pod_config("s1", linux=api.LinuxPodSandboxConfig(sysctls={"kernel.pid_max": "100"}))), INVALID, "not namespaced"),
+    Row("run: malformed sysctl", _run(pod_config("s2", linux=api.LinuxPodSandboxConfig(sysctls={"net..x": "1"}))), INVALID, "invalid sysctl"),
+    Row("run: sysctl name escaping /proc/sys", _run(pod_config("s6", linux=api.LinuxPodSandboxConfig(sysctls={"net/../../../etc/x": "1"}))), INVALID, "sysctl"),
+    Row("run: unknown net sysctl", _run(pod_config("s3", linux=api.LinuxPodSandboxConfig(sysctls={"net.ipv4.no_such_knob": "1"}))), INVALID, "no_such_knob"),
+    Row("run: bad sysctl value", _run(pod_config("s4", linux=api.LinuxPodSandboxConfig(sysctls={"kernel.shm_rmid_forced": "banana"}))), INVALID, "shm_rmid_forced"),
+    Row("run: net sysctl on host network", _run(pod_config("s5", linux=api.LinuxPodSandboxConfig(
+        sysctls={"net.ipv4.ip_forward": "1"}, security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(network=api.NODE))))),
+        INVALID, "host"),
+    Row("run: systemd slice with cgroupfs", _run(pod_config("cg", linux=api.LinuxPodSandboxConfig(cgroup_parent="kubepods.slice"))), INVALID, "slice"),
+    Row("run: cgroup parent escaping", _run(pod_config("cg2", linux=api.LinuxPodSandboxConfig(cgroup_parent="/../../escape"))), INVALID, "cgroup"),
+    Row("run: relative log directory", _run(pod_config("ld", log_directory="var/log/pods/x")), INVALID, "log_directory"),
+    # Sandbox ids
+    Row("status: empty id", _sandbox_status(lambda w: ""), INVALID, "empty"),
+    Row("status: unknown id", _sandbox_status(lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("status: id with a path", _sandbox_status(lambda w: "../" + w.pods[0]), NOT_FOUND, "not found"),
+    Row("status: ambiguous prefix", _sandbox_status(lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("stop: empty id", _stop(lambda w: ""), INVALID, "empty"),
+    Row("stop: unknown id (already gone)", _stop(lambda w: MISSING_ID), OK),
+    Row("stop: ambiguous prefix", _stop(lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("remove: empty id", _remove(lambda w: ""), INVALID, "empty"),
+    Row("remove: unknown id (already gone)", _remove(lambda w: MISSING_ID), OK),
+    Row("remove: ambiguous prefix", _remove(lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("list: ambiguous id filter matches nothing", lambda w: w.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=w.ambiguous))), OK, check=lambda a: list(a.items) == []),
+    Row("list: unknown state enum matches nothing", _list_pods(state=api.PodSandboxStateValue(state=42)), OK, check=lambda a: list(a.items) == []),
+    # Images
+    Row("pull: empty image", _pull(lambda w: ""), INVALID, "image"),
+    Row("pull: surrounded by spaces", _pull(lambda w: " busybox "), INVALID, "invalid image reference"),
+    Row("pull: uppercase repository", _pull(lambda w: f"{w.registry}/BusyBox:1"), INVALID, "lowercase"),
+    Row("pull: bad tag", _pull(lambda w: f"{w.registry}/busybox:bad!tag"), INVALID, "bad tag"),
+    Row("pull: short digest", _pull(lambda w: f"{w.registry}/busybox@sha256:1234"), INVALID, "digest"),
+    Row("pull: name over 255 characters", _pull(lambda w: f"{w.registry}/{'a' * 300}"), INVALID, "255"),
+    Row("pull: path escaping in repository", _pull(lambda w: f"{w.registry}/../../etc/passwd"), INVALID, "invalid image reference"),
+    Row("pull: unknown image", _pull(lambda w: f"{w.registry}/no/such-image:v1"), NOT_FOUND, "not found"),
+    Row("pull: unreachable registry", _pull(lambda w: f"{w.unreachable}/busybox:v1"), grpc.StatusCode.UNAVAILABLE),
+    Row("pull: message over 16 MiB", lambda w: w.big.image.PullImage(
+        api.PullImageRequest(image=api.ImageSpec(image="x" * OVERSIZED))), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Row("image status: empty image", _image_status(""), INVALID, "image"),
+    Row("image status: unknown image", _image_status("example.com/none:v1"), OK, check=lambda a: not a.HasField("image")),
+    Row("image status: malformed reference", _image_status("Bad Ref!"), INVALID, "invalid image reference"),
+    Row("remove image: empty image", _remove_image(""), INVALID, "image"),
+    Row("remove image: unknown image (already gone)", _remove_image("example.com/none:v1"), OK),
+    Row("remove image: malformed reference", _remove_image("Bad Ref!"), INVALID, "invalid image reference"),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=str)
+def test_bad_input(world: World, row: Row) -> None:
+    try:
+        answer = row.call(world)
+    except grpc.RpcError as err:
+        assert (err.code(), row.label) == (row.code, row.label), err.details()
+        assert row.message in err.details(), (row.label, err.details())
+    else:
+        if isinstance(answer, api.RunPodSandboxResponse):  # a refusal that failed: keep later rows apart
+            remove_pod(world.cri, answer.pod_sandbox_id)
+        assert row.code == OK, f"{row.label}: answered OK, expected {row.code.name}"
+        assert row.check(answer), (row.label, answer)
+    assert snapshot(world.daemon) == world.before, row.label
+    assert sorted(p.id for p in world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items) == sorted(world.pods)
+
+
+def test_nothing_left_after_the_table(world: World) -> None:
+    for sid in world.pods:
+        remove_pod(world.cri, sid)
+    assert world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+    assert world.cri.image.ListImages(api.ListImagesRequest()).images == []
+    assert snapshot(world.daemon) == world.base
