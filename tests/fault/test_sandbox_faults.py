@@ -98,3 +98,52 @@ def test_retry_joins_the_attempt_in_flight_and_later_gets_its_id(faulty: tuple[D
     assert st.state == api.SANDBOX_READY and st.network.ip
     remove_pod(cri, sid)
     cri.close()
+
+
+@pytest.mark.restart
+def test_calls_during_recovery_answer_unavailable_and_no_pod_is_lost(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    """kill -9 while pods run and one is being made; recovery (held at the DEL that rolls the
+    half-made pod back) answers UNAVAILABLE, then every finished pod is back as it was."""
+    d, net = faulty
+    cri, before = _warmed(faulty, "pass")
+    pods = {run_pod(cri, pod_config(f"kept{i}", labels={"i": str(i)})): i for i in range(3)}
+    ips = {sid: status(cri, sid)[0].network.ip for sid in pods}
+    net.mode("hang")
+    request = api.RunPodSandboxRequest(config=pod_config("inflight"))
+    call = cri.runtime.RunPodSandbox.future(request)
+    net.wait_hung()
+    d.kill()
+    net.kill_hung()
+    with pytest.raises(grpc.RpcError):
+        call.result(timeout=30)
+    cri.close()
+
+    net.hold()
+    net.mode("hold-del")
+    d.start(wait=False)
+    net.wait_hung()  # recovery is rolling the half-made pod back
+    cri = Cri(d.endpoint)
+    during = [
+        lambda: cri.runtime.Version(api.VersionRequest()),
+        lambda: cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()),
+        lambda: cri.runtime.RunPodSandbox(request),
+        lambda: cri.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=next(iter(pods)))),
+        lambda: cri.image.ListImages(api.ListImagesRequest()),
+    ]
+    for call_during in during:
+        with pytest.raises(grpc.RpcError) as err:
+            call_during()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "recovering" in err.value.details()
+    net.release()
+    d.wait_ready()
+    net.mode("pass")
+
+    listed = {i.id: (i.state, i.labels["i"]) for i in cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items}
+    assert listed == {sid: (api.SANDBOX_READY, str(i)) for sid, i in pods.items()}
+    assert all(status(cri, sid)[0].network.ip == ip for sid, ip in ips.items())
+    retried = run_pod(cri, request.config)  # the interrupted attempt's metadata is free again
+    assert status(cri, retried)[0].state == api.SANDBOX_READY
+    for sid in [*pods, retried]:
+        remove_pod(cri, sid)
+    assert snapshot(d) == before, d.log_tail()
+    cri.close()

@@ -4,7 +4,9 @@
   pass     - return the bridge's result;
   fail     - report an error after the bridge did its work (so DEL has something to undo);
   hang     - record its pid, then sleep until killed;
-  hold     - wait until a release file appears, then return the result.
+  hold     - wait until a release file appears, then return the result;
+  hold-del - pass ADD, but hold every DEL as `hold` does (to keep start-up recovery, which DELs
+             what a crash left attached, in progress while a test calls the daemon).
 Every ADD is counted in adds.log. The network uses it with portmap and firewall chained.
 """
 
@@ -18,6 +20,9 @@ from pathlib import Path
 WRAPPER = """#!/bin/sh
 dir=$(dirname "$0")
 input=$(cat)
+if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = hold-del ]; then
+    echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done
+fi
 if [ "$CNI_COMMAND" != ADD ]; then
     printf '%s' "$input" | /usr/lib/cni/bridge
     exit $?
@@ -88,6 +93,11 @@ class FaultyNetwork:
 
     def release(self) -> None:
         (self.bin_dir / "release").touch()
+
+    def hold(self) -> None:
+        """Undoes release() and forgets the last hung pid, for the next hold."""
+        (self.bin_dir / "release").unlink(missing_ok=True)
+        (self.bin_dir / "hung.pid").unlink(missing_ok=True)
 
     def kill_hung(self) -> None:
         """Ends a hanging plugin (it belongs to the test: the daemon that ran it is gone)."""
