@@ -131,7 +131,10 @@ class ContainerRuntime:
                 stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
             ), CREATE_TIMEOUT)
         except BaseException:
-            await self.discard(record)
+            try:
+                await self.discard(record)
+            except Exception:  # noqa: BLE001 - the create's own error is the one to report
+                log.exception("rollback incomplete, record kept for RemoveContainer", extra={"container": record.id})
             raise
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
                                      monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time)
@@ -139,11 +142,13 @@ class ContainerRuntime:
         return self.refresh(record)
 
     async def discard(self, record: ContainerRecord) -> None:
-        """Removes every trace of a container: runc state, bundle, exit file, record."""
-        try:
-            await self.runc(record).delete(record.id)
-        except Exception:  # noqa: BLE001 - cleanup goes on; the failure is logged
-            log.exception("runc delete failed while discarding", extra={"container": record.id})
+        """Removes every trace of a container: runc state, bundle, exit file, record.
+
+        When runc cannot delete its state the error is raised and the record kept: dropping it
+        would leave runc state and a cgroup nothing refers to, while a kept record lets a
+        later RemoveContainer finish the job.
+        """
+        await self.runc(record).delete(record.id)
         if self._monitor_running(record):
             # The monitor records the exit of what delete killed; let it, then drop the file.
             await self.monitor.exits.wait(record.id, DISCARD_WAIT)
