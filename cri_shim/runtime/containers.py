@@ -48,6 +48,24 @@ DISCARD_WAIT = 5.0
 UNKNOWN_EXIT = 255
 
 
+def _log_path(log_directory: str, log_path: str) -> str:
+    """The container's log file: log_path below the pod's log_directory, never outside it."""
+    if not log_path:
+        return ""
+    if "\x00" in log_path:
+        raise InvalidArgument("log path must not contain NUL")
+    if not log_directory:
+        if not os.path.isabs(log_path):
+            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
+        return os.path.normpath(log_path)
+    if os.path.isabs(log_path):
+        raise InvalidArgument(f"log path {log_path!r} must be relative to the pod's log_directory")
+    joined = os.path.normpath(os.path.join(log_directory, log_path))
+    if not joined.startswith(os.path.normpath(log_directory).rstrip("/") + "/"):
+        raise InvalidArgument(f"log path {log_path!r} escapes the pod's log_directory")
+    return joined
+
+
 def _pb_dict(message: object) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
@@ -108,9 +126,7 @@ class ContainerRuntime:
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
                            image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
         bundle = self.bundle_root / container_id
-        log_path = os.path.join(sandbox_config.log_directory, config.log_path) if config.log_path else ""
-        if log_path and not os.path.isabs(log_path):
-            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
+        log_path = _log_path(sandbox_config.log_directory, config.log_path)
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
             attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
