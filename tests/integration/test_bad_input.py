@@ -1,5 +1,8 @@
 """The bad-input table: one row per malformed request field, across RPCs, with the status it gets.
 
+Container rows drive the container layer through its harness (tests/support/containers.py) and
+expect the error its RPC maps to a status (InvalidArgument: INVALID_ARGUMENT).
+
 Every row runs against one daemon (with a real registry for the image rows); after each row the
 leak snapshot must equal the one taken before the table, and after the table the pods it used
 are removed and nothing is left. Rows answering OK document the idempotent cases kubelet relies
@@ -16,7 +19,9 @@ from typing import Any
 import grpc
 import pytest
 
+from cri_shim.errors import CriError, InvalidArgument
 from tests.support.client import Cri, api
+from tests.support.containers import Harness
 from tests.support.daemon import Daemon
 from tests.support.leftovers import release_leftovers
 from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, warm_up
@@ -223,3 +228,69 @@ def test_nothing_left_after_the_table(world: World) -> None:
     assert world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
     assert world.cri.image.ListImages(api.ListImagesRequest()).images == []
     assert snapshot(world.daemon) == world.base
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[tuple[Harness, dict[str, Any]]]:
+    h = Harness()
+    h.wait_exit(h.start(h.create(h.config("true"))))  # the layer's directories exist before the snapshot
+    for record in list(h.runtime.store):
+        h.run(h.runtime.remove(record.id))
+    yield h, h.leftovers()
+    h.close()
+
+
+def _mount(**fields: Any) -> list[api.Mount]:
+    return [api.Mount(**{"container_path": "/data", "host_path": "/tmp", **fields})]
+
+
+def _ctr_ns(**modes: int) -> api.LinuxContainerConfig:
+    return api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(namespace_options=api.NamespaceOption(**modes)))
+
+
+CONTAINER_ROWS: list[tuple[str, dict[str, Any], str]] = [
+    ("log path escaping the log directory", {"log_path": "../../../../etc/evil.log"}, "escapes"),
+    ("log path with a dot-dot inside", {"log_path": "c/../../x.log"}, "escapes"),
+    ("absolute log path", {"log_path": "/etc/evil.log"}, "relative"),
+    ("NUL in log path", {"log_path": "c\x00.log"}, "NUL"),
+    ("relative container path", {"mounts": _mount(container_path="data")}, "absolute"),
+    ("relative host path", {"mounts": _mount(host_path="../../etc")}, "absolute"),
+    ("empty host path", {"mounts": _mount(host_path="")}, "host path"),
+    ("NUL in host path", {"mounts": _mount(host_path="/tmp/a\x00b")}, "NUL"),
+    ("unknown mount propagation", {"mounts": _mount(propagation=9)}, "propagation"),
+    ("recursive read-only but writable", {"mounts": _mount(recursive_read_only=True)}, "read-only"),
+    ("relative device path", {"devices": [api.Device(container_path="dev/null", host_path="/dev/null", permissions="rwm")]}, "absolute"),
+    ("host path not a device", {"devices": [api.Device(container_path="/dev/x", host_path="/etc/hostname", permissions="rwm")]}, "device"),
+    ("bad device permissions", {"devices": [api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rwx")]}, "permissions"),
+    ("relative working dir", {"working_dir": "tmp"}, "working directory"),
+    ("unknown pid namespace mode", {"linux": _ctr_ns(pid=9)}, "namespace mode"),
+    ("unknown network namespace mode", {"linux": _ctr_ns(network=-3, pid=api.CONTAINER)}, "namespace mode"),
+    ("TARGET pid without target", {"linux": _ctr_ns(pid=api.TARGET)}, "target_id"),
+    ("unknown capability", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        capabilities=api.Capability(add_capabilities=["CAP_NO_SUCH"])))}, "capability"),
+    ("relative seccomp localhost profile", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        seccomp=api.SecurityProfile(profile_type=api.SecurityProfile.Localhost, localhost_ref="profiles/x.json")))}, "absolute"),
+    ("negative memory limit", {"linux": api.LinuxContainerConfig(resources=api.LinuxContainerResources(memory_limit_in_bytes=-5))}, "negative"),
+    ("run_as_group without user", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        run_as_group=api.Int64Value(value=5)))}, "run_as_group"),
+    ("unknown user name", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        run_as_username="nobody-here"))}, "not found"),
+]
+
+
+@pytest.mark.parametrize("label,fields,message", CONTAINER_ROWS, ids=[r[0] for r in CONTAINER_ROWS])
+def test_bad_container_config(harness: tuple[Harness, dict[str, Any]], label: str, fields: dict[str, Any], message: str) -> None:
+    h, before = harness
+    config = h.config("true", **fields)
+    if "linux" in fields and fields["linux"].security_context.HasField("namespace_options"):
+        config.linux.security_context.namespace_options.CopyFrom(fields["linux"].security_context.namespace_options)
+    try:
+        record = h.create(config)
+    except CriError as err:
+        assert isinstance(err, InvalidArgument), (label, err)
+        assert message in str(err), (label, str(err))
+    else:
+        h.run(h.runtime.remove(record.id))
+        pytest.fail(f"{label}: the container was created")
+    assert list(h.runtime.store) == []
+    assert h.leftovers() == before, label
