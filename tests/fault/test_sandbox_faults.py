@@ -15,7 +15,7 @@ from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
 from tests.support.faultcni import FaultyNetwork
 from tests.support.leftovers import infra_processes, release_leftovers
-from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, status, warm_up
+from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, status, stop_pod, warm_up
 
 pytestmark = pytest.mark.fault
 
@@ -45,12 +45,39 @@ def _warmed(faulty: tuple[Daemon, FaultyNetwork], mode: str) -> tuple[Cri, dict[
     return cri, before
 
 
-def test_failed_add_is_rolled_back(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+@pytest.mark.parametrize("mode", ["fail", "crash"])
+def test_failed_add_is_rolled_back_and_a_retry_succeeds(faulty: tuple[Daemon, FaultyNetwork], mode: str) -> None:
     d, net = faulty
-    cri, before = _warmed(faulty, "fail")
+    cri, before = _warmed(faulty, mode)
+    config = pod_config("doomed", port_mappings=[api.PortMapping(container_port=80, host_port=18071)])
     with pytest.raises(grpc.RpcError) as err:
-        run_pod(cri, pod_config("doomed", port_mappings=[api.PortMapping(container_port=80, host_port=18071)]))
-    assert err.value.code() == grpc.StatusCode.INTERNAL and "injected failure" in err.value.details()
+        run_pod(cri, config)
+    assert err.value.code() == grpc.StatusCode.INTERNAL and "pod network setup failed" in err.value.details()
+    if mode == "fail":
+        assert "injected failure" in err.value.details()
+    assert snapshot(d) == before, d.log_tail()
+    net.mode("pass")
+    sid = run_pod(cri, config)  # the same metadata: the failed attempt released its name
+    assert status(cri, sid)[0].state == api.SANDBOX_READY
+    remove_pod(cri, sid)
+    assert snapshot(d) == before
+    cri.close()
+
+
+def test_failed_del_fails_stop_and_remove_until_a_retry_succeeds(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    d, net = faulty
+    cri, before = _warmed(faulty, "fail-del")
+    sid = run_pod(cri, pod_config("sticky", port_mappings=[api.PortMapping(container_port=80, host_port=18073)]))
+    for call in (stop_pod, remove_pod):
+        with pytest.raises(grpc.RpcError) as err:
+            call(cri, sid)
+        assert err.value.code() == grpc.StatusCode.INTERNAL and "injected failure at DEL" in err.value.details()
+    st, info = status(cri, sid)  # kept, so kubelet's next Stop or Remove finishes the job
+    assert st.state == api.SANDBOX_NOTREADY and info["pid"] == 0
+    net.mode("pass")
+    stop_pod(cri, sid)
+    assert status(cri, sid)[0].network.ip == ""
+    remove_pod(cri, sid)
     assert snapshot(d) == before, d.log_tail()
     cri.close()
 

@@ -3,10 +3,12 @@
 `fault-bridge` runs the real bridge plugin, then acts on the mode file beside it:
   pass     - return the bridge's result;
   fail     - report an error after the bridge did its work (so DEL has something to undo);
+  crash    - die by SIGKILL after the bridge did its work (the result is lost);
   hang     - record its pid, then sleep until killed;
   hold     - wait until a release file appears, then return the result;
   hold-del - pass ADD, but hold every DEL as `hold` does (to keep start-up recovery, which DELs
-             what a crash left attached, in progress while a test calls the daemon).
+             what a crash left attached, in progress while a test calls the daemon);
+  fail-del - pass ADD, but fail every DEL without doing it.
 Every ADD is counted in adds.log. The network uses it with portmap and firewall chained.
 """
 
@@ -23,6 +25,9 @@ input=$(cat)
 if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = hold-del ]; then
     echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done
 fi
+if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = fail-del ]; then
+    printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at DEL"}'; exit 1
+fi
 if [ "$CNI_COMMAND" != ADD ]; then
     printf '%s' "$input" | /usr/lib/cni/bridge
     exit $?
@@ -31,6 +36,7 @@ echo "$CNI_CONTAINERID" >> "$dir/adds.log"
 out=$(printf '%s' "$input" | /usr/lib/cni/bridge) || { printf '%s' "$out"; exit 1; }
 case "$(cat "$dir/mode")" in
     fail) printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at ADD"}'; exit 1 ;;
+    crash) kill -9 $$ ;;
     hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
     hold) echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done ;;
 esac
