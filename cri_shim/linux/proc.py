@@ -74,6 +74,38 @@ async def kill_and_wait(pid: int, started: int, timeout: float = 10.0) -> None:
         os.close(fd)
 
 
+def children(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is pid."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        if fields[0] != b"Z" and int(fields[1]) == pid:
+            found.append(int(name))
+    return found
+
+
+async def kill_tree(pid: int, started: int, timeout: float = 10.0) -> None:
+    """SIGKILLs the recorded process and its descendants, deepest first, waiting for each.
+
+    For a monitor stuck with a runtime call under it: killing only the monitor would leave the
+    call running, reparented to init, out of reach of anything that knows it.
+    """
+    if not is_alive(pid, started):
+        return
+    for child in children(pid):
+        child_started = start_time(child)
+        if child_started is not None:
+            await kill_tree(child, child_started, timeout)
+    await kill_and_wait(pid, started, timeout)
+
+
 async def wait_pidfd(fd: int, timeout: float) -> None:
     """Waits until the process behind a pidfd has exited (the fd turns readable)."""
     loop = asyncio.get_running_loop()

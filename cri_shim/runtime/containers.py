@@ -28,6 +28,7 @@ from cri_shim.api import api_pb2
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.linux import proc
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.oci.image import ImageConfig
@@ -165,21 +166,30 @@ class ContainerRuntime:
         later RemoveContainer finish the job.
         """
         await self.runc(record).delete(record.id)
-        if self._monitor_running(record):
+        monitor = self._live_monitor(record)
+        if monitor is not None:
             # The monitor records the exit of what delete killed; let it, then drop the file.
-            await self.monitor.exits.wait(record.id, DISCARD_WAIT)
+            if await self.monitor.exits.wait(record.id, DISCARD_WAIT) is None and self.monitor.alive(*monitor):
+                # An interrupted create whose monitor still waits on a runtime call that hangs:
+                # end both, then delete whatever that call had made.
+                log.warning("killing the monitor of an unfinished create", extra={"container": record.id, "pid": monitor[0]})
+                await proc.kill_tree(*monitor)
+                await self.runc(record).delete(record.id)
         shutil.rmtree(record.bundle, ignore_errors=True)
         self.monitor.exits.forget(record.id)
         self.store.delete(record.id)
 
-    def _monitor_running(self, record: ContainerRecord) -> bool:
+    def _live_monitor(self, record: ContainerRecord) -> tuple[int, int] | None:
+        """(pid, start time) of the container's monitor while it runs."""
         if record.monitor_pid:
-            return self.monitor.alive(record.monitor_pid, record.monitor_start_time)
-        try:  # interrupted create: the pid file is all there is
-            pid = int((Path(record.bundle) / "conmon.pid").read_text())
-        except (OSError, ValueError):
-            return False
-        return self.monitor.alive(pid, procinfo.start_time(pid))
+            monitor = (record.monitor_pid, record.monitor_start_time)
+        else:
+            try:  # interrupted create: the pid file is all there is
+                pid = int((Path(record.bundle) / "conmon.pid").read_text())
+            except (OSError, ValueError):
+                return None
+            monitor = (pid, procinfo.start_time(pid))
+        return monitor if self.monitor.alive(*monitor) else None
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """The record with any exit its monitor has recorded since (persisted when changed)."""
