@@ -7,7 +7,10 @@ is removed; the same step succeeds when retried after the fault is cleared.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -36,6 +39,10 @@ class Faulty:
     def reset(self) -> None:
         for tool in self.tools.values():
             tool.kill_hung()
+        self.reset_control()
+
+    def reset_control(self) -> None:
+        for tool in self.tools.values():
             tool.clear()
 
     def close(self) -> None:
@@ -150,3 +157,49 @@ def test_delete_fault_keeps_the_container_until_a_remove_succeeds(faulty: Faulty
     h.run(h.runtime.remove(rec.id))
     assert list(h.runtime.store) == []
     assert h.leftovers() == before
+
+
+CREATOR = """
+import sys
+from pathlib import Path
+from tests.support.containers import Harness
+h = Harness(Path(sys.argv[1]), runc=sys.argv[2], conmon=sys.argv[3])
+print("ready", flush=True)
+h.create(h.config("sleep", "1000", name="interrupted"))
+"""
+
+
+@pytest.mark.restart
+@pytest.mark.parametrize("stuck", [False, True], ids=["runc-killed", "runc-still-stuck"])
+def test_kill_9_during_create_is_cleaned_up_at_start(stuck: bool) -> None:
+    """The process driving a create dies while runc create hangs; the next start discards the
+    half-made container, and with it the monitor and runc call still waiting on it."""
+    f = Faulty()
+    directory, runc, conmon = f.h.dir, f.tools["runc"], f.tools["conmon"]
+    before = f.h.leftovers()
+    f.h.runtime.close()  # a successor owns the directory from now on
+    f.h.loop.close()
+    h = f.h
+    try:
+        runc.inject("create", "hang")
+        child = subprocess.Popen([sys.executable, "-c", CREATOR, str(directory), str(runc.path), str(conmon.path)],
+                                 stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
+                                 env={**os.environ, "PYTHONPATH": "."})
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+            runc.wait_hung()
+        finally:
+            child.kill()
+            child.wait()
+        if not stuck:
+            runc.kill_hung()
+        f.reset_control()
+        h = Harness(directory, runc=str(runc.path), conmon=str(conmon.path))
+        assert list(h.runtime.store) == []
+        assert h.leftovers() == before
+    finally:
+        f.reset()
+        if h is not f.h:
+            h.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(f.base, ignore_errors=True)
