@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Iterator
 
 
 def start_time(pid: int) -> int | None:
@@ -26,20 +27,22 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _each(name: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, contents of /proc/<pid>/<name>) for every process that still exists when read."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/{name}", "rb") as f:
+                yield int(entry), f.read()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+
+
 def with_environment(entry: str) -> list[int]:
     """Pids of the processes whose environment holds entry ("KEY=value") exactly."""
     needle = entry.encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return found
+    return [pid for pid, environ in _each("environ") if needle in environ.split(b"\0")]
 
 
 def is_alive(pid: int, started: int) -> bool:
@@ -77,17 +80,10 @@ async def kill_and_wait(pid: int, started: int, timeout: float = 10.0) -> None:
 def children(pid: int) -> list[int]:
     """Pids of the live processes whose parent is pid."""
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
+    for child, stat in _each("stat"):
+        fields = stat[stat.rindex(b")") + 2 :].split()
         if fields[0] != b"Z" and int(fields[1]) == pid:
-            found.append(int(name))
+            found.append(child)
     return found
 
 

@@ -100,6 +100,7 @@ def test_create_fault_leaves_nothing_and_a_retry_succeeds(faulty: Faulty, tool: 
     faulty.tools[tool].inject(step, mode)
     err = _fails(faulty, tool, mode, lambda: h.create(config))
     assert isinstance(err, Internal), err
+    assert step in faulty.tools[tool].calls()
     if mode == "fail":
         assert f"injected {tool} failure" in str(err), err
     assert list(h.runtime.store) == []

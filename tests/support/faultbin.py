@@ -81,21 +81,30 @@ class FaultyBinary:
         return log.read_text().split() if log.exists() else []
 
     def wait_hung(self, timeout: float = 30) -> int:
-        pid_file = self.dir / "hung.pid"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = pid_file.read_text().strip() if pid_file.exists() else ""
-            if text:
-                return int(text)
-            time.sleep(0.02)
-        raise TimeoutError(f"{self.path.name} never reached its fault point")
+        return wait_hung(self.dir, self.path.name, timeout)
 
     def kill_hung(self) -> None:
-        """Ends a hanging wrapper (its own process, started for this test)."""
-        pid_file = self.dir / "hung.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), 9)
-            except (ProcessLookupError, ValueError):
-                pass
-            pid_file.unlink()
+        kill_hung(self.dir)
+
+
+def wait_hung(directory: Path, what: str, timeout: float = 30) -> int:
+    """The pid a wrapper in directory wrote to hung.pid once it reached its fault point."""
+    pid_file = directory / "hung.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} never reached its fault point")
+
+
+def kill_hung(directory: Path) -> None:
+    """Ends a hanging wrapper of directory (its own process, started for this test)."""
+    pid_file = directory / "hung.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink()

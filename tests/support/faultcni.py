@@ -15,9 +15,9 @@ Every ADD is counted in adds.log. The network uses it with portmap and firewall 
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
+
+from tests.support.faultbin import kill_hung, wait_hung
 
 WRAPPER = """#!/bin/sh
 dir=$(dirname "$0")
@@ -89,13 +89,7 @@ class FaultyNetwork:
 
     def wait_hung(self, timeout: float = 30) -> int:
         """The pid of the plugin once it hangs or holds."""
-        pid_file = self.bin_dir / "hung.pid"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pid_file.exists() and pid_file.read_text().strip():
-                return int(pid_file.read_text())
-            time.sleep(0.02)
-        raise TimeoutError("the CNI plugin never reached its fault point")
+        return wait_hung(self.bin_dir, "the CNI plugin", timeout)
 
     def release(self) -> None:
         (self.bin_dir / "release").touch()
@@ -107,10 +101,4 @@ class FaultyNetwork:
 
     def kill_hung(self) -> None:
         """Ends a hanging plugin (it belongs to the test: the daemon that ran it is gone)."""
-        pid_file = self.bin_dir / "hung.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), 9)
-            except ProcessLookupError:
-                pass
-            pid_file.unlink()
+        kill_hung(self.bin_dir)
