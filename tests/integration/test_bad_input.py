@@ -185,6 +185,11 @@ ROWS = [
     Row("remove: ambiguous prefix", _remove(lambda w: w.ambiguous), INVALID, "ambiguous"),
     Row("list: ambiguous id filter matches nothing", lambda w: w.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=w.ambiguous))), OK, check=lambda a: list(a.items) == []),
     Row("list: unknown state enum matches nothing", _list_pods(state=api.PodSandboxStateValue(state=42)), OK, check=lambda a: list(a.items) == []),
+    # Runtime configuration
+    Row("update runtime config: pod CIDR not a CIDR", lambda w: w.cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
+        runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="10.0.0.0/99")))), INVALID, "not a CIDR"),
+    Row("update runtime config: garbage pod CIDR", lambda w: w.cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
+        runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="pods;rm -rf /")))), INVALID, "not a CIDR"),
     # Images
     Row("pull: empty image", _pull(lambda w: ""), INVALID, "image"),
     Row("pull: surrounded by spaces", _pull(lambda w: " busybox "), INVALID, "invalid image reference"),
@@ -223,6 +228,9 @@ def test_bad_input(world: World, row: Row) -> None:
 
 
 def test_nothing_left_after_the_table(world: World) -> None:
+    network = {c.type: c.status for c in world.cri.runtime.Status(api.StatusRequest()).status.conditions}
+    assert network["NetworkReady"], "a refused pod CIDR must not have replaced the network's subnet"
+    remove_pod(world.cri, run_pod(world.cri, pod_config("after")))
     for sid in world.pods:
         remove_pod(world.cri, sid)
     assert world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
