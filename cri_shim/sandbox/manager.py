@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from cri_shim.linux import proc
 from cri_shim.network.cni import CniError
 from cri_shim.network.pod import PodNetwork
 from cri_shim.sandbox import recovery
@@ -146,6 +147,9 @@ class SandboxManager:
             steps.append(res.attach_network(sb, pod))
         await _all(steps)  # the cgroup move waits on the kernel while CNI runs
         await res.write_hosts(sb, pod.hostname)
+        if sb.infra is not None and not proc.is_alive(sb.infra.pid, sb.infra.start_time):
+            # Its PID namespace died with it: answering READY would hand kubelet a pod no container can join.
+            raise Internal(f"the pod's infra process ({self.cfg.runtime.infra}) exited during sandbox setup")
         sb.phase = READY
         self.store.save(sb)
         self.watch_infra(sb)
