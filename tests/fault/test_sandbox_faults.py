@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
+from tests.support.faultbin import FaultyBinary
 from tests.support.faultcni import FaultyNetwork
 from tests.support.leftovers import infra_processes, release_leftovers
 from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, status, stop_pod, warm_up
@@ -174,3 +175,32 @@ def test_calls_during_recovery_answer_unavailable_and_no_pod_is_lost(faulty: tup
         remove_pod(cri, sid)
     assert snapshot(d) == before, d.log_tail()
     cri.close()
+
+
+def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds() -> None:
+    base = Path(tempfile.mkdtemp(prefix="csi", dir="/tmp"))
+    infra = FaultyBinary(base, "catatonit")
+    d = Daemon({"runtime": {"infra": str(infra.path)}})
+    try:
+        d.start()
+        cri = Cri(d.endpoint)
+        warm_up(cri)
+        before = snapshot(d)
+        infra.inject("run", "fail")
+        config = pod_config("noinfra", port_mappings=[api.PortMapping(container_port=80, host_port=18074)])
+        with pytest.raises(grpc.RpcError) as err:
+            run_pod(cri, config)
+        assert err.value.code() == grpc.StatusCode.INTERNAL and "infra process" in err.value.details(), err.value.details()
+        assert infra.calls() == ["run"]
+        assert snapshot(d) == before, d.log_tail()
+        infra.clear()
+        sid = run_pod(cri, config)
+        assert status(cri, sid)[0].state == api.SANDBOX_READY
+        remove_pod(cri, sid)
+        assert snapshot(d) == before
+        cri.close()
+    finally:
+        d.stop()
+        release_leftovers(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)

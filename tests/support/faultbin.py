@@ -1,11 +1,13 @@
-"""Wrapper binaries for runc and conmon that inject faults at a chosen step, for fault tests.
+"""Wrapper binaries for runc, conmon and the pod infra process that inject faults at a chosen
+step, for fault tests.
 
 The daemon (or the container harness) is configured with a wrapper's path instead of the real
 binary. A wrapper reads its control file on every call: `<step> <mode>` lines, where step is a
-runc subcommand (create, start, kill, delete, ...) or `run` for conmon, and mode is
+runc subcommand (create, start, kill, delete, ...) or `run` for conmon and catatonit, and mode is
   fail   - exit 1 with "injected <tool> failure at <step>" on stderr; nothing was done;
   crash  - runc: run the real command, then die by SIGKILL (the work is done, the answer lost);
-           conmon: die by SIGKILL before it starts (so before it writes its pid file);
+           conmon: die by SIGKILL before starting (so before it writes its pid file); not for
+           catatonit, which runs as PID 1 of the pod's PID namespace and so ignores its own SIGKILL;
   hang   - record the wrapper's pid in hung.pid, then sleep until killed; nothing was done.
 Any other call runs the real binary. Every call's step is appended to calls.log. Nothing here
 touches processes or paths outside the wrapper's own directory.
@@ -36,13 +38,13 @@ esac
 exec %(real)s "$@"
 """
 
-CONMON = """#!/bin/sh
+SIMPLE = """#!/bin/sh
 dir=%(dir)s
 case "$1" in --version|-v) exec %(real)s "$@" ;; esac
 echo run >> "$dir/calls.log"
 mode=$(awk '$1 == "run" { print $2 }' "$dir/control" 2>/dev/null)
 case "$mode" in
-    fail) echo "injected conmon failure at run" >&2; exit 1 ;;
+    fail) echo "injected %(tool)s failure at run" >&2; exit 1 ;;
     hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
     crash) kill -9 $$ ;;
 esac
@@ -51,19 +53,19 @@ exec %(real)s "$@"
 
 
 class FaultyBinary:
-    """One wrapper (runc or conmon) in its own directory, with its control file and call log."""
+    """One wrapper (runc, conmon or catatonit) in its own directory, with its control file and call log."""
 
     def __init__(self, base: Path, tool: str) -> None:
-        if tool not in ("runc", "conmon"):
+        if tool not in ("runc", "conmon", "catatonit"):
             raise ValueError(tool)
         self.dir = base / f"fault-{tool}"
         self.dir.mkdir(parents=True, exist_ok=True)
         real = shutil.which(tool)
         if real is None:
             raise FileNotFoundError(tool)
-        template = RUNC if tool == "runc" else CONMON
+        template = RUNC if tool == "runc" else SIMPLE
         self.path = self.dir / tool
-        self.path.write_text(template % {"dir": self.dir, "real": real, "steps": "|".join(RUNC_STEPS)})
+        self.path.write_text(template % {"dir": self.dir, "real": real, "tool": tool, "steps": "|".join(RUNC_STEPS)})
         self.path.chmod(0o755)
         self.clear()
 
