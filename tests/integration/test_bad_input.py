@@ -12,8 +12,11 @@ on (removing what is gone, asking for an unknown image).
 from __future__ import annotations
 
 import shutil
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +25,7 @@ import pytest
 from cri_shim.errors import CriError, InvalidArgument
 from tests.support.client import Cri, api
 from tests.support.containers import Harness
+from tests.support.images import LAYER_TYPES, Layer, Pusher, build_image, tar_layer
 from tests.support.daemon import Daemon
 from tests.support.leftovers import release_leftovers
 from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, warm_up
@@ -46,6 +50,7 @@ class World:
     ambiguous: str  # a prefix of two pods' ids
     before: dict[str, Any]
     base: dict[str, Any]
+    victim: Path  # a file hostile layers aim at
 
 
 def _host_network_pod(name: str) -> api.PodSandboxConfig:
@@ -53,9 +58,34 @@ def _host_network_pod(name: str) -> api.PodSandboxConfig:
     return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=options)))
 
 
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, 0o644, linkname
+    return info
+
+
+def _push_hostile_images(reg: Registry, victim: Path) -> None:
+    """Images whose one layer is hostile: a name climbing out, a hardlink out, a symlinked
+    directory written through, garbage; each must be refused with nothing stored or written."""
+    climb = "../" * 20 + str(victim).lstrip("/")
+    layers = {
+        "dotdot": tar_layer([(_entry(climb), b"pwned")]),
+        "hardlink": tar_layer([(_entry("escape", tarfile.LNKTYPE, linkname="../../../../../../etc/passwd"), None)]),
+        "through-symlink": tar_layer([(_entry("up", tarfile.SYMTYPE, linkname=str(victim.parent)), None),
+                                      (_entry("up/victim"), b"pwned")]),
+        "garbage": Layer(b"not a tar", b"\x1f\x8b garbage, not gzip", LAYER_TYPES["gzip"]),
+    }
+    pusher = Pusher(reg.url)
+    for name, layer in layers.items():
+        pusher.push(build_image([layer], {"Cmd": ["sh"]}), f"hostile/{name}", "v1")
+
+
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     with Registry() as reg:
+        victim = Path(tempfile.mkdtemp(prefix="victim", dir="/tmp")) / "victim"
+        victim.write_text("untouched")
+        _push_hostile_images(reg, victim)
         unreachable = f"127.0.0.1:{free_port()}"
         d = Daemon({"images": {"insecure_registries": [reg.host, unreachable]}})
         d.start()
@@ -73,8 +103,9 @@ def world() -> Iterator[World]:
                 if sid[0] in firsts:
                     break
                 firsts[sid[0]] = sid
-            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base)
+            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim)
         finally:
+            shutil.rmtree(victim.parent, ignore_errors=True)
             cri.close()
             big.close()
             d.stop()
@@ -200,6 +231,13 @@ ROWS = [
     Row("pull: path escaping in repository", _pull(lambda w: f"{w.registry}/../../etc/passwd"), INVALID, "invalid image reference"),
     Row("pull: unknown image", _pull(lambda w: f"{w.registry}/no/such-image:v1"), NOT_FOUND, "not found"),
     Row("pull: unreachable registry", _pull(lambda w: f"{w.unreachable}/busybox:v1"), grpc.StatusCode.UNAVAILABLE),
+    *[Row(f"pull: hostile layer ({name})", _pull(lambda w, name=name: f"{w.registry}/hostile/{name}:v1"), code, message)
+      for name, code, message in [
+          ("dotdot", grpc.StatusCode.INTERNAL, "climbs out"),
+          ("hardlink", grpc.StatusCode.INTERNAL, "climbs out"),
+          ("through-symlink", grpc.StatusCode.INTERNAL, "layer refused"),
+          ("garbage", grpc.StatusCode.INTERNAL, "layer refused"),
+      ]],
     Row("pull: message over 16 MiB", lambda w: w.big.image.PullImage(
         api.PullImageRequest(image=api.ImageSpec(image="x" * OVERSIZED))), grpc.StatusCode.RESOURCE_EXHAUSTED),
     Row("image status: empty image", _image_status(""), INVALID, "image"),
@@ -224,6 +262,7 @@ def test_bad_input(world: World, row: Row) -> None:
         assert row.code == OK, f"{row.label}: answered OK, expected {row.code.name}"
         assert row.check(answer), (row.label, answer)
     assert snapshot(world.daemon) == world.before, row.label
+    assert world.victim.read_text() == "untouched" and sorted(p.name for p in world.victim.parent.iterdir()) == ["victim"]
     assert sorted(p.id for p in world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items) == sorted(world.pods)
 
 
