@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from tests.support.client import Cri, api
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, merge
 from tests.support.faultbin import FaultyBinary
 from tests.support.faultcni import FaultyNetwork
 from tests.support.leftovers import infra_processes, release_leftovers
@@ -21,19 +23,28 @@ from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, status
 pytestmark = pytest.mark.fault
 
 
-@pytest.fixture
-def faulty() -> Iterator[tuple[Daemon, FaultyNetwork]]:
+@contextlib.contextmanager
+def faulty_daemon(overrides: dict[str, Any] | None = None) -> Iterator[tuple[Daemon, FaultyNetwork]]:
+    """A daemon on the fault-injecting network (with these config overrides), released afterwards."""
     base = Path(tempfile.mkdtemp(prefix="csf", dir="/tmp"))
     net = FaultyNetwork(base)
-    d = Daemon(net.overrides())
+    d = Daemon(merge(net.overrides(), overrides or {}))
     net.write_conflist(d.dir / "state" / "cni" / "ipam-faulty")
-    d.start()
-    yield d, net
-    net.kill_hung()
-    d.stop()
-    release_leftovers(d)
-    shutil.rmtree(d.dir, ignore_errors=True)
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        d.start()
+        yield d, net
+    finally:
+        net.kill_hung()
+        d.stop()
+        release_leftovers(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def faulty() -> Iterator[tuple[Daemon, FaultyNetwork]]:
+    with faulty_daemon() as (d, net):
+        yield d, net
 
 
 def _warmed(faulty: tuple[Daemon, FaultyNetwork], mode: str) -> tuple[Cri, dict[str, object]]:
@@ -204,3 +215,19 @@ def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds() ->
         release_leftovers(d)
         shutil.rmtree(d.dir, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_hung_plugin_is_killed_at_the_plugin_timeout_and_rolled_back() -> None:
+    with faulty_daemon({"network": {"plugin_timeout_seconds": 1}}) as (d, net):
+        cri, before = _warmed((d, net), "hang")
+        config = pod_config("slow", port_mappings=[api.PortMapping(container_port=80, host_port=18075)])
+        with pytest.raises(grpc.RpcError) as err:
+            run_pod(cri, config)
+        assert err.value.code() == grpc.StatusCode.INTERNAL and "pod network setup failed" in err.value.details(), err.value.details()
+        hung = net.wait_hung()
+        assert not Path(f"/proc/{hung}").exists() or "Z" in Path(f"/proc/{hung}/stat").read_text().rsplit(")", 1)[1][:3]
+        assert snapshot(d) == before, d.log_tail()
+        net.mode("pass")
+        remove_pod(cri, run_pod(cri, config))
+        assert snapshot(d) == before
+        cri.close()
