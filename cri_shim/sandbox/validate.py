@@ -5,7 +5,8 @@ must be non-empty and free of '/' and NUL (they name files and CNI arguments); l
 annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit for a pod's
 annotations; a hostname at most 64 bytes (the kernel's); namespace modes must be known values
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
-(container log paths are joined to it).
+(container log paths are joined to it); DNS servers must be IP addresses and search domains and
+options single words (they are written into resolv.conf).
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
     return tuple(k for k in ("net", "ipc", "uts") if k in own), options.pid == api.POD
 
 
+def _check_dns(dns: api.DNSConfig) -> None:
+    """Each server an IP address, each search domain and option one word: every one becomes a
+    line or a word of the pod's resolv.conf, and a newline would add lines of its own."""
+    for server in dns.servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidArgument(f"dns server {server!r} is not an IP address") from None
+    for field, values in (("search", dns.searches), ("option", dns.options)):
+        for value in values:
+            if not value or any(c.isspace() or c == "\x00" for c in value):
+                raise InvalidArgument(f"dns {field} {value!r} must be one word (no spaces, newlines or NUL)")
+
+
 def _ports(mappings: list[api.PortMapping]) -> tuple[PortMapping, ...]:
     ports = []
     for m in mappings:
@@ -105,6 +120,7 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
         raise InvalidArgument(f"labels total {_size(dict(config.labels))} bytes, over the {MAX_LABELS_BYTES} limit")
     if _size(dict(config.annotations)) > MAX_ANNOTATIONS_BYTES:
         raise InvalidArgument(f"annotations total {_size(dict(config.annotations))} bytes, over the {MAX_ANNOTATIONS_BYTES} limit")
+    _check_dns(config.dns_config)
     own, pod_pid = _namespaces(config.linux.security_context.namespace_options)
     hostname = config.hostname or host_name
     if len(hostname.encode()) > MAX_HOSTNAME_BYTES or any(c.isspace() or c == "\x00" for c in hostname):
