@@ -202,6 +202,9 @@ ROWS = [
         INVALID, "host"),
     Row("run: systemd slice with cgroupfs", _run(pod_config("cg", linux=api.LinuxPodSandboxConfig(cgroup_parent="kubepods.slice"))), INVALID, "slice"),
     Row("run: cgroup parent escaping", _run(pod_config("cg2", linux=api.LinuxPodSandboxConfig(cgroup_parent="/../../escape"))), INVALID, "cgroup"),
+    Row("run: DNS server not an address", _run(pod_config("d1", dns_config=api.DNSConfig(servers=["1.1.1.1\nnameserver 6.6.6.6"]))), INVALID, "dns server"),
+    Row("run: newline in DNS search", _run(pod_config("d2", dns_config=api.DNSConfig(searches=["svc.local\nnameserver 6.6.6.6"]))), INVALID, "dns search"),
+    Row("run: NUL in DNS option", _run(pod_config("d3", dns_config=api.DNSConfig(options=["ndots:5\x00"]))), INVALID, "dns option"),
     Row("run: relative log directory", _run(pod_config("ld", log_directory="var/log/pods/x")), INVALID, "log_directory"),
     # Sandbox ids
     Row("status: empty id", _sandbox_status(lambda w: ""), INVALID, "empty"),
