@@ -241,6 +241,10 @@ ROWS = [
           ("through-symlink", grpc.StatusCode.INTERNAL, "layer refused"),
           ("garbage", grpc.StatusCode.INTERNAL, "layer refused"),
       ]],
+    Row("pull: auth not base64", lambda w: w.cri.image.PullImage(api.PullImageRequest(
+        image=api.ImageSpec(image=f"{w.registry}/no/such-image:v1"), auth=api.AuthConfig(auth="!!not base64!!"))), INVALID, "auth"),
+    Row("pull: auth without a colon", lambda w: w.cri.image.PullImage(api.PullImageRequest(
+        image=api.ImageSpec(image=f"{w.registry}/no/such-image:v1"), auth=api.AuthConfig(auth="dXNlcm5hbWU="))), INVALID, "auth"),
     Row("pull: message over 16 MiB", lambda w: w.big.image.PullImage(
         api.PullImageRequest(image=api.ImageSpec(image="x" * OVERSIZED))), grpc.StatusCode.RESOURCE_EXHAUSTED),
     Row("image status: empty image", _image_status(""), INVALID, "image"),
