@@ -51,6 +51,8 @@ class World:
     before: dict[str, Any]
     base: dict[str, Any]
     victim: Path  # a file hostile layers aim at
+    twins: list[str]  # ids of two images
+    twin_prefix: str  # a prefix of both
 
 
 def _host_network_pod(name: str) -> api.PodSandboxConfig:
@@ -80,12 +82,27 @@ def _push_hostile_images(reg: Registry, victim: Path) -> None:
         pusher.push(build_image([layer], {"Cmd": ["sh"]}), f"hostile/{name}", "v1")
 
 
+def _push_twins(reg: Registry) -> tuple[list[str], str]:
+    """Two small images whose IDs share their first hex digit: their names and that digit."""
+    layer = tar_layer([(_entry("hello"), b"hello")])
+    seen: dict[str, int] = {}
+    for i in range(17):
+        image = build_image([layer], {"Cmd": ["sh"], "Env": [f"TWIN={i}"]})
+        digit = image.id.removeprefix("sha256:")[0]
+        Pusher(reg.url).push(image, f"twins/t{i}", "v1")
+        if digit in seen:
+            return [f"{reg.host}/twins/t{seen[digit]}:v1", f"{reg.host}/twins/t{i}:v1"], digit
+        seen[digit] = i
+    raise AssertionError("unreachable: 17 ids, 16 digits")
+
+
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     with Registry() as reg:
         victim = Path(tempfile.mkdtemp(prefix="victim", dir="/tmp")) / "victim"
         victim.write_text("untouched")
         _push_hostile_images(reg, victim)
+        twins, twin_prefix = _push_twins(reg)
         unreachable = f"127.0.0.1:{free_port()}"
         d = Daemon({"images": {"insecure_registries": [reg.host, unreachable]}})
         d.start()
@@ -94,6 +111,7 @@ def world() -> Iterator[World]:
         try:
             warm_up(cri)
             base = snapshot(d)
+            twin_ids = [cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=t))).image_ref for t in twins]
             # Host-network pods (quick to make) until two ids share their first hex digit.
             pods: list[str] = []
             firsts: dict[str, str] = {}
@@ -103,7 +121,7 @@ def world() -> Iterator[World]:
                 if sid[0] in firsts:
                     break
                 firsts[sid[0]] = sid
-            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim)
+            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim, twin_ids, twin_prefix)
         finally:
             shutil.rmtree(victim.parent, ignore_errors=True)
             cri.close()
@@ -253,6 +271,10 @@ ROWS = [
     Row("remove image: empty image", _remove_image(""), INVALID, "image"),
     Row("remove image: unknown image (already gone)", _remove_image("example.com/none:v1"), OK),
     Row("remove image: malformed reference", _remove_image("Bad Ref!"), INVALID, "invalid image reference"),
+    Row("image status: ambiguous ID prefix", lambda w: _image_status(w.twin_prefix)(w), INVALID, "ambiguous"),
+    Row("remove image: ambiguous ID prefix", lambda w: _remove_image(w.twin_prefix)(w), INVALID, "ambiguous"),
+    Row("list images: ambiguous ID filter", lambda w: w.cri.image.ListImages(api.ListImagesRequest(
+        filter=api.ImageFilter(image=api.ImageSpec(image=w.twin_prefix)))), INVALID, "ambiguous"),
 ]
 
 
@@ -279,6 +301,9 @@ def test_nothing_left_after_the_table(world: World) -> None:
     remove_pod(world.cri, run_pod(world.cri, pod_config("after")))
     for sid in world.pods:
         remove_pod(world.cri, sid)
+    assert sorted(i.id for i in world.cri.image.ListImages(api.ListImagesRequest()).images) == sorted(world.twins)
+    for image_id in world.twins:
+        world.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=image_id)))
     assert world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
     assert world.cri.image.ListImages(api.ListImagesRequest()).images == []
     assert snapshot(world.daemon) == world.base
