@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, warm_up
+from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, stop_pod, warm_up
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +129,27 @@ def test_100_pods_by_10_clients_with_lists_answered_and_nothing_left(daemon: Dae
             print(f"{name}: {len(samples)} calls under load, p50 {percentile(samples, 0.5) * 1000:.1f} ms,"
                   f" p99 {percentile(samples, 0.99) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms")
         print(f"100 pods made and removed by {CLIENTS} clients in {elapsed:.1f} s")
+
+
+def test_concurrent_duplicate_calls_agree(daemon: Daemon) -> None:
+    """Five clients sending the same RunPodSandbox get one pod; five sending Stop or Remove of
+    it all succeed; nothing is left."""
+    cri = Cri(daemon.endpoint)
+    warm_up(cri)
+    before = snapshot(daemon)
+    clients = [Cri(daemon.endpoint) for _ in range(5)]
+    configs = [pod_config(f"dup{i}") for i in range(4)]
+    with ThreadPoolExecutor(len(clients) * len(configs)) as pool:
+        ids = list(pool.map(lambda args: run_pod(clients[args[0]], configs[args[1]]),
+                            [(c, p) for c in range(len(clients)) for p in range(len(configs))]))
+        by_pod = [set(ids[p::len(configs)]) for p in range(len(configs))]
+        assert all(len(same) == 1 for same in by_pod), by_pod
+        listed = {i.id: i.metadata.name for i in cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items}
+        assert listed == {next(iter(same)): c.metadata.name for same, c in zip(by_pod, configs)}
+        calls = [(c, sid, c % 2 == 0) for c in range(len(clients)) for sid in listed]
+        list(pool.map(lambda a: (stop_pod if a[2] else remove_pod)(clients[a[0]], a[1]), calls))
+        list(pool.map(lambda a: remove_pod(clients[a[0]], a[1]), calls))
+    assert cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+    assert snapshot(daemon) == before, daemon.log_tail()
+    for c in [cri, *clients]:
+        c.close()
