@@ -231,3 +231,25 @@ def test_hung_plugin_is_killed_at_the_plugin_timeout_and_rolled_back() -> None:
         remove_pod(cri, run_pod(cri, config))
         assert snapshot(d) == before
         cri.close()
+
+
+@pytest.mark.restart
+def test_clean_stop_during_add_rolls_the_pod_back(faulty: tuple[Daemon, FaultyNetwork]) -> None:
+    """SIGTERM while RunPodSandbox waits on CNI ADD: the daemon abandons the attempt, rolls it back
+    before exiting, and the next start finds nothing to do."""
+    d, net = faulty
+    cri, before = _warmed(faulty, "hold")
+    call = cri.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(config=pod_config("stopped-mid-add")))
+    hung = net.wait_hung()
+    assert d.stop() == 0
+    with pytest.raises(grpc.RpcError):
+        call.result(timeout=30)
+    cri.close()
+    assert not Path(f"/proc/{hung}").exists() or "Z" in Path(f"/proc/{hung}/stat").read_text().rsplit(")", 1)[1][:3]
+    assert snapshot(d) == before, d.log_tail()  # rolled back by the stopping daemon itself
+    net.mode("pass")
+    d.start()
+    cri = Cri(d.endpoint)
+    assert cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+    assert snapshot(d) == before, d.log_tail()
+    cri.close()
