@@ -80,5 +80,7 @@ async def _sweep(mgr: SandboxManager) -> None:
                         files.unmount_shm(Path(shm))
                     shutil.rmtree(entry, ignore_errors=True)
 
-    await asyncio.to_thread(local)
+    # DEL first: the bridge plugin finds the pod's addresses (and so its masquerade rules) through
+    # the pinned network namespace, which the local sweep unpins.
     await mgr.resources.network.sweep(known)
+    await asyncio.to_thread(local)
