@@ -253,3 +253,18 @@ def test_clean_stop_during_add_rolls_the_pod_back(faulty: tuple[Daemon, FaultyNe
     assert cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
     assert snapshot(d) == before, d.log_tail()
     cri.close()
+
+
+def test_hung_del_fails_stop_at_the_plugin_timeout_and_a_retry_finishes() -> None:
+    with faulty_daemon({"network": {"plugin_timeout_seconds": 1}}) as (d, net):
+        cri, before = _warmed((d, net), "pass")
+        sid = run_pod(cri, pod_config("slowdel", port_mappings=[api.PortMapping(container_port=80, host_port=18076)]))
+        net.mode("hold-del")
+        with pytest.raises(grpc.RpcError) as err:
+            stop_pod(cri, sid)
+        assert err.value.code() == grpc.StatusCode.INTERNAL and "releasing the network" in err.value.details(), err.value.details()
+        assert status(cri, sid)[0].state == api.SANDBOX_NOTREADY
+        net.mode("pass")
+        remove_pod(cri, sid)
+        assert snapshot(d) == before, d.log_tail()
+        cri.close()
