@@ -147,7 +147,11 @@ class ImageStore:
     # --- reads --------------------------------------------------------------------------------
 
     def find(self, text: str) -> ImageRecord | None:
-        """The image a tag, repo digest, full ID or unique ID prefix names, or None."""
+        """The image a tag, repo digest, full ID or unique ID prefix names, or None.
+
+        An ID prefix of several images is InvalidArgument: RemoveImage answering OK while
+        removing none of them would tell the caller an image is gone that is still there.
+        """
         self.refresh()
         name, candidate = lookup_key(text)
         if name is not None:
@@ -155,7 +159,10 @@ class ImageStore:
             if owner is not None:
                 return self.records.get(owner)
         if candidate is not None:
-            return self.records.find(candidate)
+            try:
+                return self.records.resolve(candidate)
+            except NotFound:
+                return None
         return None
 
     def resolve(self, text: str) -> ImageRecord:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Iterator
 
 
 def start_time(pid: int) -> int | None:
@@ -26,20 +27,22 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _each(name: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, contents of /proc/<pid>/<name>) for every process that still exists when read."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/{name}", "rb") as f:
+                yield int(entry), f.read()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+
+
 def with_environment(entry: str) -> list[int]:
     """Pids of the processes whose environment holds entry ("KEY=value") exactly."""
     needle = entry.encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return found
+    return [pid for pid, environ in _each("environ") if needle in environ.split(b"\0")]
 
 
 def is_alive(pid: int, started: int) -> bool:
@@ -72,6 +75,31 @@ async def kill_and_wait(pid: int, started: int, timeout: float = 10.0) -> None:
         await wait_pidfd(fd, timeout)
     finally:
         os.close(fd)
+
+
+def children(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is pid."""
+    found = []
+    for child, stat in _each("stat"):
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if fields[0] != b"Z" and int(fields[1]) == pid:
+            found.append(child)
+    return found
+
+
+async def kill_tree(pid: int, started: int, timeout: float = 10.0) -> None:
+    """SIGKILLs the recorded process and its descendants, deepest first, waiting for each.
+
+    For a monitor stuck with a runtime call under it: killing only the monitor would leave the
+    call running, reparented to init, out of reach of anything that knows it.
+    """
+    if not is_alive(pid, started):
+        return
+    for child in children(pid):
+        child_started = start_time(child)
+        if child_started is not None:
+            await kill_tree(child, child_started, timeout)
+    await kill_and_wait(pid, started, timeout)
 
 
 async def wait_pidfd(fd: int, timeout: float) -> None:

@@ -3,12 +3,16 @@
 attach() records the network configuration and inputs before ADD, runs DEL itself when ADD
 fails, and caches the result; detach() runs DEL with exactly what ADD used (from the cache),
 so it works after a restart or a configuration change, and succeeds when there is nothing to
-release. A pod's interface is always eth0, as kubelet expects.
+release (when ADD's result was never cached, the addresses on the pod's interface stand in
+for it). A pod's interface is always eth0, as kubelet expects.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +104,12 @@ class PodNetwork:
         if entry is None:
             self.cache.remove(sandbox_id)
             return
-        await self.exec.delete(entry.conflist, entry.attachment, entry.result)
+        result = entry.result
+        if result is None:
+            # ADD may have finished with its result unsaved (a crash): plugins such as firewall need
+            # the pod's addresses to undo their rules, so they are read from its interface.
+            result = await observed_result(entry.attachment, entry.conflist.get("cniVersion", "1.0.0"))
+        await self.exec.delete(entry.conflist, entry.attachment, result)
         self.cache.remove(sandbox_id)
         log.info("pod network detached", extra={"sandbox": sandbox_id})
 
@@ -125,3 +134,29 @@ class PodNetwork:
                     await self.detach(sandbox_id)
                 except CniError as exc:
                     log.error("orphaned pod network not released", extra={"sandbox": sandbox_id, "error": str(exc)})
+
+
+async def observed_result(att: Attachment, version: str) -> dict[str, Any] | None:
+    """A CNI result made from the global addresses on the pod's interface, or None when the
+    namespace or interface is gone or has none."""
+    if not os.path.exists(att.netns):
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        "nsenter", f"--net={att.netns}", "--", "ip", "-j", "addr", "show", "dev", att.ifname,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        return None
+    try:
+        ips = [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out) for a in link.get("addr_info", [])
+               if a.get("scope") == "global"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not ips:
+        return None
+    return {
+        "cniVersion": version,
+        "interfaces": [{"name": att.ifname, "sandbox": att.netns}],
+        "ips": [{"address": ip, "interface": 0} for ip in ips],
+    }

@@ -81,6 +81,10 @@ def validate(mounts: list[api_pb2.Mount]) -> None:
             raise InvalidArgument(f"mount container path {m.container_path!r} must be absolute")
         if not m.host_path:
             raise InvalidArgument(f"mount at {m.container_path!r} has no host path")
+        if not m.host_path.startswith("/"):  # relative to the daemon's cwd is no path a pod means
+            raise InvalidArgument(f"mount host path {m.host_path!r} must be absolute")
+        if "\x00" in m.host_path or "\x00" in m.container_path:
+            raise InvalidArgument(f"mount at {m.container_path!r}: paths must not contain NUL")
         if m.recursive_read_only:
             if not m.readonly:
                 raise InvalidArgument(f"recursive read-only mount {m.container_path!r} must also be read-only")

@@ -21,6 +21,10 @@ def _entry(kind: str, path: str | None) -> dict[str, str]:
 def build(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: str | None, cgroup_v2: bool,
           privileged: bool) -> list[dict[str, str]]:
     """The namespace list of the spec."""
+    for field in ("network", "pid", "ipc"):
+        # proto3 keeps unknown enum numbers; read as "not POD/NODE" one would mean the host's PID namespace
+        if getattr(opts, field) not in (api_pb2.POD, api_pb2.CONTAINER, api_pb2.NODE, api_pb2.TARGET):
+            raise InvalidArgument(f"namespace mode {getattr(opts, field)} for {field} is unknown")
     out = [{"type": "mount"}]
     if opts.network != api_pb2.NODE:
         out.append(_entry("network", sandbox.netns_path if opts.network == api_pb2.POD else None))

@@ -28,6 +28,7 @@ from cri_shim.api import api_pb2
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.linux import proc
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.oci.image import ImageConfig
@@ -46,6 +47,24 @@ KILL_WAIT = 30.0
 REOPEN_TIMEOUT = 10.0
 DISCARD_WAIT = 5.0
 UNKNOWN_EXIT = 255
+
+
+def _log_path(log_directory: str, log_path: str) -> str:
+    """The container's log file: log_path below the pod's log_directory, never outside it."""
+    if not log_path:
+        return ""
+    if "\x00" in log_path:
+        raise InvalidArgument("log path must not contain NUL")
+    if not log_directory:
+        if not os.path.isabs(log_path):
+            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
+        return os.path.normpath(log_path)
+    if os.path.isabs(log_path):
+        raise InvalidArgument(f"log path {log_path!r} must be relative to the pod's log_directory")
+    joined = os.path.normpath(os.path.join(log_directory, log_path))
+    if not joined.startswith(os.path.normpath(log_directory).rstrip("/") + "/"):
+        raise InvalidArgument(f"log path {log_path!r} escapes the pod's log_directory")
+    return joined
 
 
 def _pb_dict(message: object) -> dict:
@@ -108,9 +127,7 @@ class ContainerRuntime:
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
                            image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
         bundle = self.bundle_root / container_id
-        log_path = os.path.join(sandbox_config.log_directory, config.log_path) if config.log_path else ""
-        if log_path and not os.path.isabs(log_path):
-            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
+        log_path = _log_path(sandbox_config.log_directory, config.log_path)
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
             attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
@@ -131,7 +148,10 @@ class ContainerRuntime:
                 stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
             ), CREATE_TIMEOUT)
         except BaseException:
-            await self.discard(record)
+            try:
+                await self.discard(record)
+            except Exception:  # noqa: BLE001 - the create's own error is the one to report
+                log.exception("rollback incomplete, record kept for RemoveContainer", extra={"container": record.id})
             raise
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
                                      monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time)
@@ -139,26 +159,37 @@ class ContainerRuntime:
         return self.refresh(record)
 
     async def discard(self, record: ContainerRecord) -> None:
-        """Removes every trace of a container: runc state, bundle, exit file, record."""
-        try:
-            await self.runc(record).delete(record.id)
-        except Exception:  # noqa: BLE001 - cleanup goes on; the failure is logged
-            log.exception("runc delete failed while discarding", extra={"container": record.id})
-        if self._monitor_running(record):
+        """Removes every trace of a container: runc state, bundle, exit file, record.
+
+        When runc cannot delete its state the error is raised and the record kept: dropping it
+        would leave runc state and a cgroup nothing refers to, while a kept record lets a
+        later RemoveContainer finish the job.
+        """
+        await self.runc(record).delete(record.id)
+        monitor = self._live_monitor(record)
+        if monitor is not None:
             # The monitor records the exit of what delete killed; let it, then drop the file.
-            await self.monitor.exits.wait(record.id, DISCARD_WAIT)
+            if await self.monitor.exits.wait(record.id, DISCARD_WAIT) is None and self.monitor.alive(*monitor):
+                # An interrupted create whose monitor still waits on a runtime call that hangs:
+                # end both, then delete whatever that call had made.
+                log.warning("killing the monitor of an unfinished create", extra={"container": record.id, "pid": monitor[0]})
+                await proc.kill_tree(*monitor)
+                await self.runc(record).delete(record.id)
         shutil.rmtree(record.bundle, ignore_errors=True)
         self.monitor.exits.forget(record.id)
         self.store.delete(record.id)
 
-    def _monitor_running(self, record: ContainerRecord) -> bool:
+    def _live_monitor(self, record: ContainerRecord) -> tuple[int, int] | None:
+        """(pid, start time) of the container's monitor while it runs."""
         if record.monitor_pid:
-            return self.monitor.alive(record.monitor_pid, record.monitor_start_time)
-        try:  # interrupted create: the pid file is all there is
-            pid = int((Path(record.bundle) / "conmon.pid").read_text())
-        except (OSError, ValueError):
-            return False
-        return self.monitor.alive(pid, procinfo.start_time(pid))
+            monitor = (record.monitor_pid, record.monitor_start_time)
+        else:
+            try:  # interrupted create: the pid file is all there is
+                pid = int((Path(record.bundle) / "conmon.pid").read_text())
+            except (OSError, ValueError):
+                return None
+            monitor = (pid, procinfo.start_time(pid))
+        return monitor if self.monitor.alive(*monitor) else None
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """The record with any exit its monitor has recorded since (persisted when changed)."""

@@ -30,7 +30,10 @@ async def recover(rt: ContainerRuntime) -> None:
         known.add(record.id)
         if not record.created_at:
             log.info("discarding a container whose creation was interrupted", extra={"container": record.id})
-            await rt.discard(record)
+            try:
+                await rt.discard(record)
+            except Exception:  # noqa: BLE001 - kept; RemoveContainer retries the delete
+                log.exception("could not discard an interrupted container", extra={"container": record.id})
             continue
         record = rt.refresh(record)
         if record.state == CONTAINER_CREATED:

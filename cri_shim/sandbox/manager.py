@@ -4,7 +4,7 @@ Run persists the record (phase creating, naming every resource it will make) bef
 side effect and saves it again as each result comes in (infra pid, IPs); any failure releases
 everything and deletes the record. A retried Run with the same metadata joins the attempt in
 flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
-unknown ids. Reads (status, list) are served from memory.
+unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from cri_shim.linux import proc
 from cri_shim.network.cni import CniError
 from cri_shim.network.pod import PodNetwork
 from cri_shim.sandbox import recovery
@@ -146,6 +147,9 @@ class SandboxManager:
             steps.append(res.attach_network(sb, pod))
         await _all(steps)  # the cgroup move waits on the kernel while CNI runs
         await res.write_hosts(sb, pod.hostname)
+        if sb.infra is not None and not proc.is_alive(sb.infra.pid, sb.infra.start_time):
+            # Its PID namespace died with it: answering READY would hand kubelet a pod no container can join.
+            raise Internal(f"the pod's infra process ({self.cfg.runtime.infra}) exited during sandbox setup")
         sb.phase = READY
         self.store.save(sb)
         self.watch_infra(sb)
@@ -171,9 +175,16 @@ class SandboxManager:
         await self._locked(id_or_prefix, self._remove)
 
     async def _locked(self, id_or_prefix: str, action: Callable[[Sandbox], Awaitable[None]]) -> None:
-        """Runs action on the finished sandbox under its lock; nothing for unknown (or just removed) ids."""
-        sb = self.find(id_or_prefix)
-        if sb is None:
+        """Runs action on the finished sandbox under its lock; nothing for unknown (or just removed) ids.
+
+        Empty and ambiguous ids are refused (InvalidArgument): answering OK while acting on none
+        of several sandboxes would tell the caller a pod is gone that still runs.
+        """
+        try:
+            sb = self.store.resolve(id_or_prefix)
+        except NotFound:
+            return
+        if sb.phase == CREATING:
             return
         async with self.store.lock(sb.id):
             if self.store.get(sb.id) is not None:

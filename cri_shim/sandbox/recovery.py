@@ -7,7 +7,7 @@
   one) is the recorded one (pid and start time); otherwise it turns notready, for kubelet's Stop
   and Remove to finish. Its IPs come from the record (the CNI cache if the record lacks them).
 - Leftovers no record owns (pins, cached CNI attachments, sandbox directories, unreadable
-  records) are released.
+  records, and the infra processes and cgroups of sandboxes named by those) are released.
 """
 
 from __future__ import annotations
@@ -80,5 +80,12 @@ async def _sweep(mgr: SandboxManager) -> None:
                         files.unmount_shm(Path(shm))
                     shutil.rmtree(entry, ignore_errors=True)
 
-    await asyncio.to_thread(local)
+    # Orphans are named by their directories and pins; their infra processes go first.
+    bases = [cfg.run_dir / "sandboxes", cfg.state_dir / "sandboxes", *(cfg.run_dir / "ns" / k for k in NAMESPACE_KINDS)]
+    orphans = {e.name for base in bases if base.is_dir() for e in base.iterdir()} - known
+    for sandbox_id in sorted(orphans):
+        await mgr.resources.release_orphan_infra(sandbox_id)
+    # DEL before unpinning: the bridge plugin finds the pod's addresses (and so its masquerade
+    # rules) through the pinned network namespace.
     await mgr.resources.network.sweep(known)
+    await asyncio.to_thread(local)

@@ -13,7 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from cri_shim.cgroups import container_cgroups_path, hierarchy, relative_path
+from cri_shim.cgroups import container_cgroups_path, hierarchy, normalize_parent, relative_path
 from cri_shim.cgroups.paths import parent_path
 from cri_shim.config import Config
 from cri_shim.linux import proc
@@ -122,6 +122,20 @@ class Resources:
                 strays.update(await asyncio.to_thread(proc.with_environment, infra.marker(sb.id)))
         await self.infra.stop(sb.id, sb.infra, strays)
 
+    async def release_orphan_infra(self, sandbox_id: str) -> None:
+        """Kills the infra process of a sandbox no record names (found by its marker) and prunes
+        its cgroup, and the runtime's default parent when that is left empty."""
+        pids = set(await asyncio.to_thread(proc.with_environment, infra.marker(sandbox_id)))
+        if not pids:
+            return
+        leaves = {leaf for pid in pids if (leaf := _cgroup_of(pid, sandbox_id)) is not None}
+        await self.infra.stop(sandbox_id, None, pids)
+        driver = self.cfg.runtime.cgroup_driver
+        default = parent_path(driver, normalize_parent(driver, self.cfg.runtime.default_cgroup_parent))
+        dirs = [d for leaf in leaves for d in self.hierarchies.dirs(leaf)] + self.hierarchies.dirs(default)
+        async with self._cgroup_lock:
+            await asyncio.to_thread(hierarchy.prune, dirs)
+
     async def detach_network(self, sb: Sandbox) -> None:
         await self.network.detach(sb.id)
 
@@ -142,3 +156,13 @@ class Resources:
 
     def close(self) -> None:
         self.infra.close()
+
+
+def _cgroup_of(pid: int, sandbox_id: str) -> str | None:
+    """The cgroup (below the hierarchy roots) a process of the sandbox sits in, by its name."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            paths = [line.rstrip("\n").split(":", 2)[2] for line in f]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return next((p for p in paths if sandbox_id in p.rsplit("/", 1)[-1]), None)

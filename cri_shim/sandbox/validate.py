@@ -3,7 +3,10 @@
 Every refusal is an InvalidArgument naming the field. Limits: metadata name, namespace and uid
 must be non-empty and free of '/' and NUL (they name files and CNI arguments); labels and
 annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit for a pod's
-annotations; a hostname at most 64 bytes (the kernel's).
+annotations; a hostname at most 64 bytes (the kernel's); namespace modes must be known values
+(proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
+(container log paths are joined to it); DNS servers must be IP addresses and search domains and
+options single words (they are written into resolv.conf).
 """
 
 from __future__ import annotations
@@ -53,8 +56,13 @@ def _size(pairs: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in pairs.items())
 
 
+_MODES = (api.POD, api.CONTAINER, api.NODE, api.TARGET)
+
+
 def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
     for field in ("network", "pid", "ipc"):
+        if getattr(options, field) not in _MODES:  # proto3 keeps unknown enum numbers: refuse them
+            raise InvalidArgument(f"namespace mode {getattr(options, field)} for {field} is unknown")
         if getattr(options, field) == api.TARGET:
             raise InvalidArgument(f"namespace mode TARGET is for containers, not for a pod ({field})")
     if options.HasField("userns_options") and options.userns_options.mode != api.NODE:
@@ -65,6 +73,20 @@ def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
     if options.ipc != api.NODE:
         own.append("ipc")
     return tuple(k for k in ("net", "ipc", "uts") if k in own), options.pid == api.POD
+
+
+def _check_dns(dns: api.DNSConfig) -> None:
+    """Each server an IP address, each search domain and option one word: every one becomes a
+    line or a word of the pod's resolv.conf, and a newline would add lines of its own."""
+    for server in dns.servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidArgument(f"dns server {server!r} is not an IP address") from None
+    for field, values in (("search", dns.searches), ("option", dns.options)):
+        for value in values:
+            if not value or any(c.isspace() or c == "\x00" for c in value):
+                raise InvalidArgument(f"dns {field} {value!r} must be one word (no spaces, newlines or NUL)")
 
 
 def _ports(mappings: list[api.PortMapping]) -> tuple[PortMapping, ...]:
@@ -90,12 +112,15 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
         raise InvalidArgument("sandbox config has no metadata")
     for field in ("name", "namespace", "uid"):
         _check_name(field, getattr(config.metadata, field))
+    if config.log_directory and not config.log_directory.startswith("/"):
+        raise InvalidArgument(f"log_directory {config.log_directory!r} must be an absolute path")
     if runtime_handler and runtime_handler not in cfg.runtime.handlers:
         raise InvalidArgument(f"unknown runtime handler {runtime_handler!r} (known: {', '.join(cfg.runtime.handlers)})")
     if _size(dict(config.labels)) > MAX_LABELS_BYTES:
         raise InvalidArgument(f"labels total {_size(dict(config.labels))} bytes, over the {MAX_LABELS_BYTES} limit")
     if _size(dict(config.annotations)) > MAX_ANNOTATIONS_BYTES:
         raise InvalidArgument(f"annotations total {_size(dict(config.annotations))} bytes, over the {MAX_ANNOTATIONS_BYTES} limit")
+    _check_dns(config.dns_config)
     own, pod_pid = _namespaces(config.linux.security_context.namespace_options)
     hostname = config.hostname or host_name
     if len(hostname.encode()) > MAX_HOSTNAME_BYTES or any(c.isspace() or c == "\x00" for c in hostname):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import shutil
 from typing import TYPE_CHECKING, Any
 
 from cri_shim import __version__
 from cri_shim.api import api_pb2 as api
+from cri_shim.errors import InvalidArgument
 from cri_shim.network.conf import NetworkConfError, find_network, missing_plugins
 
 if TYPE_CHECKING:
@@ -59,6 +61,12 @@ class RuntimeInfoService:
     ) -> api.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
         if cidr:
+            for part in cidr.split(","):  # dual-stack nodes get "v4cidr,v6cidr"
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    # Taken as the pod subnet, it would fail every later RunPodSandbox instead of this call.
+                    raise InvalidArgument(f"pod_cidr {cidr!r}: {part!r} is not a CIDR") from None
             self.daemon.pod_cidr = cidr
         return api.UpdateRuntimeConfigResponse()
 

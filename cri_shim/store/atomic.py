@@ -21,6 +21,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp(path: Path) -> Path:
+    """Where write_bytes writes path's next content before renaming it into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Replaces path with data atomically; durably (fsync of file and directory) unless told not to.
 
@@ -28,7 +33,7 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True
     still never sees half a file, and two fsyncs a file are saved.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _temp(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
@@ -54,7 +59,9 @@ def read_json(path: Path) -> Any:
 
 
 def remove(path: Path) -> None:
-    """Removes path durably; an absent file is already removed."""
+    """Removes path durably, with the temporary file a crash mid-write may have left beside it;
+    an absent file is already removed."""
+    _temp(path).unlink(missing_ok=True)
     try:
         path.unlink()
     except FileNotFoundError:

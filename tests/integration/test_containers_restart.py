@@ -23,11 +23,15 @@ pytestmark = pytest.mark.restart
 CHILD = """
 import sys, time
 from pathlib import Path
+from cri_shim.api import api_pb2 as api
 from tests.support.containers import Harness
 h = Harness(Path(sys.argv[1]))
 survivor = h.start(h.create(h.config("sleep", "100000", name="survivor")))
 quitter = h.start(h.create(h.config("sh", "-c", "read x; exit 7", name="quitter", stdin=True, stdin_once=True)))
-print(survivor.id, quitter.id, flush=True)
+gate = api.Mount(container_path="/gate", host_path=str(h.dir / "gate"))
+finisher = h.start(h.create(h.config("sh", "-c", "while [ ! -e /gate/go ]; do sleep 0.05; done; exit 7", name="finisher",
+                                     mounts=[gate])))
+print(survivor.id, quitter.id, finisher.id, flush=True)
 time.sleep(1000)
 """
 
@@ -41,7 +45,7 @@ def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
                              cwd=Path(__file__).resolve().parents[2], env={**os.environ, "PYTHONPATH": "."})
     try:
         assert child.stdout is not None
-        survivor_id, quitter_id = child.stdout.readline().decode().split()
+        survivor_id, quitter_id, finisher_id = child.stdout.readline().decode().split()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -53,14 +57,17 @@ def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
         # The quitter exits while no runtime watches: killed from outside, as an OOM killer would.
         h.runtime.close()
         h.run(h.runc.kill(quitter_id, signal.SIGKILL))
+        (directory / "gate" / "go").touch()  # the finisher exits by itself, with its own code
         deadline = time.monotonic() + 10
-        while h.monitor.exits.read(quitter_id) is None and time.monotonic() < deadline:
+        while None in (h.monitor.exits.read(quitter_id), h.monitor.exits.read(finisher_id)) and time.monotonic() < deadline:
             time.sleep(0.05)
         h.loop.close()
         again = Harness(directory)
         try:
             quitter = again.runtime.get(quitter_id)
             assert (quitter.state, quitter.exit_code, quitter.reason) == (CONTAINER_EXITED, 137, "Error")
+            finisher = again.runtime.get(finisher_id)
+            assert (finisher.state, finisher.exit_code, finisher.reason) == (CONTAINER_EXITED, 7, "Error")
             # Exits after the restart arrive through the watcher, without asking.
             seen: list[str] = []
             again.runtime.subscribe(lambda rec: seen.append(rec.id))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.images import Pusher, build_image, busybox_layers
+from tests.support.images import Pusher, build_image, busybox_layers, store_leftovers
+from tests.support.proxy import RegistryProxy
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.restart
@@ -56,3 +59,41 @@ def test_images_survive_a_crash_and_partial_work_is_removed(setup) -> None:
     client = Cri(d.endpoint)
     assert client.image.ListImages(api.ListImagesRequest()).images == []
     client.close()
+
+
+def test_kill_9_during_a_pull_leaves_nothing_and_the_retry_pulls(tmp_path) -> None:
+    """A real crash mid-download: the daemon dies while a layer is half received."""
+    with Registry() as reg:
+        image = build_image(busybox_layers(tmp_path, 3), {"Cmd": ["sh"]})
+        Pusher(reg.url).push(image, "restart/pulled", "v1")
+        proxy = RegistryProxy(reg.url).start()
+        d = Daemon({"images": {"insecure_registries": [proxy.host]}})
+        try:
+            d.start()
+            name = f"{proxy.host}/restart/pulled:v1"
+            stalled = image.layers[0].digest
+            proxy.stall.add(stalled)
+            client = Cri(d.endpoint)
+            call = client.image.PullImage.future(api.PullImageRequest(image=api.ImageSpec(image=name)))
+            deadline = time.monotonic() + 30
+            while not proxy.blob_gets[stalled] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proxy.blob_gets[stalled], "the pull never reached the stalled layer"
+            d.kill()
+            with pytest.raises(grpc.RpcError):
+                call.result(timeout=30)
+            client.close()
+            proxy.stall.discard(stalled)
+            d.start()
+            client = Cri(d.endpoint)
+            assert client.image.ListImages(api.ListImagesRequest()).images == []
+            assert store_leftovers(d) == []
+            ref = client.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=name))).image_ref
+            assert ref == image.id
+            client.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=ref)))
+            assert store_leftovers(d) == []
+            client.close()
+        finally:
+            d.stop()
+            proxy.stop()
+            shutil.rmtree(d.dir, ignore_errors=True)

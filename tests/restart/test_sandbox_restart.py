@@ -108,3 +108,21 @@ def test_recovery_kills_an_infra_process_whose_pid_was_never_recorded(daemon: Da
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_torn_record_is_dropped_and_everything_its_pod_held_is_released(daemon: Daemon) -> None:
+    """A record that cannot be read (disk trouble, a bad edit) names nothing: recovery drops it and
+    sweeps what no record owns, the pod's infra process and cgroups included."""
+    cri = Cri(daemon.endpoint)
+    warm_up(cri)
+    before = snapshot(daemon)
+    sid = run_pod(cri, pod_config("torn", port_mappings=[api.PortMapping(container_port=80, host_port=18110)]))
+    cri.close()
+    daemon.kill()
+    record = Path(daemon.config["paths"]["state_dir"]) / "records" / "sandboxes" / f"{sid}.json"
+    record.write_text(record.read_text()[:40])
+    daemon.start()
+    cri = Cri(daemon.endpoint)
+    assert cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+    assert snapshot(daemon) == before, daemon.log_tail()
+    cri.close()

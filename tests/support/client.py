@@ -13,10 +13,11 @@ MAX_MESSAGE = 16 * 1024 * 1024
 class Cri:
     """RuntimeService and ImageService stubs on one channel, with kubelet's message limits."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, max_message: int = MAX_MESSAGE) -> None:
+        """max_message above kubelet's lets a test send what the daemon must refuse."""
         self.channel = grpc.insecure_channel(
             endpoint,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
+            options=[("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message)],
         )
         self.runtime = rpc.RuntimeServiceStub(self.channel)
         self.image = rpc.ImageServiceStub(self.channel)

@@ -24,6 +24,8 @@ from cri_shim.oci.image import ImageConfig
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.store.records import ContainerRecord
 from tests.support.busybox import make_rootfs
+from tests.support.leftovers import cgroup_dirs, processes_of
+from tests.support.pods import files_under, mounts
 
 T = TypeVar("T")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -32,8 +34,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 class Harness:
     """One event loop, one ContainerRuntime, and helpers to make containers on it."""
 
-    def __init__(self, directory: Path | None = None) -> None:
-        """A fresh harness, or (given the directory of an earlier one) its successor after a restart."""
+    def __init__(self, directory: Path | None = None, runc: str = "runc", conmon: str = "conmon") -> None:
+        """A fresh harness, or (given the directory of an earlier one) its successor after a restart;
+        runc and conmon may name wrapper binaries (tests/support/faultbin.py)."""
         self.dir = directory or Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
         self.loop = asyncio.new_event_loop()
         self.rootfs = self.dir / "rootfs" if directory else make_rootfs(self.dir / "rootfs")
@@ -41,7 +44,8 @@ class Harness:
         self.logs = self.dir / "logs"
         cfg = Config()
         cfg.paths.state_dir, cfg.paths.run_dir = str(self.dir / "state"), str(self.dir)
-        cfg.runtime.handlers = {"runc": HandlerConfig(path="runc", root=str(self.dir / "runc"))}
+        cfg.runtime.handlers = {"runc": HandlerConfig(path=runc, root=str(self.dir / "runc"))}
+        cfg.runtime.conmon = conmon
         self.runtime = ContainerRuntime.from_config(cfg)
         self.host = self.runtime.host
         self.runc = self.runtime.runtimes["runc"]
@@ -92,6 +96,19 @@ class Harness:
     def run_to_exit(self, config: api.ContainerConfig, **kw: Any) -> ContainerRecord:
         """Creates, starts and waits for a container; returns its final record."""
         return self.wait_exit(self.start(self.create(config, **kw)))
+
+    def leftovers(self) -> dict[str, Any]:
+        """Everything a container can leave behind: runc state, bundles, exit files, records,
+        cgroups, processes (monitors and container processes) and mounts."""
+        return {
+            "runc state": files_under(self.dir / "runc"),
+            "bundles": files_under(self.dir / "bundles"),
+            "exits": files_under(self.dir / "exits"),
+            "records": files_under(self.dir / "state"),
+            "cgroups": cgroup_dirs(self.cgroup_parent),
+            "processes": processes_of(self.cgroup_parent, self.dir),
+            "mounts": mounts(),
+        }
 
     def log_path(self, record: ContainerRecord) -> Path:
         return Path(record.log_path)

@@ -3,21 +3,31 @@
 `fault-bridge` runs the real bridge plugin, then acts on the mode file beside it:
   pass     - return the bridge's result;
   fail     - report an error after the bridge did its work (so DEL has something to undo);
+  crash    - die by SIGKILL after the bridge did its work (the result is lost);
   hang     - record its pid, then sleep until killed;
-  hold     - wait until a release file appears, then return the result.
+  hold     - wait until a release file appears, then return the result;
+  hold-del - pass ADD, but hold every DEL as `hold` does (to keep start-up recovery, which DELs
+             what a crash left attached, in progress while a test calls the daemon);
+  fail-del - pass ADD, but fail every DEL without doing it.
 Every ADD is counted in adds.log. The network uses it with portmap and firewall chained.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
+
+from tests.support.faultbin import kill_hung, wait_hung
 
 WRAPPER = """#!/bin/sh
 dir=$(dirname "$0")
 input=$(cat)
+if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = hold-del ]; then
+    echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done
+fi
+if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = fail-del ]; then
+    printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at DEL"}'; exit 1
+fi
 if [ "$CNI_COMMAND" != ADD ]; then
     printf '%s' "$input" | /usr/lib/cni/bridge
     exit $?
@@ -26,6 +36,7 @@ echo "$CNI_CONTAINERID" >> "$dir/adds.log"
 out=$(printf '%s' "$input" | /usr/lib/cni/bridge) || { printf '%s' "$out"; exit 1; }
 case "$(cat "$dir/mode")" in
     fail) printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at ADD"}'; exit 1 ;;
+    crash) kill -9 $$ ;;
     hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
     hold) echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done ;;
 esac
@@ -78,23 +89,16 @@ class FaultyNetwork:
 
     def wait_hung(self, timeout: float = 30) -> int:
         """The pid of the plugin once it hangs or holds."""
-        pid_file = self.bin_dir / "hung.pid"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pid_file.exists() and pid_file.read_text().strip():
-                return int(pid_file.read_text())
-            time.sleep(0.02)
-        raise TimeoutError("the CNI plugin never reached its fault point")
+        return wait_hung(self.bin_dir, "the CNI plugin", timeout)
 
     def release(self) -> None:
         (self.bin_dir / "release").touch()
 
+    def hold(self) -> None:
+        """Undoes release() and forgets the last hung pid, for the next hold."""
+        (self.bin_dir / "release").unlink(missing_ok=True)
+        (self.bin_dir / "hung.pid").unlink(missing_ok=True)
+
     def kill_hung(self) -> None:
         """Ends a hanging plugin (it belongs to the test: the daemon that ran it is gone)."""
-        pid_file = self.bin_dir / "hung.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), 9)
-            except ProcessLookupError:
-                pass
-            pid_file.unlink()
+        kill_hung(self.bin_dir)

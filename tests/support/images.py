@@ -28,6 +28,7 @@ import zstandard
 
 from cri_shim.image.auth import parse_challenge
 from tests.support.busybox import make_rootfs
+from tests.support.daemon import Daemon
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -273,3 +274,13 @@ def publish_test_images(pusher: Pusher, host: str, workdir: Path) -> Catalog:
     by_digest = build_image(base, {**cmd, "Labels": {"role": "digest"}})
     pusher.push(by_digest, "digest-only")
     return Catalog(host, busybox, layered, users, tagged, different, index_images, index_digest, by_digest)
+
+
+def store_leftovers(daemon: Daemon) -> list[str]:
+    """Everything of image data in the daemon's store: records, layers, blobs, partial work."""
+    root = daemon.dir / "state" / "images"
+    found = []
+    for sub in ("records", "layers", "blobs/sha256", "ingest"):
+        d = root / sub
+        found += [f"{sub}/{p.name}" for p in d.iterdir()] if d.exists() else []
+    return found

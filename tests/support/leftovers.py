@@ -59,6 +59,24 @@ def infra_processes(daemon: Daemon) -> list[int]:
     return pids
 
 
+def processes_of(cgroup_parent: str, directory: Path) -> list[int]:
+    """Live processes in a cgroup below cgroup_parent or naming directory on their command line
+    (container processes and their monitors), the caller excepted."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cgroups = (entry / "cgroup").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state != "Z" and (f"{cgroup_parent}/" in cgroups or f"{directory}/" in cmdline):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def release_leftovers(daemon: Daemon) -> None:
     """After a test (passed or not): kills the daemon's infra processes, unmounts what it mounted
     under its directory and removes its cgroups, which live in the host's shared cgroup tree."""

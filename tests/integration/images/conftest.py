@@ -89,11 +89,3 @@ def status(cri: Cri, image: str) -> api.ImageStatusResponse:
     return cri.image.ImageStatus(api.ImageStatusRequest(image=spec(image)))
 
 
-def store_leftovers(daemon: Daemon) -> list[str]:
-    """Everything of image data in the daemon's store: records, layers, blobs, partial work."""
-    root = daemon.dir / "state" / "images"
-    found = []
-    for sub in ("records", "layers", "blobs/sha256", "ingest"):
-        d = root / sub
-        found += [f"{sub}/{p.name}" for p in d.iterdir()] if d.exists() else []
-    return found

@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.integration.images.conftest import behind_proxy, pull, running_daemon, spec, status, store_leftovers
+from tests.integration.images.conftest import behind_proxy, pull, running_daemon, spec, status
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.images import Catalog, Image, Pusher, busybox_layers, build_image, tar_layer
+from tests.support.images import Catalog, Image, Pusher, busybox_layers, build_image, store_leftovers, tar_layer
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration

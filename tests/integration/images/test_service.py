@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from tests.integration.images.conftest import pull, running_daemon, spec, status, store_leftovers
+from tests.integration.images.conftest import pull, running_daemon, spec, status
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.images import USER_IMAGES, Catalog, Pusher, build_image
+from tests.support.images import USER_IMAGES, Catalog, Pusher, build_image, store_leftovers
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,375 @@
+"""The bad-input table: one row per malformed request field, across RPCs, with the status it gets.
+
+Container rows drive the container layer through its harness (tests/support/containers.py) and
+expect the error its RPC maps to a status (InvalidArgument: INVALID_ARGUMENT).
+
+Every row runs against one daemon (with a real registry for the image rows); after each row the
+leak snapshot must equal the one taken before the table, and after the table the pods it used
+are removed and nothing is left. Rows answering OK document the idempotent cases kubelet relies
+on (removing what is gone, asking for an unknown image).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from cri_shim.errors import CriError, InvalidArgument
+from tests.support.client import Cri, api
+from tests.support.containers import Harness
+from tests.support.images import LAYER_TYPES, Layer, Pusher, build_image, tar_layer
+from tests.support.daemon import Daemon
+from tests.support.leftovers import release_leftovers
+from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, warm_up
+from tests.support.registry import Registry, free_port
+
+pytestmark = pytest.mark.integration
+
+OVERSIZED = 17 * 1024 * 1024
+MISSING_ID = "0123456789abcdef" * 4
+
+
+@dataclass
+class World:
+    """The daemon, clients and objects the rows refer to."""
+
+    daemon: Daemon
+    cri: Cri
+    big: Cri  # a client allowed to send more than the daemon accepts
+    registry: str
+    unreachable: str
+    pods: list[str]
+    ambiguous: str  # a prefix of two pods' ids
+    before: dict[str, Any]
+    base: dict[str, Any]
+    victim: Path  # a file hostile layers aim at
+    twins: list[str]  # ids of two images
+    twin_prefix: str  # a prefix of both
+
+
+def _host_network_pod(name: str) -> api.PodSandboxConfig:
+    options = api.NamespaceOption(network=api.NODE, pid=api.CONTAINER, ipc=api.NODE)
+    return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=options)))
+
+
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, 0o644, linkname
+    return info
+
+
+def _push_hostile_images(reg: Registry, victim: Path) -> None:
+    """Images whose one layer is hostile: a name climbing out, a hardlink out, a symlinked
+    directory written through, garbage; each must be refused with nothing stored or written."""
+    climb = "../" * 20 + str(victim).lstrip("/")
+    layers = {
+        "dotdot": tar_layer([(_entry(climb), b"pwned")]),
+        "hardlink": tar_layer([(_entry("escape", tarfile.LNKTYPE, linkname="../../../../../../etc/passwd"), None)]),
+        "through-symlink": tar_layer([(_entry("up", tarfile.SYMTYPE, linkname=str(victim.parent)), None),
+                                      (_entry("up/victim"), b"pwned")]),
+        "garbage": Layer(b"not a tar", b"\x1f\x8b garbage, not gzip", LAYER_TYPES["gzip"]),
+    }
+    pusher = Pusher(reg.url)
+    for name, layer in layers.items():
+        pusher.push(build_image([layer], {"Cmd": ["sh"]}), f"hostile/{name}", "v1")
+
+
+def _push_twins(reg: Registry) -> tuple[list[str], str]:
+    """Two small images whose IDs share their first hex digit: their names and that digit."""
+    layer = tar_layer([(_entry("hello"), b"hello")])
+    seen: dict[str, int] = {}
+    for i in range(17):
+        image = build_image([layer], {"Cmd": ["sh"], "Env": [f"TWIN={i}"]})
+        digit = image.id.removeprefix("sha256:")[0]
+        Pusher(reg.url).push(image, f"twins/t{i}", "v1")
+        if digit in seen:
+            return [f"{reg.host}/twins/t{seen[digit]}:v1", f"{reg.host}/twins/t{i}:v1"], digit
+        seen[digit] = i
+    raise AssertionError("unreachable: 17 ids, 16 digits")
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with Registry() as reg:
+        victim = Path(tempfile.mkdtemp(prefix="victim", dir="/tmp")) / "victim"
+        victim.write_text("untouched")
+        _push_hostile_images(reg, victim)
+        twins, twin_prefix = _push_twins(reg)
+        unreachable = f"127.0.0.1:{free_port()}"
+        d = Daemon({"images": {"insecure_registries": [reg.host, unreachable]}})
+        d.start()
+        cri = Cri(d.endpoint)
+        big = Cri(d.endpoint, max_message=4 * OVERSIZED)
+        try:
+            warm_up(cri)
+            base = snapshot(d)
+            twin_ids = [cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=t))).image_ref for t in twins]
+            # Host-network pods (quick to make) until two ids share their first hex digit.
+            pods: list[str] = []
+            firsts: dict[str, str] = {}
+            while True:
+                sid = run_pod(cri, _host_network_pod(f"held{len(pods)}"))
+                pods.append(sid)
+                if sid[0] in firsts:
+                    break
+                firsts[sid[0]] = sid
+            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim, twin_ids, twin_prefix)
+        finally:
+            shutil.rmtree(victim.parent, ignore_errors=True)
+            cri.close()
+            big.close()
+            d.stop()
+            release_leftovers(d)
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@dataclass
+class Row:
+    label: str
+    call: Callable[[World], Any]
+    code: grpc.StatusCode
+    message: str = ""  # a part of the status details
+    check: Callable[[Any], bool] = lambda answer: True
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def _run(config: api.PodSandboxConfig, handler: str = "") -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config, runtime_handler=handler))
+
+
+def _ns(**modes: int) -> api.LinuxPodSandboxConfig:
+    return api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(**modes)))
+
+
+def _sandbox_status(sid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sid(w)))
+
+
+def _stop(sid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sid(w)))
+
+
+def _remove(sid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid(w)))
+
+
+def _pull(image: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: w.cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image(w))), timeout=60)
+
+
+def _image_status(image: str) -> Callable[[World], Any]:
+    return lambda w: w.cri.image.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=image)))
+
+
+def _remove_image(image: str) -> Callable[[World], Any]:
+    return lambda w: w.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=image)))
+
+
+def _list_pods(**f: Any) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(**f)))
+
+
+INVALID, NOT_FOUND, OK = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OK
+
+ROWS = [
+    # RunPodSandbox: metadata and names
+    Row("run: no metadata", _run(api.PodSandboxConfig()), INVALID, "metadata"),
+    Row("run: empty name", _run(pod_config("")), INVALID, "name"),
+    Row("run: empty namespace", _run(api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", uid="u"))), INVALID, "namespace"),
+    Row("run: empty uid", _run(api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="n"))), INVALID, "uid"),
+    Row("run: slash in name", _run(pod_config("a/b")), INVALID, "'/'"),
+    Row("run: NUL in name", _run(pod_config("a\x00b")), INVALID, "NUL"),
+    Row("run: NUL in namespace", _run(api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="n\x00", uid="u"))), INVALID, "NUL"),
+    Row("run: slash in uid", _run(pod_config("x", uid="../../u")), INVALID, "'/'"),
+    Row("run: unknown runtime handler", _run(pod_config("h"), "no-such-runtime"), INVALID, "runtime handler"),
+    # RunPodSandbox: sizes
+    Row("run: huge annotations", _run(pod_config("ann", annotations={"k": "v" * (256 * 1024)})), INVALID, "annotations"),
+    Row("run: huge labels", _run(pod_config("lab", labels={f"k{i}": "v" * 1024 for i in range(300)})), INVALID, "labels"),
+    Row("run: message over 16 MiB", lambda w: w.big.runtime.RunPodSandbox(
+        api.RunPodSandboxRequest(config=pod_config("big", annotations={"k": "v" * OVERSIZED}))), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Row("run: hostname too long", _run(pod_config("hn", hostname="h" * 65)), INVALID, "hostname"),
+    # RunPodSandbox: enums and namespaces
+    Row("run: unknown network namespace mode", _run(pod_config("e1", linux=_ns(network=7))), INVALID, "namespace mode"),
+    Row("run: unknown pid namespace mode", _run(pod_config("e2", linux=_ns(pid=42))), INVALID, "namespace mode"),
+    Row("run: unknown ipc namespace mode", _run(pod_config("e3", linux=_ns(ipc=-1))), INVALID, "namespace mode"),
+    Row("run: TARGET pid mode for a pod", _run(pod_config("e4", linux=_ns(pid=api.TARGET))), INVALID, "TARGET"),
+    Row("run: user namespace", _run(pod_config("userns", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
+        namespace_options=api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD)))))), INVALID, "user namespaces"),
+    Row("run: unknown port protocol", _run(pod_config("p1", port_mappings=[api.PortMapping(protocol=9, container_port=80, host_port=18401)])), INVALID, "protocol"),
+    Row("run: container port 0", _run(pod_config("p2", port_mappings=[api.PortMapping(container_port=0, host_port=80)])), INVALID, "port"),
+    Row("run: host port out of range", _run(pod_config("p3", port_mappings=[api.PortMapping(container_port=80, host_port=70000)])), INVALID, "port"),
+    Row("run: host_ip not an address", _run(pod_config("p4", port_mappings=[api.PortMapping(container_port=80, host_port=18402, host_ip="localhost")])), INVALID, "host_ip"),
+    # RunPodSandbox: sysctls, cgroups, paths
+    Row("run: non-namespaced sysctl", _run(pod_config("s1", linux=api.LinuxPodSandboxConfig(sysctls={"kernel.pid_max": "100"}))), INVALID, "not namespaced"),
+    Row("run: malformed sysctl", _run(pod_config("s2", linux=api.LinuxPodSandboxConfig(sysctls={"net..x": "1"}))), INVALID, "invalid sysctl"),
+    Row("run: sysctl name escaping /proc/sys", _run(pod_config("s6", linux=api.LinuxPodSandboxConfig(sysctls={"net/../../../etc/x": "1"}))), INVALID, "sysctl"),
+    Row("run: unknown net sysctl", _run(pod_config("s3", linux=api.LinuxPodSandboxConfig(sysctls={"net.ipv4.no_such_knob": "1"}))), INVALID, "no_such_knob"),
+    Row("run: bad sysctl value", _run(pod_config("s4", linux=api.LinuxPodSandboxConfig(sysctls={"kernel.shm_rmid_forced": "banana"}))), INVALID, "shm_rmid_forced"),
+    Row("run: net sysctl on host network", _run(pod_config("s5", linux=api.LinuxPodSandboxConfig(
+        sysctls={"net.ipv4.ip_forward": "1"}, security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(network=api.NODE))))),
+        INVALID, "host"),
+    Row("run: systemd slice with cgroupfs", _run(pod_config("cg", linux=api.LinuxPodSandboxConfig(cgroup_parent="kubepods.slice"))), INVALID, "slice"),
+    Row("run: cgroup parent escaping", _run(pod_config("cg2", linux=api.LinuxPodSandboxConfig(cgroup_parent="/../../escape"))), INVALID, "cgroup"),
+    Row("run: DNS server not an address", _run(pod_config("d1", dns_config=api.DNSConfig(servers=["1.1.1.1\nnameserver 6.6.6.6"]))), INVALID, "dns server"),
+    Row("run: newline in DNS search", _run(pod_config("d2", dns_config=api.DNSConfig(searches=["svc.local\nnameserver 6.6.6.6"]))), INVALID, "dns search"),
+    Row("run: NUL in DNS option", _run(pod_config("d3", dns_config=api.DNSConfig(options=["ndots:5\x00"]))), INVALID, "dns option"),
+    Row("run: relative log directory", _run(pod_config("ld", log_directory="var/log/pods/x")), INVALID, "log_directory"),
+    # Sandbox ids
+    Row("status: empty id", _sandbox_status(lambda w: ""), INVALID, "empty"),
+    Row("status: unknown id", _sandbox_status(lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("status: id with a path", _sandbox_status(lambda w: "../" + w.pods[0]), NOT_FOUND, "not found"),
+    Row("status: ambiguous prefix", _sandbox_status(lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("stop: empty id", _stop(lambda w: ""), INVALID, "empty"),
+    Row("stop: unknown id (already gone)", _stop(lambda w: MISSING_ID), OK),
+    Row("stop: ambiguous prefix", _stop(lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("remove: empty id", _remove(lambda w: ""), INVALID, "empty"),
+    Row("remove: unknown id (already gone)", _remove(lambda w: MISSING_ID), OK),
+    Row("remove: ambiguous prefix", _remove(lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("list: ambiguous id filter matches nothing", lambda w: w.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=w.ambiguous))), OK, check=lambda a: list(a.items) == []),
+    Row("list: unknown state enum matches nothing", _list_pods(state=api.PodSandboxStateValue(state=42)), OK, check=lambda a: list(a.items) == []),
+    # Runtime configuration
+    Row("update runtime config: pod CIDR not a CIDR", lambda w: w.cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
+        runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="10.0.0.0/99")))), INVALID, "not a CIDR"),
+    Row("update runtime config: garbage pod CIDR", lambda w: w.cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
+        runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="pods;rm -rf /")))), INVALID, "not a CIDR"),
+    # Images
+    Row("pull: empty image", _pull(lambda w: ""), INVALID, "image"),
+    Row("pull: surrounded by spaces", _pull(lambda w: " busybox "), INVALID, "invalid image reference"),
+    Row("pull: uppercase repository", _pull(lambda w: f"{w.registry}/BusyBox:1"), INVALID, "lowercase"),
+    Row("pull: bad tag", _pull(lambda w: f"{w.registry}/busybox:bad!tag"), INVALID, "bad tag"),
+    Row("pull: short digest", _pull(lambda w: f"{w.registry}/busybox@sha256:1234"), INVALID, "digest"),
+    Row("pull: name over 255 characters", _pull(lambda w: f"{w.registry}/{'a' * 300}"), INVALID, "255"),
+    Row("pull: path escaping in repository", _pull(lambda w: f"{w.registry}/../../etc/passwd"), INVALID, "invalid image reference"),
+    Row("pull: unknown image", _pull(lambda w: f"{w.registry}/no/such-image:v1"), NOT_FOUND, "not found"),
+    Row("pull: unreachable registry", _pull(lambda w: f"{w.unreachable}/busybox:v1"), grpc.StatusCode.UNAVAILABLE),
+    *[Row(f"pull: hostile layer ({name})", _pull(lambda w, name=name: f"{w.registry}/hostile/{name}:v1"), code, message)
+      for name, code, message in [
+          ("dotdot", grpc.StatusCode.INTERNAL, "climbs out"),
+          ("hardlink", grpc.StatusCode.INTERNAL, "climbs out"),
+          ("through-symlink", grpc.StatusCode.INTERNAL, "layer refused"),
+          ("garbage", grpc.StatusCode.INTERNAL, "layer refused"),
+      ]],
+    Row("pull: auth not base64", lambda w: w.cri.image.PullImage(api.PullImageRequest(
+        image=api.ImageSpec(image=f"{w.registry}/no/such-image:v1"), auth=api.AuthConfig(auth="!!not base64!!"))), INVALID, "auth"),
+    Row("pull: auth without a colon", lambda w: w.cri.image.PullImage(api.PullImageRequest(
+        image=api.ImageSpec(image=f"{w.registry}/no/such-image:v1"), auth=api.AuthConfig(auth="dXNlcm5hbWU="))), INVALID, "auth"),
+    Row("pull: message over 16 MiB", lambda w: w.big.image.PullImage(
+        api.PullImageRequest(image=api.ImageSpec(image="x" * OVERSIZED))), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Row("image status: empty image", _image_status(""), INVALID, "image"),
+    Row("image status: unknown image", _image_status("example.com/none:v1"), OK, check=lambda a: not a.HasField("image")),
+    Row("image status: malformed reference", _image_status("Bad Ref!"), INVALID, "invalid image reference"),
+    Row("remove image: empty image", _remove_image(""), INVALID, "image"),
+    Row("remove image: unknown image (already gone)", _remove_image("example.com/none:v1"), OK),
+    Row("remove image: malformed reference", _remove_image("Bad Ref!"), INVALID, "invalid image reference"),
+    Row("image status: ambiguous ID prefix", lambda w: _image_status(w.twin_prefix)(w), INVALID, "ambiguous"),
+    Row("remove image: ambiguous ID prefix", lambda w: _remove_image(w.twin_prefix)(w), INVALID, "ambiguous"),
+    Row("list images: ambiguous ID filter", lambda w: w.cri.image.ListImages(api.ListImagesRequest(
+        filter=api.ImageFilter(image=api.ImageSpec(image=w.twin_prefix)))), INVALID, "ambiguous"),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=str)
+def test_bad_input(world: World, row: Row) -> None:
+    try:
+        answer = row.call(world)
+    except grpc.RpcError as err:
+        assert (err.code(), row.label) == (row.code, row.label), err.details()
+        assert row.message in err.details(), (row.label, err.details())
+    else:
+        if isinstance(answer, api.RunPodSandboxResponse):  # a refusal that failed: keep later rows apart
+            remove_pod(world.cri, answer.pod_sandbox_id)
+        assert row.code == OK, f"{row.label}: answered OK, expected {row.code.name}"
+        assert row.check(answer), (row.label, answer)
+    assert snapshot(world.daemon) == world.before, row.label
+    assert world.victim.read_text() == "untouched" and sorted(p.name for p in world.victim.parent.iterdir()) == ["victim"]
+    assert sorted(p.id for p in world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items) == sorted(world.pods)
+
+
+def test_nothing_left_after_the_table(world: World) -> None:
+    network = {c.type: c.status for c in world.cri.runtime.Status(api.StatusRequest()).status.conditions}
+    assert network["NetworkReady"], "a refused pod CIDR must not have replaced the network's subnet"
+    remove_pod(world.cri, run_pod(world.cri, pod_config("after")))
+    for sid in world.pods:
+        remove_pod(world.cri, sid)
+    assert sorted(i.id for i in world.cri.image.ListImages(api.ListImagesRequest()).images) == sorted(world.twins)
+    for image_id in world.twins:
+        world.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=image_id)))
+    assert world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+    assert world.cri.image.ListImages(api.ListImagesRequest()).images == []
+    assert snapshot(world.daemon) == world.base
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[tuple[Harness, dict[str, Any]]]:
+    h = Harness()
+    h.wait_exit(h.start(h.create(h.config("true"))))  # the layer's directories exist before the snapshot
+    for record in list(h.runtime.store):
+        h.run(h.runtime.remove(record.id))
+    yield h, h.leftovers()
+    h.close()
+
+
+def _mount(**fields: Any) -> list[api.Mount]:
+    return [api.Mount(**{"container_path": "/data", "host_path": "/tmp", **fields})]
+
+
+def _ctr_ns(**modes: int) -> api.LinuxContainerConfig:
+    return api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(namespace_options=api.NamespaceOption(**modes)))
+
+
+CONTAINER_ROWS: list[tuple[str, dict[str, Any], str]] = [
+    ("log path escaping the log directory", {"log_path": "../../../../etc/evil.log"}, "escapes"),
+    ("log path with a dot-dot inside", {"log_path": "c/../../x.log"}, "escapes"),
+    ("absolute log path", {"log_path": "/etc/evil.log"}, "relative"),
+    ("NUL in log path", {"log_path": "c\x00.log"}, "NUL"),
+    ("relative container path", {"mounts": _mount(container_path="data")}, "absolute"),
+    ("relative host path", {"mounts": _mount(host_path="../../etc")}, "absolute"),
+    ("empty host path", {"mounts": _mount(host_path="")}, "host path"),
+    ("NUL in host path", {"mounts": _mount(host_path="/tmp/a\x00b")}, "NUL"),
+    ("unknown mount propagation", {"mounts": _mount(propagation=9)}, "propagation"),
+    ("recursive read-only but writable", {"mounts": _mount(recursive_read_only=True)}, "read-only"),
+    ("relative device path", {"devices": [api.Device(container_path="dev/null", host_path="/dev/null", permissions="rwm")]}, "absolute"),
+    ("host path not a device", {"devices": [api.Device(container_path="/dev/x", host_path="/etc/hostname", permissions="rwm")]}, "device"),
+    ("bad device permissions", {"devices": [api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rwx")]}, "permissions"),
+    ("relative working dir", {"working_dir": "tmp"}, "working directory"),
+    ("unknown pid namespace mode", {"linux": _ctr_ns(pid=9)}, "namespace mode"),
+    ("unknown network namespace mode", {"linux": _ctr_ns(network=-3, pid=api.CONTAINER)}, "namespace mode"),
+    ("TARGET pid without target", {"linux": _ctr_ns(pid=api.TARGET)}, "target_id"),
+    ("unknown capability", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        capabilities=api.Capability(add_capabilities=["CAP_NO_SUCH"])))}, "capability"),
+    ("relative seccomp localhost profile", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        seccomp=api.SecurityProfile(profile_type=api.SecurityProfile.Localhost, localhost_ref="profiles/x.json")))}, "absolute"),
+    ("negative memory limit", {"linux": api.LinuxContainerConfig(resources=api.LinuxContainerResources(memory_limit_in_bytes=-5))}, "negative"),
+    ("run_as_group without user", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        run_as_group=api.Int64Value(value=5)))}, "run_as_group"),
+    ("unknown user name", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+        run_as_username="nobody-here"))}, "not found"),
+]
+
+
+@pytest.mark.parametrize("label,fields,message", CONTAINER_ROWS, ids=[r[0] for r in CONTAINER_ROWS])
+def test_bad_container_config(harness: tuple[Harness, dict[str, Any]], label: str, fields: dict[str, Any], message: str) -> None:
+    h, before = harness
+    config = h.config("true", **fields)
+    if "linux" in fields and fields["linux"].security_context.HasField("namespace_options"):
+        config.linux.security_context.namespace_options.CopyFrom(fields["linux"].security_context.namespace_options)
+    try:
+        record = h.create(config)
+    except CriError as err:
+        assert isinstance(err, InvalidArgument), (label, err)
+        assert message in str(err), (label, str(err))
+    else:
+        h.run(h.runtime.remove(record.id))
+        pytest.fail(f"{label}: the container was created")
+    assert list(h.runtime.store) == []
+    assert h.leftovers() == before, label

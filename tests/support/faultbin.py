@@ -1,0 +1,112 @@
+"""Wrapper binaries for runc, conmon and the pod infra process that inject faults at a chosen
+step, for fault tests.
+
+The daemon (or the container harness) is configured with a wrapper's path instead of the real
+binary. A wrapper reads its control file on every call: `<step> <mode>` lines, where step is a
+runc subcommand (create, start, kill, delete, ...) or `run` for conmon and catatonit, and mode is
+  fail   - exit 1 with "injected <tool> failure at <step>" on stderr; nothing was done;
+  crash  - runc: run the real command, then die by SIGKILL (the work is done, the answer lost);
+           conmon: die by SIGKILL before starting (so before it writes its pid file); not for
+           catatonit, which runs as PID 1 of the pod's PID namespace and so ignores its own SIGKILL;
+  hang   - record the wrapper's pid in hung.pid, then sleep until killed; nothing was done.
+Any other call runs the real binary. Every call's step is appended to calls.log. Nothing here
+touches processes or paths outside the wrapper's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+RUNC_STEPS = ("create", "start", "kill", "delete", "state", "exec", "update", "run", "pause", "resume", "ps")
+
+RUNC = """#!/bin/sh
+dir=%(dir)s
+step=other
+for a in "$@"; do
+    case "$a" in %(steps)s) step=$a; break ;; esac
+done
+echo "$step" >> "$dir/calls.log"
+mode=$(awk -v s="$step" '$1 == s { print $2 }' "$dir/control" 2>/dev/null)
+case "$mode" in
+    fail) echo "injected runc failure at $step" >&2; exit 1 ;;
+    hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
+    crash) %(real)s "$@" >/dev/null 2>&1 </dev/null; kill -9 $$ ;;
+esac
+exec %(real)s "$@"
+"""
+
+SIMPLE = """#!/bin/sh
+dir=%(dir)s
+case "$1" in --version|-v) exec %(real)s "$@" ;; esac
+echo run >> "$dir/calls.log"
+mode=$(awk '$1 == "run" { print $2 }' "$dir/control" 2>/dev/null)
+case "$mode" in
+    fail) echo "injected %(tool)s failure at run" >&2; exit 1 ;;
+    hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
+    crash) kill -9 $$ ;;
+esac
+exec %(real)s "$@"
+"""
+
+
+class FaultyBinary:
+    """One wrapper (runc, conmon or catatonit) in its own directory, with its control file and call log."""
+
+    def __init__(self, base: Path, tool: str) -> None:
+        if tool not in ("runc", "conmon", "catatonit"):
+            raise ValueError(tool)
+        self.dir = base / f"fault-{tool}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        real = shutil.which(tool)
+        if real is None:
+            raise FileNotFoundError(tool)
+        template = RUNC if tool == "runc" else SIMPLE
+        self.path = self.dir / tool
+        self.path.write_text(template % {"dir": self.dir, "real": real, "tool": tool, "steps": "|".join(RUNC_STEPS)})
+        self.path.chmod(0o755)
+        self.clear()
+
+    def inject(self, step: str, mode: str) -> None:
+        """Arms one fault (replacing any other), and forgets earlier calls."""
+        assert mode in ("fail", "crash", "hang"), mode
+        (self.dir / "control").write_text(f"{step} {mode}\n")
+        (self.dir / "calls.log").unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        (self.dir / "control").write_text("")
+
+    def calls(self) -> list[str]:
+        log = self.dir / "calls.log"
+        return log.read_text().split() if log.exists() else []
+
+    def wait_hung(self, timeout: float = 30) -> int:
+        return wait_hung(self.dir, self.path.name, timeout)
+
+    def kill_hung(self) -> None:
+        kill_hung(self.dir)
+
+
+def wait_hung(directory: Path, what: str, timeout: float = 30) -> int:
+    """The pid a wrapper in directory wrote to hung.pid once it reached its fault point."""
+    pid_file = directory / "hung.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} never reached its fault point")
+
+
+def kill_hung(directory: Path) -> None:
+    """Ends a hanging wrapper of directory (its own process, started for this test)."""
+    pid_file = directory / "hung.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink()
