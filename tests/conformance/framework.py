@@ -20,6 +20,8 @@ import grpc
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc as cri_grpc
 
+from tests.support import crilog
+from tests.support.crilog import Entry
 from tests.support.critest_images import BUSYBOX, Published
 from tests.support.daemon import Daemon
 
@@ -105,6 +107,25 @@ class Framework:
         config = self.pod_config("PodSandbox-for-create-container-", **fields)
         return self.run_pod_sandbox(config), config
 
+    def security_pod(self, prefix: str, log_dir: bool = False, dns: bool = False,
+                     **security: object) -> tuple[str, cri.PodSandboxConfig]:
+        """A pod with linux.security_context fields (critest's createPrivilegedPodSandbox,
+        createNamespacePodSandbox, seccompTestContainer), optionally logging to a host temp dir."""
+        config = self.pod_config(prefix, linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(**security)))
+        if dns:
+            config.dns_config.SetInParent()
+        if log_dir:
+            self.add_log_dir(config)
+        return self.run_pod_sandbox(config), config
+
+    def add_log_dir(self, config: cri.PodSandboxConfig) -> cri.PodSandboxConfig:
+        """critest's createLogTempDir: log_directory = <temp dir>/<pod name>, removed after the spec."""
+        host = Path(tempfile.mkdtemp(prefix="podLogTest"))
+        self.temp_dirs.append(host)
+        (host / config.metadata.name).mkdir(mode=0o777)
+        config.log_directory = str(host / config.metadata.name)
+        return config
+
     def pod_status(self, pod_id: str) -> cri.PodSandboxStatus:
         return self.rc.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id), timeout=CALL_TIMEOUT).status
 
@@ -119,15 +140,9 @@ class Framework:
         if pod_id in self.pods:
             self.pods.remove(pod_id)
 
-    def log_dir_pod(self) -> tuple[str, cri.PodSandboxConfig, Path]:
+    def log_dir_pod(self) -> tuple[str, cri.PodSandboxConfig]:
         """critest's createPodSandboxWithLogDirectory: a pod whose log_directory is a host temp dir."""
-        host = Path(tempfile.mkdtemp(prefix="podLogTest"))
-        self.temp_dirs.append(host)
-        config = self.pod_config("PodSandbox-with-log-directory-")
-        log_dir = host / config.metadata.name
-        log_dir.mkdir(mode=0o777)
-        config.log_directory = str(log_dir)
-        return self.run_pod_sandbox(config), config, host
+        return self.security_pod("PodSandbox-with-log-directory-", log_dir=True)
 
     # Images ----------------------------------------------------------------------------------
 
@@ -214,11 +229,27 @@ class Framework:
         request = cri.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
         return self.rc.ExecSync(request, timeout=CALL_TIMEOUT + timeout)
 
+    def exec_fails(self, container_id: str, cmd: list[str]) -> cri.ExecSyncResponse:
+        """ExecSync that critest expects to return an error: cri-client turns a non-zero exit into one."""
+        resp = self.exec_sync(container_id, cmd, timeout=30)
+        assert resp.exit_code != 0, f"{cmd} should fail: stdout {resp.stdout!r}, stderr {resp.stderr!r}"
+        return resp
+
     def exec_ok(self, container_id: str, cmd: list[str]) -> bytes:
         """ExecSync that must exit 0 (critest's execSyncContainer); returns stdout."""
-        resp = self.exec_sync(container_id, cmd)
+        resp = self.exec_sync(container_id, cmd, timeout=30)
         assert resp.exit_code == 0, f"{cmd} exited {resp.exit_code}: {resp.stderr!r}"
+        assert resp.stderr == b"", "The stderr should be empty."
         return resp.stdout
+
+    def log_entries(self, pod_config: cri.PodSandboxConfig, log_path: str) -> list[Entry]:
+        """critest's parseLogLine: every entry of log_directory/log_path (it must exist)."""
+        return crilog.parse(Path(pod_config.log_directory) / log_path)
+
+    def log_has(self, pod_config: cri.PodSandboxConfig, log_path: str, line: str, stream: str) -> bool:
+        """critest's verifyLogContents: one whole line with this text on this stream."""
+        return any(e.content == line and e.stream == stream and not e.partial
+                   for e in self.log_entries(pod_config, log_path))
 
     # AfterEach -------------------------------------------------------------------------------
 

@@ -52,21 +52,32 @@ USER_IMAGES = {  # name -> (image User, expected uid, expected username), as cri
 PREDEFINED_GROUP = CRI_TOOLS + "test-image-predefined-group"
 PREDEFINED_UID, PREDEFINED_GID = 1000, 50000
 
-# busybox has no pgrep applet; critest's execSync-timeout spec runs `pgrep sleep`.
+# busybox has no pgrep or ipcs applet; critest's specs run `pgrep sleep` and `ipcs -m`.
 PGREP = '#!/bin/sh\nfor d in /proc/[0-9]*; do [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"; done\ntrue\n'
+IPCS = "#!/bin/sh\ncat /proc/sysvipc/shm\n"
+# The nginx stand-in: a script named nginx (so `pidof nginx` finds it and "master process" is in
+# its command line), writing /var/run/nginx.pid as nginx does, serving /www with busybox httpd.
+NGINX_SCRIPT = """#!/bin/sh
+echo $$ > /var/run/nginx.pid
+echo "httpd stand-in serving /www on port ${2:-80}"
+httpd -f -p "${2:-80}" -h /www &
+trap 'kill $!; exit 0' TERM INT
+wait
+"""
 PATH_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
 def _web_server(port: int) -> dict[str, object]:
-    """busybox httpd in the foreground, as the nginx/httpd test images serve their index page."""
-    return {"Cmd": ["httpd", "-f", "-p", str(port), "-h", "/www"], "Env": PATH_ENV, "ExposedPorts": {f"{port}/tcp": {}}}
+    """The nginx stand-in serving its index page on port, as the nginx/httpd test images do."""
+    return {"Cmd": ["/usr/sbin/nginx", "master process", str(port)], "Env": PATH_ENV, "ExposedPorts": {f"{port}/tcp": {}}}
 
 
 def _rootfs(workdir: Path, name: str, users: list[tuple[str, int, int, str]] | None = None,
             groups: list[tuple[str, int, list[str]]] | None = None) -> list[Layer]:
     """One layer: the busybox rootfs plus a pgrep script and a web root."""
     root = make_rootfs(workdir / name, users=users, groups=groups)
-    extra = {"bin/pgrep": (PGREP, 0o755), "www/index.html": ("<html><body>cri-shim test page</body></html>\n", 0o644)}
+    extra = {"bin/pgrep": (PGREP, 0o755), "bin/ipcs": (IPCS, 0o755), "usr/sbin/nginx": (NGINX_SCRIPT, 0o755),
+             "var/run/.keep": ("", 0o644), "www/index.html": ("<html><body>cri-shim test page</body></html>\n", 0o644)}
     for rel, (text, mode) in extra.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +95,9 @@ class Published:
     ids: dict[str, str]
     digest_ref: str
     all_references_digest: str
+
+    def has(self, name: str) -> bool:
+        return name in self.ids
 
 
 def mirrors(registry: Registry) -> dict[str, list[str]]:
