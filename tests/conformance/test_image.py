@@ -6,7 +6,8 @@ digest reference is the one of our build (tests/support/critest_images.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -84,42 +85,38 @@ def test_image_status_should_support_all_kinds_of_references(f: Framework) -> No
 
 
 def test_image_status_get_image_fields_should_not_have_uid_username_empty(f: Framework) -> None:
-    try:
+    with fresh_pulls(f, list(USER_IMAGES)):
         for name, (_, uid, username) in USER_IMAGES.items():
-            f.pull_public_image(name)
             status = f.image_status(name)
             assert status is not None
             assert status.uid.value == uid, f"{name}: Image Uid should be {uid}"
             assert status.username == username, f"{name}: Image Username should be {username!r}"
-    finally:
-        for name in USER_IMAGES:
-            f.remove_image(name)
 
 
 def test_listimage_should_get_exactly_3_image_in_the_result_list(f: Framework) -> None:
-    for name in DIFFERENT_IMAGES:
-        f.remove_image(name)
-    ids = [f.pull_public_image(name) for name in DIFFERENT_IMAGES]
-    try:
-        assert len(ids) == 3
+    with fresh_pulls(f, DIFFERENT_IMAGES) as ids:
+        assert len(set(ids)) == 3, "3 image ids should be returned"
         images = {i.id: i for i in f.list_images()}
         for image_id, name in zip(ids, DIFFERENT_IMAGES):
             assert list(images[image_id].repo_tags) == [name], "Should only have 1 repo tag"
-    finally:
-        for name in DIFFERENT_IMAGES:
-            f.remove_image(name)
 
 
 def test_listimage_should_get_exactly_3_repotags_in_the_result_image(f: Framework) -> None:
-    for name in SAME_IMAGE_TAGS:
-        f.remove_image(name)
-    ids = sorted(set(f.pull_public_image(name) for name in SAME_IMAGE_TAGS))
-    try:
-        assert len(ids) == 1, "Only 1 image id should be returned"
+    with fresh_pulls(f, SAME_IMAGE_TAGS) as ids:
+        assert len(set(ids)) == 1, "Only 1 image id should be returned"
         image = next(i for i in f.list_images() if i.id == ids[0])
         assert sorted(image.repo_tags) == sorted(SAME_IMAGE_TAGS), "Should have 3 repoTags in single image"
+
+
+@contextlib.contextmanager
+def fresh_pulls(f: Framework, names: list[str]) -> Iterator[list[str]]:
+    """critest's removeImageList + pullImageList, and the deferred removal: the pulled image refs."""
+    for name in names:
+        f.remove_image(name)
+    try:
+        yield [f.pull_public_image(name) for name in names]
     finally:
-        for name in SAME_IMAGE_TAGS:
+        for name in names:
             f.remove_image(name)
 
 
