@@ -37,6 +37,17 @@ EVENTUALLY = 60.0  # critest polls states with Eventually(..., time.Minute, ...)
 T = TypeVar("T")
 
 
+def expect_rejected(call: Callable[[], object]) -> grpc.RpcError:
+    """critest's Expect(err).To(HaveOccurred()) for a create that must be refused; UNIMPLEMENTED
+    is not a refusal of this input, so it does not count."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        assert exc.code() != grpc.StatusCode.UNIMPLEMENTED, f"the RPC is not implemented: {exc.details()}"
+        return exc
+    raise AssertionError("the request should have been refused")
+
+
 def new_uuid() -> str:
     return str(uuid.uuid4())
 

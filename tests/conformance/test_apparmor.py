@@ -11,11 +11,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
-from tests.conformance.framework import Framework
+from tests.conformance.framework import Framework, expect_rejected
 
 pytestmark = pytest.mark.conformance
 
@@ -75,8 +74,7 @@ def touch_exit_code(f: Framework, ctx: cri.LinuxContainerSecurityContext) -> int
 def create_fails(f: Framework, ctx: cri.LinuxContainerSecurityContext) -> None:
     pod = f.create_pod_sandbox_for_container()
     spec = f.container_config("apparmor-test-", command=["touch", "/tmp/foo"], linux=cri.LinuxContainerConfig(security_context=ctx))
-    with pytest.raises(grpc.RpcError):
-        f.create_container_with_error(spec, *pod)
+    expect_rejected(lambda: f.create_container_with_error(spec, *pod))
 
 
 # runtime should support deprecated apparmor_profile field

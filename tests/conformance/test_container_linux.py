@@ -10,11 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
-from tests.conformance.framework import PAUSE_COMMAND, Framework, eventually
+from tests.conformance.framework import PAUSE_COMMAND, Framework, eventually, expect_rejected
 
 pytestmark = pytest.mark.conformance
 
@@ -162,8 +161,8 @@ def rro_rejected(f: Framework, pod: tuple[str, cri.PodSandboxConfig], host: Path
         pytest.skip("runtime does not implement recursive readonly mounts (critest skips too)")
     mnt = cri.Mount(host_path=str(host), container_path="/mnt", readonly=readonly, recursive_read_only=True,
                     selinux_relabel=True, propagation=propagation)
-    with pytest.raises(grpc.RpcError):
-        f.create_container_with_error(f.container_config("test-mount-", command=PAUSE_COMMAND, mounts=[mnt]), *pod)
+    spec = f.container_config("test-mount-", command=PAUSE_COMMAND, mounts=[mnt])
+    expect_rejected(lambda: f.create_container_with_error(spec, *pod))
 
 
 def test_should_reject_a_recursive_readonly_mount_with_propagation_host_to_container(

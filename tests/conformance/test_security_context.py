@@ -18,11 +18,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
-from tests.conformance.framework import ATTEMPT, PAUSE_COMMAND, Framework, eventually, new_uuid
+from tests.conformance.framework import ATTEMPT, PAUSE_COMMAND, Framework, eventually, expect_rejected, new_uuid
 from tests.support.critest_images import BUSYBOX, NGINX, NONEWPRIVS, PREDEFINED_GID, PREDEFINED_GROUP, PREDEFINED_UID
 
 pytestmark = pytest.mark.conformance
@@ -180,8 +179,7 @@ def test_runtime_should_return_error_if_runasgroup_is_set_without_runasuser(f: F
     pod = f.create_pod_sandbox_for_container()
     spec = container(f, "container-with-RunAsGroup-without-RunAsUser-test-", command=["sh", "-c", "echo $(id -u):$(id -g)"],
                      run_as_group=cri.Int64Value(value=1002))
-    with pytest.raises(grpc.RpcError):
-        f.create_container_with_error(spec, *pod)
+    expect_rejected(lambda: f.create_container_with_error(spec, *pod))
 
 
 def readonly_rootfs_log(f: Framework, readonly: bool, prefix: str) -> tuple[cri.PodSandboxConfig, str]:
@@ -434,8 +432,7 @@ def userns_pod_fails(f: Framework, userns: cri.UserNamespace) -> None:
     require_userns(f)
     config = f.pod_config("user-namespaces-pod-", linux=cri.LinuxPodSandboxConfig(
         security_context=cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption(userns_options=userns))))
-    with pytest.raises(grpc.RpcError):
-        f.run_pod_sandbox(config)
+    expect_rejected(lambda: f.run_pod_sandbox(config))
 
 
 def test_runtime_should_support_namespacemode_pod(f: Framework) -> None:
