@@ -3,36 +3,58 @@
 The client is the PyPI package container-runtime-interface-api (module cri_api.v1), which nobody
 on this project wrote: if our proto drifted from the real API, these specs would fail on the wire.
 This tier runs in its own pytest process (scripts/test) and must never import cri_shim.api.
+
+Images are busybox-based stand-ins for critest's, served by a local registry that the daemon
+uses as the mirror of registry.k8s.io, gcr.io, k8s.gcr.io and docker.io, so specs name images
+exactly as critest does (tests/support/critest_images.py).
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
-from cri_api.v1 import api_pb2_grpc as cri_grpc
 
+from tests.conformance.framework import Clients, Framework
+from tests.support.critest_images import Published, mirrors, publish_critest_images
 from tests.support.daemon import Daemon
 from tests.support.leftovers import release_leftovers
+from tests.support.registry import Registry
 
 MAX_MESSAGE = 16 * 1024 * 1024
+# Prints the effective uid: critest's nonewprivs image runs such a program installed setuid root.
+NNP_SOURCE = '#include <stdio.h>\n#include <unistd.h>\nint main(void){printf("Effective uid: %d\\n",(int)geteuid());return 0;}\n'
 
 
-@dataclass
-class Clients:
-    """The runtime and image services on one channel, as critest builds them for each spec."""
+def _nonewprivs_helper(workdir: Path) -> Path | None:
+    """A static build of NNP_SOURCE, or None when no C compiler is installed."""
+    if shutil.which("gcc") is None:
+        return None
+    source, binary = workdir / "nnp.c", workdir / "nnp"
+    source.write_text(NNP_SOURCE)
+    done = subprocess.run(["gcc", "-static", "-O2", "-o", str(binary), str(source)], capture_output=True)
+    return binary if done.returncode == 0 else None
 
-    runtime: cri_grpc.RuntimeServiceStub
-    image: cri_grpc.ImageServiceStub
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[tuple[Registry, Published]]:
+    workdir = Path(tempfile.mkdtemp(prefix="critest-images-"))
+    with Registry() as reg:
+        published = publish_critest_images(reg, workdir, _nonewprivs_helper(workdir))
+        shutil.rmtree(workdir, ignore_errors=True)
+        yield reg, published
 
 
 @pytest.fixture(scope="module")
-def runtime_daemon() -> Iterator[Daemon]:
-    d = Daemon()
+def runtime_daemon(registry: tuple[Registry, Published]) -> Iterator[Daemon]:
+    reg, _ = registry
+    d = Daemon({"images": {"mirrors": mirrors(reg), "insecure_registries": [reg.host]}})
     d.start()
     yield d
     d.stop()
@@ -40,12 +62,25 @@ def runtime_daemon() -> Iterator[Daemon]:
     shutil.rmtree(d.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def clients(runtime_daemon: Daemon) -> Iterator[Clients]:
+@pytest.fixture(scope="module")
+def channel(runtime_daemon: Daemon) -> Iterator[grpc.Channel]:
     options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
-    with grpc.insecure_channel(runtime_daemon.endpoint, options=options) as channel:
-        runtime = cri_grpc.RuntimeServiceStub(channel)
-        image = cri_grpc.ImageServiceStub(channel)
-        # critest's client validates the connection with Version and ImageFsInfo before each spec.
-        runtime.Version(cri.VersionRequest())
-        yield Clients(runtime=runtime, image=image)
+    with grpc.insecure_channel(runtime_daemon.endpoint, options=options) as ch:
+        yield ch
+
+
+@pytest.fixture
+def clients(channel: grpc.Channel) -> Clients:
+    c = Clients.on(channel)
+    # critest's client validates the connection with Version and ImageFsInfo before each spec.
+    c.runtime.Version(cri.VersionRequest())
+    c.image.ImageFsInfo(cri.ImageFsInfoRequest())
+    return c
+
+
+@pytest.fixture
+def f(clients: Clients, registry: tuple[Registry, Published], runtime_daemon: Daemon) -> Iterator[Framework]:
+    """critest's framework for one spec; its AfterEach removes what the spec made."""
+    fw = Framework(clients, registry[1], runtime_daemon)
+    yield fw
+    fw.cleanup()
