@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

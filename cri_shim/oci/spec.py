@@ -17,7 +17,7 @@ from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
 from cri_shim.oci import capabilities, devices, mounts, namespaces, process, resources, seccomp, security, signals, user
 from cri_shim.oci.context import HostInfo, SandboxInfo
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 
 OCI_VERSION = "1.0.2"
 

@@ -31,7 +31,7 @@ from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFo
 from cri_shim.linux import proc
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import build_spec
 from cri_shim.runtime import execsync, procinfo, recovery
 from cri_shim.runtime.conmon import ConmonMonitor

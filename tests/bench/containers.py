@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.runtime import execsync
 from tests.support.containers import Harness
 

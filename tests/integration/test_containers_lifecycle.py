@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from cri_shim.errors import Internal, InvalidArgument, NotFound
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support import crilog
 from tests.support.containers import Harness

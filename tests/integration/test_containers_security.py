@@ -171,7 +171,7 @@ def test_supplemental_groups_policy(h: Harness, policy: int, groups: str) -> Non
 
 
 def test_image_user_forms(h: Harness) -> None:
-    from cri_shim.oci.image import ImageConfig
+    from cri_shim.image.imageconfig import ImageConfig
 
     for user, expected in (("www-data", "33 33"), ("33:0", "33 0"), ("nobody:www-data", "65534 33"), ("1234", "1234 0")):
         out, _, _ = output(h, h.config("sh", "-c", "echo $(id -u) $(id -g)"), image=ImageConfig(user=user))

@@ -20,7 +20,7 @@ import pytest
 from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config, HandlerConfig
 from cri_shim.oci.context import SandboxInfo
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.store.records import ContainerRecord
 from tests.support.busybox import make_rootfs

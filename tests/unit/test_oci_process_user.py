@@ -9,7 +9,7 @@ import pytest
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
 from cri_shim.oci import process, rootpath, user
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image.imageconfig import ImageConfig
 from tests.support.etc import minimal_rootfs
 
 pytestmark = pytest.mark.unit

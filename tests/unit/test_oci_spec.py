@@ -14,7 +14,8 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.errors import FailedPrecondition, InvalidArgument
 from cri_shim.oci import capabilities, devices, mounts, namespaces, resources, seccomp, security, signals
 from cri_shim.oci.context import HostInfo, SandboxInfo
-from cri_shim.oci.image import ImageConfig
+from cri_shim.image import imageconfig
+from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import build_spec
 from tests.support.etc import minimal_rootfs
 
@@ -350,11 +351,12 @@ def test_signal_parsing() -> None:
     assert signals.stop_signal(api.ContainerConfig(), "") == signal.SIGTERM
 
 
-def test_image_config_from_oci() -> None:
-    image = ImageConfig.from_oci({"Entrypoint": ["/e"], "Cmd": None, "Env": ["A=1"], "User": "u:g", "StopSignal": "SIGINT",
-                                  "Volumes": {"/v2": {}, "/v1": {}}, "WorkingDir": "/w"})
-    assert image == ImageConfig(entrypoint=["/e"], cmd=[], env=["A=1"], working_dir="/w", user="u:g", stop_signal="SIGINT", volumes=["/v1", "/v2"])
-    assert ImageConfig.from_oci(image.to_dict()) == image and ImageConfig.from_oci(None) == ImageConfig()
+def test_image_config_parsed_as_specs_use_it() -> None:
+    body = json.dumps({"config": {"Entrypoint": ["/e"], "Cmd": None, "Env": ["A=1"], "User": "u:g", "StopSignal": "SIGINT",
+                                  "Volumes": {"/v2": {}, "/v1": {}}, "WorkingDir": "/w"}}).encode()
+    image = imageconfig.parse(body)
+    assert (image.entrypoint, image.cmd, image.env, image.working_dir, image.user, image.stop_signal, image.volumes) == (
+        ["/e"], [], ["A=1"], "/w", "u:g", "SIGINT", ["/v1", "/v2"])
 
 
 def test_host_info_detects_this_host() -> None:
