@@ -13,6 +13,8 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cri_shim.cgroups import container_cgroups_path
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -43,9 +45,8 @@ class SandboxInfo:
     def cgroups_path(self, container_id: str) -> str:
         """runc's linux.cgroupsPath for a container of this pod."""
         if self.systemd_cgroup:
-            return f"{self.cgroup_parent or 'system.slice'}:cri-shim:{container_id}"
-        parent = self.cgroup_parent or "/"
-        return f"{parent.rstrip('/')}/{container_id}" if parent != "/" else f"/{container_id}"
+            return container_cgroups_path("systemd", self.cgroup_parent or "system.slice", container_id)
+        return container_cgroups_path("cgroupfs", self.cgroup_parent or "/", container_id)
 
 
 def _last_cap() -> int:
