@@ -6,7 +6,7 @@ This tier runs in its own pytest process (scripts/test) and must never import cr
 
 Images are busybox-based stand-ins for critest's, served by a local registry that the daemon
 uses as the mirror of registry.k8s.io, gcr.io, k8s.gcr.io and docker.io, so specs name images
-exactly as critest does (tests/support/critest_images.py).
+exactly as critest does (tests/support/standin_images.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import Clients, Framework
-from tests.support.critest_images import Published, mirrors, publish_critest_images
+from tests.support.standin_images import Published, mirrors, publish_standin_images
 from tests.support.daemon import Daemon
 from tests.support.leftovers import release_leftovers
 from tests.support.registry import Registry
@@ -46,7 +46,7 @@ def _nonewprivs_helper(workdir: Path) -> Path | None:
 def registry() -> Iterator[tuple[Registry, Published]]:
     workdir = Path(tempfile.mkdtemp(prefix="critest-images-"))
     with Registry() as reg:
-        published = publish_critest_images(reg, workdir, _nonewprivs_helper(workdir))
+        published = publish_standin_images(reg, workdir, _nonewprivs_helper(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
         yield reg, published
 

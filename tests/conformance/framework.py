@@ -22,7 +22,7 @@ from cri_api.v1 import api_pb2_grpc as cri_grpc
 
 from tests.support import crilog
 from tests.support.crilog import Entry
-from tests.support.critest_images import BUSYBOX, Published
+from tests.support.standin_images import BUSYBOX, Published
 from tests.support.daemon import Daemon
 
 UID_PREFIX = "cri-test-uid"

@@ -14,7 +14,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import ATTEMPT, PAUSE_COMMAND, STOP_TIMEOUT, Framework, eventually, new_uuid
-from tests.support.critest_images import BUSYBOX
+from tests.support.standin_images import BUSYBOX
 
 pytestmark = pytest.mark.conformance
 

@@ -1,7 +1,7 @@
 """critest "Image Manager" specs (pkg/validate/image.go).
 
 critest pins test-image-digest by the digest of its upstream build; ours is a stand-in, so the
-digest reference is the one of our build (tests/support/critest_images.py).
+digest reference is the one of our build (tests/support/standin_images.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import Framework
-from tests.support.critest_images import (
+from tests.support.standin_images import (
     DIFFERENT_IMAGES,
     IMAGE_WITH_ALL_REFERENCES,
     IMAGE_WITH_TAG,

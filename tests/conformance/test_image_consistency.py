@@ -8,7 +8,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import Framework
-from tests.support.critest_images import IMAGE_WITH_TAG
+from tests.support.standin_images import IMAGE_WITH_TAG
 
 pytestmark = pytest.mark.conformance
 

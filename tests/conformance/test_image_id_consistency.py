@@ -6,7 +6,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import ATTEMPT, Framework, new_uuid
-from tests.support.critest_images import IMAGE_WITH_TAG, SAME_IMAGE_REGISTRIES
+from tests.support.standin_images import IMAGE_WITH_TAG, SAME_IMAGE_REGISTRIES
 
 pytestmark = pytest.mark.conformance
 

@@ -9,7 +9,7 @@ from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import ATTEMPT, Framework, eventually, new_uuid
 from tests.conformance.test_networking import main_page_status, pod_url
-from tests.support.critest_images import BUSYBOX, HTTPD
+from tests.support.standin_images import BUSYBOX, HTTPD
 
 pytestmark = pytest.mark.conformance
 

@@ -8,7 +8,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import ATTEMPT, Framework, eventually, new_uuid
-from tests.support.critest_images import NGINX
+from tests.support.standin_images import NGINX
 
 pytestmark = pytest.mark.conformance
 

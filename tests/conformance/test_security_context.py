@@ -2,7 +2,7 @@
 rootfs, privileges and capabilities, masked/readonly paths, supplemental groups policy, seccomp,
 no_new_privs and user namespaces.
 
-Where critest runs nginx, the image is our stand-in (tests/support/critest_images.py): a script
+Where critest runs nginx, the image is our stand-in (tests/support/standin_images.py): a script
 named nginx that writes /var/run/nginx.pid and carries "master process" in its command line.
 """
 
@@ -22,7 +22,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import ATTEMPT, PAUSE_COMMAND, Framework, eventually, expect_rejected, new_uuid
-from tests.support.critest_images import BUSYBOX, NGINX, NONEWPRIVS, PREDEFINED_GID, PREDEFINED_GROUP, PREDEFINED_UID
+from tests.support.standin_images import BUSYBOX, NGINX, NONEWPRIVS, PREDEFINED_GID, PREDEFINED_GROUP, PREDEFINED_UID
 
 pytestmark = pytest.mark.conformance
 

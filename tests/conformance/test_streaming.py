@@ -18,7 +18,7 @@ from cri_api.v1 import api_pb2 as cri
 
 from tests.conformance.framework import ATTEMPT, Framework, new_uuid
 from tests.conformance.test_networking import main_page_status, pod_url, web_server
-from tests.support.critest_images import BUSYBOX, HOSTNET_NGINX, HOSTNET_NGINX_PORT
+from tests.support.standin_images import BUSYBOX, HOSTNET_NGINX, HOSTNET_NGINX_PORT
 from tests.support.portforward_client import PortForward
 from tests.support.spdy_client import RemoteCommand
 

@@ -7,7 +7,7 @@ registry. The daemon is configured with that registry as the mirror of every ups
 the tests name images exactly as critest does:
 
     with Registry() as reg:
-        published = publish_critest_images(reg, workdir)
+        published = publish_standin_images(reg, workdir)
         published.digest_ref   # gcr.io/k8s-staging-cri-tools/test-image-digest@<our digest>
         mirrors(reg)           # {"registry.k8s.io": ["http://127.0.0.1:PORT"], ...}
 
@@ -112,7 +112,7 @@ def _repo_tag(name: str) -> tuple[str, str]:
     return repo, tag
 
 
-def publish_critest_images(registry: Registry, workdir: Path, nonewprivs_helper: Path | None = None) -> Published:
+def publish_standin_images(registry: Registry, workdir: Path, nonewprivs_helper: Path | None = None) -> Published:
     """Builds every stand-in image once and pushes it under all of critest's names.
 
     nonewprivs_helper is a static binary printing its effective uid (installed setuid root).
