@@ -58,6 +58,22 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def version_ok(endpoint: str) -> bool:
+    """CRI Version answered OK at endpoint: a raw call, so no generated module is needed (any
+    runtime.v1 server: cri-shim, or containerd for the benchmark)."""
+    with grpc.insecure_channel(endpoint) as channel:
+        call = channel.unary_unary(
+            "/runtime.v1.RuntimeService/Version",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        try:
+            call(b"", timeout=2)
+        except grpc.RpcError:
+            return False
+    return True
+
+
 class Daemon:
     """One cri-shim process and the directories it owns; restartable, killable."""
 
@@ -102,24 +118,10 @@ class Daemon:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cri-shim exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.socket.exists() and self.version_ok():
+            if self.socket.exists() and version_ok(self.endpoint):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"cri-shim not ready after {timeout}s:\n{self.log_tail()}")
-
-    def version_ok(self) -> bool:
-        """Version answered OK: a raw call, so no generated module is needed."""
-        with grpc.insecure_channel(self.endpoint) as channel:
-            call = channel.unary_unary(
-                "/runtime.v1.RuntimeService/Version",
-                request_serializer=lambda b: b,
-                response_deserializer=lambda b: b,
-            )
-            try:
-                call(b"", timeout=2)
-            except grpc.RpcError:
-                return False
-        return True
 
     def stop(self) -> int:
         """SIGTERM and wait: the clean shutdown that leaves pods running."""
