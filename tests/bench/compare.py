@@ -1,0 +1,425 @@
+"""cri-shim side by side with containerd 1.6 (Debian): one workload, both runtimes, one run.
+
+Run through scripts/bench (it installs containerd and enters the private namespaces):
+    scripts/bench [--iterations N] [--parallel-pods N] [--concurrency N] [--containers N] [--pulls N]
+
+A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
+three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
+static catatonit in its pause mode). Each runtime is then started on private dirs, driven with the
+same client code over gRPC, measured, emptied and stopped, one after the other so that neither
+competes with the other for the two cores:
+
+- PullImage of the three-layer image absent (cold; RemoveImage before each) and present (warm);
+- pod start: RunPodSandbox + CreateContainer + StartContainer, the image cached, one at a time
+  and with --concurrency in flight; the full cycle adds StopContainer, RemoveContainer,
+  StopPodSandbox, RemovePodSandbox; pods per second are full cycles at that concurrency;
+- memory: the daemon's RSS just after start-up, idle after the latency runs, and with
+  --containers running containers (one a pod); the monitors (conmon, containerd-shim) and the
+  sandbox holders (containerd's pause containers; cri-shim pins namespaces instead) apart.
+
+Pods are configured as kubelet does by default: their own network on the runtime's CNI bridge,
+a container PID namespace, a cgroup parent per pod. A runtime that answers ListContainers with
+UNIMPLEMENTED gets the sandbox-only workload (and so does the other, to keep the columns alike),
+with a note saying so. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from tests.support.client import Cri, api
+from tests.support.containerd import Containerd
+from tests.support.daemon import Daemon
+from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
+from tests.support.leftovers import infra_processes, release_leftovers
+from tests.support.registry import Registry
+
+PAUSE_BINARY = Path("/usr/bin/catatonit")  # static; `catatonit -P` is a pause process
+CONTAINER_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]  # honours SIGTERM at once
+STOP_TIMEOUT = 10
+START_RPCS = ("RunPodSandbox", "CreateContainer", "StartContainer")
+SETTLE_SECONDS = 3.0  # after the last start, before memory is read
+T = TypeVar("T")
+
+
+@dataclass
+class Images:
+    pod: str  # one layer, cached before the pod runs
+    pull: str  # three layers, for the pull figures
+    pause: str  # containerd's sandbox_image
+
+
+def publish_images(registry: Registry, workdir: Path) -> Images:
+    """Builds the three images from Debian's busybox and catatonit and pushes them."""
+    pusher = Pusher(registry.url)
+    env = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}
+    pusher.push(build_image(busybox_layers(workdir / "pod", 1), {"Cmd": ["sh"], **env}), "bench/busybox", "1")
+    pusher.push(build_image(busybox_layers(workdir / "pull", 3), {"Cmd": ["sh"], **env}), "bench/layered", "1")
+    root = workdir / "pause"
+    root.mkdir()
+    shutil.copy2(PAUSE_BINARY, root / "pause")
+    pusher.push(build_image([dir_layer(root)], {"Entrypoint": ["/pause", "-P"]}), "bench/pause", "1")
+    return Images(f"{registry.host}/bench/busybox:1", f"{registry.host}/bench/layered:1", f"{registry.host}/bench/pause:1")
+
+
+@dataclass
+class Procs:
+    """What one runtime runs, found by PID: the daemon, its per-pod monitors, its sandbox holders."""
+
+    daemon: Callable[[], int]
+    monitors: Callable[[], list[int]]
+    holders: Callable[[], list[int]]
+
+
+@dataclass
+class Runtime:
+    name: str
+    endpoint: str
+    dir: Path  # log directories and cgroup parents are named after it
+    procs: Procs
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _conmons(directory: Path) -> list[int]:
+    """cri-shim's monitors: conmon processes whose command line names the daemon's directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _comm(int(entry.name)) == "conmon":
+            try:
+                if f"{directory}/".encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return found
+
+
+def _children(parents: list[int], comm: str) -> list[int]:
+    """Live processes named comm whose parent is one of parents."""
+    wanted = set(parents)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) in wanted and _comm(int(entry.name)) == comm:
+            found.append(int(entry.name))
+    return found
+
+
+@contextmanager
+def cri_shim_runtime(registry: Registry) -> Iterator[Runtime]:
+    d = Daemon({"server": {"log_level": "warning"}, "images": {"insecure_registries": [registry.host]}})
+    d.start()
+    assert d.proc is not None
+    pid = d.proc.pid
+    try:
+        yield Runtime("cri-shim", d.endpoint, d.dir, Procs(lambda: pid, lambda: _conmons(d.dir), lambda: infra_processes(d)))
+    finally:
+        d.stop()
+        release_leftovers(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@contextmanager
+def containerd_runtime(images: Images, registry: Registry) -> Iterator[Runtime]:
+    c = Containerd(registry.host, images.pause)
+    c.start()
+    try:
+        yield Runtime("containerd", c.endpoint, c.dir, Procs(c.daemon_pid, c.shim_pids, lambda: _children(c.shim_pids(), "pause")))
+    finally:
+        c.stop()
+
+
+def serves_containers(cri: Cri) -> bool:
+    try:
+        cri.runtime.ListContainers(api.ListContainersRequest())
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return False
+        raise
+    return True
+
+
+class Laps:
+    """Milliseconds each call of one pod took, by RPC name, in call order."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, rpc: str, answer: T) -> T:
+        """Records the call that just returned answer (so: laps("Rpc", stub.Rpc(request)))."""
+        now = time.perf_counter()
+        self.ms[rpc] = (now - self._last) * 1000
+        self._last = now
+        return answer
+
+
+@dataclass
+class Pod:
+    laps: Laps
+    sandbox_id: str = ""
+    container_id: str = ""
+
+
+class Workload:
+    """The kubelet-like calls for one pod, the same for every runtime."""
+
+    def __init__(self, cri: Cri, runtime: Runtime, image: str, containers: bool) -> None:
+        self.cri = cri
+        self.runtime = runtime
+        self.image = image
+        self.containers = containers
+        self.logs = runtime.dir / "pods"
+
+    def sandbox_config(self, name: str) -> api.PodSandboxConfig:
+        """As kubelet makes it, log directory included (kubelet creates it before RunPodSandbox)."""
+        uid = f"uid-{name}"
+        log_directory = self.logs / f"bench_{name}_{uid}"
+        log_directory.mkdir(parents=True, exist_ok=True)
+        config = api.PodSandboxConfig(
+            metadata=api.PodSandboxMetadata(name=name, namespace="bench", uid=uid),
+            hostname=name,
+            log_directory=str(log_directory),
+            linux=api.LinuxPodSandboxConfig(cgroup_parent=f"/{self.runtime.dir.name}/pod{uid}"),
+        )
+        config.linux.security_context.namespace_options.pid = api.CONTAINER
+        return config
+
+    def start(self, name: str) -> Pod:
+        """RunPodSandbox, then (in the container workload) CreateContainer and StartContainer of one
+        container whose image is cached."""
+        config = self.sandbox_config(name)
+        container = api.ContainerConfig(metadata=api.ContainerMetadata(name="app"), image=api.ImageSpec(image=self.image),
+                                        command=CONTAINER_COMMAND, log_path="app.log")
+        container.linux.security_context.namespace_options.pid = api.CONTAINER
+        rt = self.cri.runtime
+        pod = Pod(Laps())
+        pod.sandbox_id = pod.laps("RunPodSandbox", rt.RunPodSandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
+        if self.containers:
+            pod.container_id = pod.laps("CreateContainer", rt.CreateContainer(api.CreateContainerRequest(
+                pod_sandbox_id=pod.sandbox_id, config=container, sandbox_config=config))).container_id
+            pod.laps("StartContainer", rt.StartContainer(api.StartContainerRequest(container_id=pod.container_id)))
+        return pod
+
+    def stop(self, pod: Pod) -> None:
+        """As kubelet tears a pod down: the container stopped (SIGTERM) and removed, then the sandbox."""
+        rt = self.cri.runtime
+        if pod.container_id:
+            pod.laps("StopContainer", rt.StopContainer(api.StopContainerRequest(container_id=pod.container_id,
+                                                                                timeout=STOP_TIMEOUT)))
+            pod.laps("RemoveContainer", rt.RemoveContainer(api.RemoveContainerRequest(container_id=pod.container_id)))
+        pod.laps("StopPodSandbox", rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.sandbox_id)))
+        pod.laps("RemovePodSandbox", rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.sandbox_id)))
+
+    def cycle(self, name: str) -> dict[str, float]:
+        """One pod started and torn down: ms by RPC."""
+        pod = self.start(name)
+        self.stop(pod)
+        return pod.laps.ms
+
+    def remove_everything(self) -> None:
+        """Whatever pods remain (after a failure midway), so that nothing outlives the run."""
+        for sandbox in self.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items:
+            self.stop(Pod(Laps(), sandbox.id))
+
+
+@dataclass
+class Memory:
+    """kB, RSS and PSS summed over processes."""
+
+    rss: int = 0
+    pss: int = 0
+    count: int = 0
+
+
+def memory_of(pids: list[int]) -> Memory:
+    total = Memory()
+    for pid in pids:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+        total.rss += fields["Rss"]
+        total.pss += fields["Pss"]
+        total.count += 1
+    return total
+
+
+@dataclass
+class Results:
+    cold_pull: list[float] = field(default_factory=list)
+    warm_pull: list[float] = field(default_factory=list)
+    serial: list[dict[str, float]] = field(default_factory=list)  # ms by RPC, one dict a pod
+    parallel: list[dict[str, float]] = field(default_factory=list)
+    pods_per_second: float = 0.0
+    rss_started: Memory = field(default_factory=Memory)
+    rss_idle: Memory = field(default_factory=Memory)
+    rss_loaded: Memory = field(default_factory=Memory)
+    monitors: Memory = field(default_factory=Memory)
+    holders: Memory = field(default_factory=Memory)
+
+
+def timed(call: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    call()
+    return (time.perf_counter() - t) * 1000
+
+
+def measure(runtime: Runtime, images: Images, args: argparse.Namespace, containers: bool) -> Results:
+    """The whole workload against one running runtime; every pod it made is gone when it returns."""
+    r = Results(rss_started=memory_of([runtime.procs.daemon()]))
+    cri = Cri(runtime.endpoint)
+    work = Workload(cri, runtime, images.pod, containers)
+    try:
+        pull = api.PullImageRequest(image=api.ImageSpec(image=images.pull))
+        for _ in range(args.pulls):
+            cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=images.pull)))
+            r.cold_pull.append(timed(lambda: cri.image.PullImage(pull)))
+        r.warm_pull = [timed(lambda: cri.image.PullImage(pull)) for _ in range(args.pulls)]
+        cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=images.pod)))
+        work.cycle("warmup")
+        r.serial = [work.cycle(f"serial-{i}") for i in range(args.iterations)]
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            t = time.perf_counter()
+            r.parallel = list(pool.map(work.cycle, [f"parallel-{i}" for i in range(args.parallel_pods)]))
+            r.pods_per_second = args.parallel_pods / (time.perf_counter() - t)
+            r.rss_idle = memory_of([runtime.procs.daemon()])
+            pods = list(pool.map(work.start, [f"mem-{i}" for i in range(args.containers)]))
+            time.sleep(SETTLE_SECONDS)
+            r.rss_loaded = memory_of([runtime.procs.daemon()])
+            r.monitors = memory_of(runtime.procs.monitors())
+            r.holders = memory_of(runtime.procs.holders())
+            list(pool.map(work.stop, pods))
+    finally:
+        work.remove_everything()
+        cri.close()
+    return r
+
+
+def starts(pods: list[dict[str, float]]) -> list[float]:
+    return [sum(ms for rpc, ms in laps.items() if rpc in START_RPCS) for laps in pods]
+
+
+def cycles(pods: list[dict[str, float]]) -> list[float]:
+    return [sum(laps.values()) for laps in pods]
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def p99(xs: list[float]) -> float:
+    """Nearest rank: with fewer than 100 samples, the slowest one."""
+    ordered = sorted(xs)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def report(ours: Results, theirs: Results, args: argparse.Namespace, containers: bool) -> None:
+    start = "RunPodSandbox+CreateContainer+StartContainer" if containers else "RunPodSandbox"
+    c = args.concurrency
+    n = args.containers
+    unit = "containers" if containers else "pods"
+    rows: list[tuple[str, float, float, str]] = [
+        (f"cold pull, 3 layers, p50 ms (n={args.pulls})", p50(ours.cold_pull), p50(theirs.cold_pull), "lower"),
+        (f"warm re-pull p50 ms (n={args.pulls})", p50(ours.warm_pull), p50(theirs.warm_pull), "lower"),
+    ]
+    for label, pick, a, b, count in [("pod start, concurrency 1", starts, ours.serial, theirs.serial, args.iterations),
+                                     (f"pod start, concurrency {c}", starts, ours.parallel, theirs.parallel, args.parallel_pods),
+                                     ("full pod cycle, concurrency 1", cycles, ours.serial, theirs.serial, args.iterations),
+                                     (f"full pod cycle, concurrency {c}", cycles, ours.parallel, theirs.parallel,
+                                      args.parallel_pods)]:
+        rows.append((f"{label}, p50 ms (n={count})", p50(pick(a)), p50(pick(b)), "lower"))
+        rows.append((f"{label}, p99 ms", p99(pick(a)), p99(pick(b)), "lower"))
+    for rpc in ours.serial[0]:
+        rows.append((f"  {rpc}, concurrency 1, p50 ms", p50([laps[rpc] for laps in ours.serial]),
+                     p50([laps[rpc] for laps in theirs.serial]), "lower"))
+    rows.append((f"pods per second (full cycles, concurrency {c})", ours.pods_per_second, theirs.pods_per_second, "higher"))
+    mb = 1024.0
+    rows += [
+        ("daemon RSS just started, MB", ours.rss_started.rss / mb, theirs.rss_started.rss / mb, "lower"),
+        ("daemon RSS idle after the runs, MB", ours.rss_idle.rss / mb, theirs.rss_idle.rss / mb, "lower"),
+        (f"daemon RSS with {n} {unit}, MB", ours.rss_loaded.rss / mb, theirs.rss_loaded.rss / mb, "lower"),
+        (f"monitors' RSS total with {n} {unit}, MB", ours.monitors.rss / mb, theirs.monitors.rss / mb, "lower"),
+        (f"monitors' PSS total with {n} {unit}, MB", ours.monitors.pss / mb, theirs.monitors.pss / mb, "lower"),
+        (f"sandbox holders' RSS total with {n} {unit}, MB", ours.holders.rss / mb, theirs.holders.rss / mb, "lower"),
+    ]
+
+    def per(r: Results) -> float:
+        return (r.rss_loaded.rss - r.rss_idle.rss + r.monitors.pss + r.holders.pss) / n / mb
+
+    rows.append((f"memory per {unit[:-1]} (daemon RSS growth + monitor and holder PSS), MB", per(ours), per(theirs), "lower"))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'':{width}}  {'cri-shim':>10}  {'containerd':>10}  {'containerd/cri-shim':>19}")
+    for label, a, b, better in rows:
+        ratio = f"{b / a:.2f}" if a else "-"
+        print(f"{label:{width}}  {a:10.1f}  {b:10.1f}  {ratio:>13} ({better} is better)")
+    print(f"\nprocesses with {n} {unit}: cri-shim {ours.monitors.count} conmon, {ours.holders.count} infra; "
+          f"containerd {theirs.monitors.count} shims, {theirs.holders.count} pause")
+    if not containers:
+        print("\nNOTE: cri-shim answered ListContainers with UNIMPLEMENTED, so both runtimes ran the sandbox-only\n"
+              "workload: pod start is RunPodSandbox, the cycle Stop+RemovePodSandbox, memory is with pods.")
+    start_ratio = p50(starts(theirs.serial)) / p50(starts(ours.serial))
+    cycle_ratio = p50(cycles(theirs.serial)) / p50(cycles(ours.serial))
+    print(f"\ngoal: pod start ({start}) and cycle at least 2x faster than containerd: "
+          f"{start_ratio:.2f}x and {cycle_ratio:.2f}x at p50, concurrency 1")
+    print(f"goal: cri-shim daemon under 80 MB RSS with {n} {unit}, monitors excluded: {ours.rss_loaded.rss / mb:.1f} MB")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=30, help="pods started and torn down one at a time")
+    parser.add_argument("--parallel-pods", type=int, default=60, help="pods started and torn down with --concurrency in flight")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--containers", type=int, default=100, help="running containers (one a pod) for the memory figures")
+    parser.add_argument("--pulls", type=int, default=5, help="cold pulls, then as many warm re-pulls")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        with Registry() as registry:
+            images = publish_images(registry, workdir)
+            with cri_shim_runtime(registry) as runtime:
+                probe = Cri(runtime.endpoint)
+                containers = serves_containers(probe)
+                probe.close()
+                print(f"cri-shim: {'measuring' if containers else 'measuring (sandbox-only workload)'} ...", flush=True)
+                ours = measure(runtime, images, args, containers)
+            print("containerd: measuring ...", flush=True)
+            with containerd_runtime(images, registry) as runtime:
+                theirs = measure(runtime, images, args, containers)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI bridge+portmap+firewall")
+    report(ours, theirs, args, containers)
+
+
+if __name__ == "__main__":
+    main()
