@@ -14,13 +14,13 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.concurrency import gather_all
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri_shim.linux import proc
@@ -68,6 +68,11 @@ class SandboxManager:
     def list(self) -> list[Sandbox]:
         """Finished sandboxes, ready or not."""
         return [sb for sb in self.store if sb.phase != CREATING]
+
+    @staticmethod
+    def hostname(sb: Sandbox) -> str:
+        """The pod's hostname: the one it asked for, else the node's (as RunPodSandbox set it)."""
+        return sb.config.hostname or socket.gethostname()
 
     def cgroups_path(self, sb: Sandbox, container_id: str) -> str:
         """The runc cgroupsPath for a container of this sandbox (driver-specific form)."""
@@ -145,7 +150,7 @@ class SandboxManager:
             steps.append(res.join_infra_cgroup(sb))
         if not sb.host_network:
             steps.append(res.attach_network(sb, pod))
-        await _all(steps)  # the cgroup move waits on the kernel while CNI runs
+        await gather_all(steps)  # the cgroup move waits on the kernel while CNI runs
         await res.write_hosts(sb, pod.hostname)
         if sb.infra is not None and not proc.is_alive(sb.infra.pid, sb.infra.start_time):
             # Its PID namespace died with it: answering READY would hand kubelet a pod no container can join.
@@ -270,14 +275,6 @@ class SandboxManager:
             "config": json_format.MessageToDict(sb.config),
             "cniResult": self.resources.network.cached_result(sb.id),
         }
-
-
-async def _all(steps: list[Coroutine[Any, Any, None]]) -> None:
-    """Runs steps concurrently and waits for every one; raises the first failure."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 def _as_cri_error(exc: BaseException) -> BaseException:
