@@ -1,8 +1,8 @@
 """linux.namespaces: which namespaces a container shares with its pod, the host, or another.
 
 Modes come from the container's NamespaceOption (kubelet mirrors the pod's). NODE means the
-host's namespace (no entry), POD joins the sandbox's pinned namespace (a fresh one when the
-sandbox pinned none), CONTAINER is fresh, TARGET (pid only) joins another container's PID
+host's namespace (no entry), POD joins the sandbox's pinned namespace (the host's when the
+pod itself uses the host's, a fresh one when the sandbox pinned none), CONTAINER is fresh, TARGET (pid only) joins another container's PID
 namespace, whose path the caller resolves. UTS follows the network: a host-network pod keeps
 the host's hostname.
 """
@@ -12,6 +12,16 @@ from __future__ import annotations
 from cri_shim.api import api_pb2
 from cri_shim.errors import FailedPrecondition, InvalidArgument
 from cri_shim.oci.context import SandboxInfo
+
+
+def effective(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo) -> api_pb2.NamespaceOption:
+    """The container's modes with POD resolved to NODE where the pod itself uses the host's namespace."""
+    out = api_pb2.NamespaceOption()
+    out.CopyFrom(opts)
+    for field, host in (("network", sandbox.host_network), ("ipc", sandbox.host_ipc), ("pid", sandbox.host_pid)):
+        if host and getattr(out, field) == api_pb2.POD:
+            setattr(out, field, api_pb2.NODE)
+    return out
 
 
 def _entry(kind: str, path: str | None) -> dict[str, str]:

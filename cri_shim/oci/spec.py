@@ -66,7 +66,7 @@ def build_spec(
     privileged = sc.privileged
     if privileged and not sandbox_config.linux.security_context.privileged:
         raise InvalidArgument("a privileged container needs a privileged pod sandbox")
-    opts = sc.namespace_options
+    opts = namespaces.effective(sc.namespace_options, sandbox)
     host_network, host_ipc = opts.network == api_pb2.NODE, opts.ipc == api_pb2.NODE
 
     who = user.resolve(rootfs, sc, image.user)

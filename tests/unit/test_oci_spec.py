@@ -59,6 +59,17 @@ def test_host_and_container_namespaces(rootfs: Path) -> None:
     assert ns(build(rootfs, cfg)) == {"mount": None, "network": None, "uts": None, "ipc": None, "pid": None}
 
 
+def test_pod_mode_in_a_host_namespace_pod_means_the_hosts(rootfs: Path) -> None:
+    """critest's host-network pods create containers with no namespace options: they must not get a fresh netns."""
+    host_pod = SandboxInfo(id="sb", hostname="node", host_network=True, host_ipc=True, host_pid=True, cgroup_parent="/p")
+    spec = build(rootfs, api.ContainerConfig(), sandbox=host_pod)
+    assert ns(spec) == {"mount": None} and "hostname" not in spec
+    assert [m["source"] for m in spec["mounts"] if m["destination"] == "/dev/shm"] == ["/dev/shm"]
+    cfg = api.ContainerConfig()
+    cfg.linux.security_context.namespace_options.network = api.CONTAINER
+    assert ns(build(rootfs, cfg, sandbox=host_pod)) == {"mount": None, "network": None, "uts": None}
+
+
 def test_target_pid_namespace(rootfs: Path) -> None:
     cfg = api.ContainerConfig()
     cfg.linux.security_context.namespace_options.pid = api.TARGET
