@@ -1,7 +1,8 @@
 """Builds a small root filesystem from Debian's static busybox: the base of every test image.
 
 There is no internet here, so test images are made from /bin/busybox (package busybox-static)
-with every applet linked in /bin, plus the /etc files images usually carry. Users and groups
+with every applet hardlinked in /bin (as the busybox image has them: masking one applet's path
+must not mask busybox itself, as a bind over a symlink would), plus the /etc files images usually carry. Users and groups
 are parameters so that tests can check user resolution (names, uids, supplemental groups).
 """
 
@@ -40,7 +41,7 @@ def make_rootfs(
     for applet in applets():
         link = dest / "bin" / applet
         if not link.exists():
-            link.symlink_to("busybox")
+            os.link(dest / "bin/busybox", link)
     users = DEFAULT_USERS if users is None else users
     groups = DEFAULT_GROUPS if groups is None else groups
     (dest / "etc/passwd").write_text("".join(f"{n}:x:{u}:{g}:{n}:{h}:/bin/sh\n" for n, u, g, h in users))

@@ -81,8 +81,8 @@ def _rootfs(workdir: Path, name: str, users: list[tuple[str, int, int, str]] | N
     for rel, (text, mode) in extra.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            path.unlink()
+        if path.is_symlink() or path.exists():
+            path.unlink()  # an applet is a hardlink of busybox: writing through it would change busybox
         path.write_text(text)
         os.chmod(path, mode)
     return [dir_layer(root)]
