@@ -21,9 +21,15 @@ from cri_shim.sandbox import SandboxManager
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.runtime.containers import ContainerRuntime
+from cri_shim.runtime.manager import ContainerManager
+from cri_shim.services.container import ContainerService
 from cri_shim.services.image import ImageService
 from cri_shim.services.runtime_info import RuntimeInfoService
 from cri_shim.services.sandbox import SandboxService
+from cri_shim.services.stats import StatsService
+from cri_shim.services.streaming import StreamingService
+from cri_shim.streaming import StreamingServer
 
 log = logging.getLogger("cri_shim.daemon")
 
@@ -46,11 +52,19 @@ class Daemon:
         self.images = ImageStore(cfg.state_dir / "images", cfg.images.pinned_images)
         self.puller = Puller(self.images, cfg.images)
         self.rootfs = Rootfs(self.images)
+        self.containers = ContainerManager(cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg))
+        self.streaming = StreamingServer(cfg.streaming)
 
     def services(self) -> dict[str, list[object]]:
         """The service objects serving each API service, by service name."""
         return {
-            "RuntimeService": [RuntimeInfoService(self), SandboxService(self.sandboxes)],
+            "RuntimeService": [
+                RuntimeInfoService(self),
+                SandboxService(self.sandboxes),
+                ContainerService(self.containers, self.sandboxes),
+                StatsService(self.containers, self.sandboxes),
+                StreamingService(self.streaming, self.containers, self.sandboxes),
+            ],
             "ImageService": [ImageService(self)],
         }
 
@@ -58,9 +72,13 @@ class Daemon:
         """Reconciles durable records with the system before the first call is answered."""
         await asyncio.to_thread(self.images.open)
         await self.sandboxes.recover()
+        await self.containers.open()
+        await self.streaming.start()
 
     async def close(self) -> None:
         """Releases daemon-side resources; pods, containers and their monitors keep running."""
+        await self.streaming.close()
+        await self.containers.close()
         await self.sandboxes.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def disk_usage(top: str) -> tuple[int, int]:
@@ -19,3 +20,11 @@ def disk_usage(top: str) -> tuple[int, int]:
                 seen.add(st.st_ino)
                 total += st.st_blocks * 512
     return total, len(seen)
+
+
+def mountpoint_of(path: Path) -> str:
+    """The mount point of the filesystem holding path (kubelet asks cAdvisor about it)."""
+    path = path.resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return str(path)

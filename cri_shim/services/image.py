@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import DeadlineExceeded, InvalidArgument
 from cri_shim.image import auth, reference
 from cri_shim.image.imageconfig import user_identity
+from cri_shim.image.usage import mountpoint_of
 from cri_shim.image.records import ImageRecord
 
 if TYPE_CHECKING:
     from cri_shim.daemon import Daemon
-
-
-def mountpoint_of(path: Path) -> str:
-    """The mount point of the filesystem holding path (kubelet asks cAdvisor about it)."""
-    path = path.resolve()
-    while not os.path.ismount(path):
-        path = path.parent
-    return str(path)
 
 
 class ImageService:

@@ -29,7 +29,7 @@ class SandboxService:
 
     async def PodSandboxStatus(self, request: api.PodSandboxStatusRequest, context: Any) -> api.PodSandboxStatusResponse:
         sb = self.manager.get(request.pod_sandbox_id)
-        response = api.PodSandboxStatusResponse(status=_status(sb))
+        response = api.PodSandboxStatusResponse(status=sandbox_status(sb))
         if request.verbose:
             response.info["info"] = json.dumps(self.manager.verbose_info(sb))
         return response
@@ -53,7 +53,7 @@ def _matches(sb: Sandbox, f: api.PodSandboxFilter | None) -> bool:
     return all(sb.config.labels.get(k) == v for k, v in f.label_selector.items())
 
 
-def _status(sb: Sandbox) -> api.PodSandboxStatus:
+def sandbox_status(sb: Sandbox) -> api.PodSandboxStatus:
     ips = sb.ips
     return api.PodSandboxStatus(
         id=sb.id,

@@ -1,0 +1,266 @@
+"""The container manager: CreateContainer and friends as the RPCs see them.
+
+ContainerRuntime (containers.py) runs a container from a SandboxInfo, a rootfs and an image
+config, and knows nothing of sandboxes or images. This module joins the three: it resolves
+the image, mounts the container's overlay rootfs, describes the pod to the spec builder,
+reserves the container name, and gives the sandbox manager the hooks that stop and remove a
+pod's containers. Rules it keeps:
+- a retried CreateContainer with the same name joins the attempt in flight, or gets the id
+  of the container it made (kubelet retries a create whose answer it did not get);
+- the rootfs is mounted before `runc create` and released after the record is gone, so a
+  rootfs nothing refers to is a leftover of a crash and is released at start-up;
+- events (created, started, stopped, deleted) go to every GetContainerEvents subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.concurrency import gather_all
+from cri_shim.config import Config
+from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
+from cri_shim.image.rootfs import Rootfs
+from cri_shim.image.store import ImageStore
+from cri_shim.oci.context import SandboxInfo
+from cri_shim.runtime.containers import ContainerRuntime
+from cri_shim.runtime.events import EventBus
+from cri_shim.sandbox import Sandbox, SandboxManager
+from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
+
+log = logging.getLogger("cri_shim.containers")
+
+# How long a sandbox's containers get between SIGKILL and their exit being recorded.
+POD_STOP_TIMEOUT = 0.0
+
+
+def container_name(config: api.ContainerConfig, sandbox: Sandbox) -> str:
+    """The name a container reserves: one container per name and attempt in a pod, as kubelet names them."""
+    meta, pod = config.metadata, sandbox.metadata
+    return f"{meta.name}_{pod.name}_{pod.namespace}_{pod.uid}_{meta.attempt}"
+
+
+def _validate(config: api.ContainerConfig) -> None:
+    if not config.HasField("metadata") or not config.metadata.name:
+        raise InvalidArgument("container config must have metadata with a name")
+    if "/" in config.metadata.name or "\x00" in config.metadata.name:
+        raise InvalidArgument(f"container name {config.metadata.name!r} must not contain '/' or NUL")
+    if not config.image.image:
+        raise InvalidArgument("container config must name an image")
+
+
+class ContainerManager:
+    """Creates, runs and removes containers in sandboxes, from images in the store."""
+
+    def __init__(self, cfg: Config, sandboxes: SandboxManager, images: ImageStore, rootfs: Rootfs,
+                 runtime: ContainerRuntime) -> None:
+        self.cfg = cfg
+        self.sandboxes = sandboxes
+        self.images = images
+        self.rootfs = rootfs
+        self.runtime = runtime
+        self.rootfs_root = cfg.state_dir / "rootfs"
+        self.events = EventBus()
+        self._inflight: dict[str, asyncio.Task[str]] = {}
+        runtime.subscribe(lambda record: self.events.publish(api.CONTAINER_STOPPED_EVENT, record))
+        sandboxes.register_containers(self)
+
+    # -- start-up and shutdown ------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Reconciles container records, then releases what no record owns.
+
+        Runs after sandbox recovery: a container whose sandbox did not survive it is removed,
+        as RemovePodSandbox would have done.
+        """
+        await self.runtime.open()
+        for record in self.runtime.store:
+            if self.sandboxes.store.get(record.sandbox_id) is None:
+                log.info("removing a container whose sandbox is gone", extra={"container": record.id})
+                await self._remove(record)
+        self.rootfs_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for container_dir in self.rootfs_root.iterdir():
+            if self.runtime.store.get(container_dir.name) is None:
+                log.info("releasing an orphaned rootfs", extra={"container": container_dir.name})
+                await self._release_rootfs(container_dir.name)
+
+    async def close(self) -> None:
+        """Abandons creates in flight (they roll back) and stops watching exits."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        self.events.close()
+        self.runtime.close()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, id_or_prefix: str) -> ContainerRecord:
+        """The container's current record (NotFound for unknown ids; unique prefixes allowed)."""
+        record = self.runtime.get(id_or_prefix)
+        if not record.created_at:
+            raise NotFound(f"container {id_or_prefix!r} not found")
+        return record
+
+    def list(self) -> list[ContainerRecord]:
+        """Every created container, refreshed with any exit recorded since."""
+        return [self.runtime.refresh(r) for r in self.runtime.store if r.created_at]
+
+    def select(self, id_prefix: str = "", sandbox_prefix: str = "", labels: dict[str, str] | None = None,
+               state: int | None = None) -> list[ContainerRecord]:
+        """The containers a List filter names; ids and sandbox ids may be unique prefixes."""
+        if id_prefix:
+            found = self.runtime.store.find(id_prefix)
+            records = [self.runtime.refresh(found)] if found is not None and found.created_at else []
+        else:
+            records = self.list()
+        if sandbox_prefix:
+            sb = self.sandboxes.store.find(sandbox_prefix)
+            records = [r for r in records if sb is not None and r.sandbox_id == sb.id]
+        return [r for r in records if (state is None or r.state == state)
+                and all(r.labels.get(k) == v for k, v in (labels or {}).items())]
+
+    def running(self, id_or_prefix: str) -> ContainerRecord:
+        """The record of a running container (NotFound, or FailedPrecondition when not running)."""
+        record = self.get(id_or_prefix)
+        if record.state != CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        return record
+
+    # -- CreateContainer ------------------------------------------------------------------
+
+    async def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig | None) -> str:
+        """Makes a CREATED container, or returns the one this name already has."""
+        _validate(config)
+        sb = self.sandboxes.get(sandbox_id)
+        if sb.state != api.SANDBOX_READY:
+            raise FailedPrecondition(f"sandbox {sb.id} is not ready")
+        name = container_name(config, sb)
+        task = self._inflight.get(name)
+        if task is None:
+            existing = self.runtime.store.by_name(name)
+            if existing is not None and existing.created_at:
+                return existing.id
+            pod_config = sandbox_config if sandbox_config is not None and sandbox_config.HasField("metadata") else sb.config
+            task = asyncio.create_task(self._create(name, sb, config, pod_config))
+            self._inflight[name] = task
+            task.add_done_callback(lambda t: self._finished(name, t))
+        # A caller that gives up does not stop the attempt: a retry joins it.
+        return await asyncio.shield(task)
+
+    def _finished(self, name: str, task: asyncio.Task[str]) -> None:
+        self._inflight.pop(name, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, so an attempt nobody awaits any more is not reported
+
+    async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
+        image = self.images.resolve(config.image.image)
+        image_config = self.images.config(image)
+        container_id = secrets.token_hex(32)
+        target_pid_ns = None
+        ns = config.linux.security_context.namespace_options
+        if ns.pid == api.TARGET:
+            target_pid_ns = self.runtime.pid_namespace(self.running(ns.target_id).id)
+        container_dir = self.rootfs_root / container_id
+        try:
+            rootfs = await self.rootfs.prepare(image.image_id, container_dir)
+            record = await self.runtime.create(
+                container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=pod_config,
+                config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
+                image_ref=image.image_id, image_id=image.image_id, runtime_handler=self.handler(sb),
+                target_pid_ns=target_pid_ns,
+            )
+        except BaseException:
+            if self.runtime.store.get(container_id) is None:
+                await self._release_rootfs(container_id)
+            raise
+        self.events.publish(api.CONTAINER_CREATED_EVENT, record)
+        return container_id
+
+    def handler(self, sb: Sandbox) -> str:
+        """The OCI runtime handler of the sandbox's containers ("" is the default one)."""
+        return sb.runtime_handler or self.cfg.runtime.default_handler
+
+    def sandbox_info(self, sb: Sandbox) -> SandboxInfo:
+        """The pod as the spec builder sees it: pinned namespaces, pod files, cgroup parent."""
+        files = Path(sb.files_dir)
+        return SandboxInfo(
+            id=sb.id,
+            host_network=sb.host_network,
+            host_ipc=sb.namespace_options.ipc == api.NODE,
+            host_pid=sb.namespace_options.pid == api.NODE,
+            hostname=self.sandboxes.hostname(sb),
+            netns_path=sb.namespace_path("net"),
+            ipc_ns_path=sb.namespace_path("ipc"),
+            uts_ns_path=sb.namespace_path("uts"),
+            pid_ns_path=sb.pid_namespace_path(),
+            hostname_path=str(files / "hostname"),
+            hosts_path=str(files / "hosts"),
+            resolv_conf_path=str(files / "resolv.conf"),
+            shm_path=sb.shm,
+            cgroup_parent=sb.cgroup_parent,
+            systemd_cgroup=sb.cgroup_driver == "systemd",
+            sysctls=dict(sb.config.linux.sysctls),
+        )
+
+    # -- Start, Stop, Remove --------------------------------------------------------------
+
+    async def start(self, id_or_prefix: str) -> None:
+        record = await self.runtime.start(self.get(id_or_prefix).id)
+        self.events.publish(api.CONTAINER_STARTED_EVENT, record)
+
+    async def stop(self, id_or_prefix: str, timeout: float) -> None:
+        """Stops the container (unknown or finished ones are already stopped)."""
+        await self.runtime.stop(id_or_prefix, timeout)
+
+    async def remove(self, id_or_prefix: str) -> None:
+        """Removes the container and its rootfs; unknown ids are already removed."""
+        record = self.runtime.store.find(id_or_prefix)
+        if record is not None:
+            await self._remove(record)
+
+    async def _remove(self, record: ContainerRecord) -> None:
+        await self.runtime.remove(record.id)
+        await self._release_rootfs(record.id)
+        self.events.publish(api.CONTAINER_DELETED_EVENT, record)
+
+    async def _release_rootfs(self, container_id: str) -> None:
+        container_dir = self.rootfs_root / container_id
+        await self.rootfs.release(container_dir)
+        shutil.rmtree(container_dir, ignore_errors=True)
+
+    def writable_layer(self, container_id: str) -> Path:
+        """The directory holding the container's writable layer (for stats)."""
+        return self.rootfs_root / container_id
+
+    # -- the SandboxContainers hooks ------------------------------------------------------
+
+    def of_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [r for r in self.runtime.store if r.sandbox_id == sandbox_id]
+
+    async def stop_sandbox_containers(self, sandbox_id: str) -> None:
+        """Kills every container of the pod at once and waits for their exits."""
+        await gather_all([self.runtime.stop(r.id, POD_STOP_TIMEOUT) for r in self.of_sandbox(sandbox_id)
+                    if r.state in (CONTAINER_CREATED, CONTAINER_RUNNING)])
+
+    async def remove_sandbox_containers(self, sandbox_id: str) -> None:
+        await gather_all([self._remove(r) for r in self.of_sandbox(sandbox_id)])
+
+    # -- GetContainerEvents ---------------------------------------------------------------
+
+    def subscribe(self) -> AsyncIterator[tuple[int, ContainerRecord]]:
+        return self.events.subscribe()
+
+
+def _image_name(config: api.ContainerConfig, image_id: str, repo_tags: list[str]) -> str:
+    """The image as ContainerStatus names it: what the user asked for when that is a name, else a tag."""
+    asked = config.image.user_specified_image or config.image.image
+    if not image_id.removeprefix("sha256:").startswith(asked.removeprefix("sha256:")):
+        return asked
+    return repo_tags[0] if repo_tags else asked

@@ -1,0 +1,140 @@
+"""The container RPCs: lifecycle, status and list, resources, logs, ExecSync and GetContainerEvents."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import json_format
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.errors import InvalidArgument
+from cri_shim.runtime.manager import ContainerManager
+from cri_shim.sandbox import SandboxManager
+from cri_shim.services.sandbox import sandbox_status
+from cri_shim.store.records import ContainerRecord
+
+
+class ContainerService:
+    """Thin handlers over the ContainerManager; statuses are built from records in memory."""
+
+    def __init__(self, containers: ContainerManager, sandboxes: SandboxManager) -> None:
+        self.containers = containers
+        self.sandboxes = sandboxes
+
+    async def CreateContainer(self, request: api.CreateContainerRequest, context: Any) -> api.CreateContainerResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("pod_sandbox_id must not be empty")
+        if not request.HasField("config"):
+            raise InvalidArgument("container config must be set")
+        sandbox_config = request.sandbox_config if request.HasField("sandbox_config") else None
+        container_id = await self.containers.create(request.pod_sandbox_id, request.config, sandbox_config)
+        return api.CreateContainerResponse(container_id=container_id)
+
+    async def StartContainer(self, request: api.StartContainerRequest, context: Any) -> api.StartContainerResponse:
+        await self.containers.start(request.container_id)
+        return api.StartContainerResponse()
+
+    async def StopContainer(self, request: api.StopContainerRequest, context: Any) -> api.StopContainerResponse:
+        if request.timeout < 0:
+            raise InvalidArgument(f"timeout {request.timeout} must not be negative")
+        await self.containers.stop(_id(request.container_id), float(request.timeout))
+        return api.StopContainerResponse()
+
+    async def RemoveContainer(self, request: api.RemoveContainerRequest, context: Any) -> api.RemoveContainerResponse:
+        await self.containers.remove(_id(request.container_id))
+        return api.RemoveContainerResponse()
+
+    async def ListContainers(self, request: api.ListContainersRequest, context: Any) -> api.ListContainersResponse:
+        f = request.filter
+        state = f.state.state if f.HasField("state") else None
+        records = self.containers.select(f.id, f.pod_sandbox_id, dict(f.label_selector), state)
+        return api.ListContainersResponse(containers=[container_item(r) for r in records])
+
+    async def ContainerStatus(self, request: api.ContainerStatusRequest, context: Any) -> api.ContainerStatusResponse:
+        record = self.containers.get(request.container_id)
+        response = api.ContainerStatusResponse(status=container_status(record))
+        if request.verbose:
+            response.info["info"] = json.dumps({
+                "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.runtime_handler,
+                "bundle": record.bundle, "monitorPid": record.monitor_pid, "cgroupsPath": record.cgroups_path,
+                "stdin": record.stdin, "stdinOnce": record.stdin_once, "tty": record.tty,
+            })
+        return response
+
+    async def UpdateContainerResources(self, request: api.UpdateContainerResourcesRequest,
+                                       context: Any) -> api.UpdateContainerResourcesResponse:
+        await self.containers.runtime.update_resources(self.containers.get(request.container_id).id, request.linux)
+        return api.UpdateContainerResourcesResponse()
+
+    async def ReopenContainerLog(self, request: api.ReopenContainerLogRequest, context: Any) -> api.ReopenContainerLogResponse:
+        await self.containers.runtime.reopen_log(self.containers.get(request.container_id).id)
+        return api.ReopenContainerLogResponse()
+
+    async def ExecSync(self, request: api.ExecSyncRequest, context: Any) -> api.ExecSyncResponse:
+        if not request.cmd:
+            raise InvalidArgument("cmd must not be empty")
+        if request.timeout < 0:
+            raise InvalidArgument(f"timeout {request.timeout} must not be negative")
+        record = self.containers.running(request.container_id)
+        result = await self.containers.runtime.exec_sync(record.id, list(request.cmd), request.timeout or None)
+        return api.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    async def GetContainerEvents(self, request: api.GetEventsRequest, context: Any) -> AsyncIterator[api.ContainerEventResponse]:
+        async for event_type, record in self.containers.subscribe():
+            response = api.ContainerEventResponse(container_id=record.id, container_event_type=event_type,
+                                                  created_at=record.created_at)
+            sb = self.sandboxes.find(record.sandbox_id)
+            if sb is not None:
+                response.pod_sandbox_status.CopyFrom(sandbox_status(sb))
+            if event_type != api.CONTAINER_DELETED_EVENT:
+                response.containers_statuses.append(container_status(record))
+            yield response
+
+
+def _id(container_id: str) -> str:
+    """Stop and Remove succeed for unknown ids, not for a missing one."""
+    if not container_id:
+        raise InvalidArgument("container id must not be empty")
+    return container_id
+
+
+def _metadata(record: ContainerRecord) -> api.ContainerMetadata:
+    return api.ContainerMetadata(name=record.metadata_name, attempt=record.attempt)
+
+
+def _stop_signal(number: int) -> int:
+    """The record's signal number as the API's Signal enum (RUNTIME_DEFAULT for unnamed ones)."""
+    try:
+        return api.Signal.Value(signal.Signals(number).name)
+    except ValueError:
+        return api.RUNTIME_DEFAULT
+
+
+def container_item(record: ContainerRecord) -> api.Container:
+    """The ListContainers entry of a container."""
+    return api.Container(
+        id=record.id, pod_sandbox_id=record.sandbox_id, metadata=_metadata(record),
+        image=api.ImageSpec(image=record.image), image_ref=record.image_ref, image_id=record.image_id,
+        state=record.state, created_at=record.created_at, labels=record.labels, annotations=record.annotations,
+    )
+
+
+def container_status(record: ContainerRecord) -> api.ContainerStatus:
+    """The ContainerStatus of a container: what was asked for, echoed exactly, and what happened since."""
+    status = api.ContainerStatus(
+        id=record.id, metadata=_metadata(record), state=record.state, created_at=record.created_at,
+        started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
+        image=api.ImageSpec(image=record.image), image_ref=record.image_ref, image_id=record.image_id,
+        reason=record.reason, message=record.message, labels=record.labels, annotations=record.annotations,
+        mounts=[json_format.ParseDict(m, api.Mount()) for m in record.mounts], log_path=record.log_path,
+        stop_signal=_stop_signal(record.stop_signal),
+    )
+    json_format.ParseDict(record.resources, status.resources.linux)
+    user = record.user
+    if user:
+        status.user.linux.CopyFrom(api.LinuxContainerUser(uid=user["uid"], gid=user["gid"],
+                                                          supplemental_groups=user["supplemental_groups"]))
+    return status

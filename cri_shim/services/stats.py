@@ -1,0 +1,143 @@
+"""ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats from cgroups and /proc.
+
+CPU usage in nano cores is a rate: each container's previous sample is kept in memory and
+the rate is taken between two calls (kubelet polls every few seconds), as cAdvisor does. A
+pod's CPU and memory come from its own cgroup when it has one (kubelet always gives one);
+a pod on the runtime's shared default parent reports the sum of its containers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups import stats
+from cri_shim.cgroups.paths import parent_path
+from cri_shim.image.usage import mountpoint_of
+from cri_shim.runtime.manager import ContainerManager
+from cri_shim.sandbox import Sandbox, SandboxManager
+from cri_shim.store.records import CONTAINER_RUNNING, ContainerRecord
+
+PROC = Path("/proc")
+
+
+class StatsService:
+    """Thin handlers; the counters are read at call time, never cached beyond the CPU rate."""
+
+    def __init__(self, containers: ContainerManager, sandboxes: SandboxManager) -> None:
+        self.containers = containers
+        self.sandboxes = sandboxes
+        # (timestamp, cumulative cpu ns) of the last sample, by container or pod id.
+        self._cpu: dict[str, tuple[int, int]] = {}
+
+    async def ContainerStats(self, request: api.ContainerStatsRequest, context: Any) -> api.ContainerStatsResponse:
+        record = self.containers.get(request.container_id)
+        return api.ContainerStatsResponse(stats=await self._container(record))
+
+    async def ListContainerStats(self, request: api.ListContainerStatsRequest, context: Any) -> api.ListContainerStatsResponse:
+        f = request.filter
+        # No id: the running containers, as containerd lists them (kubelet's summary).
+        records = self.containers.select(f.id, f.pod_sandbox_id, dict(f.label_selector), None if f.id else CONTAINER_RUNNING)
+        return api.ListContainerStatsResponse(stats=[await self._container(r) for r in records])
+
+    async def PodSandboxStats(self, request: api.PodSandboxStatsRequest, context: Any) -> api.PodSandboxStatsResponse:
+        return api.PodSandboxStatsResponse(stats=await self._pod(self.sandboxes.get(request.pod_sandbox_id)))
+
+    async def ListPodSandboxStats(self, request: api.ListPodSandboxStatsRequest,
+                                  context: Any) -> api.ListPodSandboxStatsResponse:
+        f = request.filter if request.HasField("filter") else None
+        if f is not None and f.id:
+            found = self.sandboxes.find(f.id)
+            pods = [found] if found is not None else []
+        else:
+            pods = self.sandboxes.list()
+        if f is not None:
+            pods = [sb for sb in pods if all(sb.config.labels.get(k) == v for k, v in f.label_selector.items())]
+        return api.ListPodSandboxStatsResponse(stats=[await self._pod(sb) for sb in pods if sb.state == api.SANDBOX_READY])
+
+    async def _container(self, record: ContainerRecord) -> api.ContainerStats:
+        out = api.ContainerStats(attributes=api.ContainerAttributes(
+            id=record.id, metadata=api.ContainerMetadata(name=record.metadata_name, attempt=record.attempt),
+            labels=record.labels, annotations=record.annotations,
+        ))
+        counters = stats.read(record.cgroups_path) if record.state == CONTAINER_RUNNING else None
+        if counters is not None:
+            self._fill(out.cpu, out.memory, record.id, counters)
+        layer = self.containers.writable_layer(record.id)
+        used, inodes = await self.containers.rootfs.writable_usage(layer)
+        out.writable_layer.timestamp = time.time_ns()
+        out.writable_layer.fs_id.mountpoint = mountpoint_of(layer.parent)
+        out.writable_layer.used_bytes.value = used
+        out.writable_layer.inodes_used.value = inodes
+        return out
+
+    async def _pod(self, sb: Sandbox) -> api.PodSandboxStats:
+        out = api.PodSandboxStats(attributes=api.PodSandboxAttributes(
+            id=sb.id, metadata=sb.metadata, labels=sb.config.labels, annotations=sb.config.annotations,
+        ))
+        linux = out.linux
+        records = [r for r in self.containers.of_sandbox(sb.id) if r.created_at]
+        for record in records:
+            if self.containers.runtime.refresh(record).state == CONTAINER_RUNNING:
+                linux.containers.append(await self._container(record))
+        counters = stats.read(parent_path(sb.cgroup_driver, sb.cgroup_parent)) if sb.config.linux.cgroup_parent else None
+        if counters is not None:
+            self._fill(linux.cpu, linux.memory, sb.id, counters)
+        elif linux.containers:
+            _sum(linux, list(linux.containers))
+        pids = [r.pid for r in records if r.pid and r.state == CONTAINER_RUNNING] + ([sb.infra.pid] if sb.infra else [])
+        now = time.time_ns()
+        linux.process.timestamp = now
+        linux.process.process_count.value = len(pids)
+        if not sb.host_network and pids:
+            _network(linux.network, pids[0], now)
+        return out
+
+    def _fill(self, cpu: api.CpuUsage, memory: api.MemoryUsage, key: str, c: stats.CgroupStats) -> None:
+        cpu.timestamp = c.timestamp
+        cpu.usage_core_nano_seconds.value = c.cpu_usage_ns
+        previous = self._cpu.get(key)
+        self._cpu[key] = (c.timestamp, c.cpu_usage_ns)
+        if previous is not None and c.timestamp > previous[0]:
+            cpu.usage_nano_cores.value = max(0, (c.cpu_usage_ns - previous[1]) * 10**9 // (c.timestamp - previous[0]))
+        else:
+            cpu.usage_nano_cores.value = 0
+        memory.timestamp = c.timestamp
+        memory.working_set_bytes.value = c.memory_working_set_bytes
+        memory.usage_bytes.value = c.memory_usage_bytes
+        memory.rss_bytes.value = c.memory_rss_bytes
+        memory.page_faults.value = c.page_faults
+        memory.major_page_faults.value = c.major_page_faults
+        if c.memory_available_bytes is not None:
+            memory.available_bytes.value = c.memory_available_bytes
+
+
+def _sum(linux: api.LinuxPodSandboxStats, containers: list[api.ContainerStats]) -> None:
+    """A pod's CPU and memory as the sum of its containers' (a pod without a cgroup of its own)."""
+    linux.cpu.timestamp = linux.memory.timestamp = max(c.cpu.timestamp for c in containers)
+    for name in ("usage_core_nano_seconds", "usage_nano_cores"):
+        getattr(linux.cpu, name).value = sum(getattr(c.cpu, name).value for c in containers)
+    for name in ("working_set_bytes", "usage_bytes", "rss_bytes", "page_faults", "major_page_faults"):
+        getattr(linux.memory, name).value = sum(getattr(c.memory, name).value for c in containers)
+
+
+def _network(network: api.NetworkUsage, pid: int, now: int) -> None:
+    """Interface counters of the pod's network namespace, read through a process inside it."""
+    try:
+        lines = (PROC / str(pid) / "net" / "dev").read_text().splitlines()[2:]
+    except OSError:
+        return
+    network.timestamp = now
+    for line in lines:
+        name, _, counters = line.partition(":")
+        name, values = name.strip(), counters.split()
+        if name == "lo" or len(values) < 11:
+            continue
+        usage = api.NetworkInterfaceUsage(name=name)
+        usage.rx_bytes.value, usage.rx_errors.value = int(values[0]), int(values[2])
+        usage.tx_bytes.value, usage.tx_errors.value = int(values[8]), int(values[10])
+        network.interfaces.append(usage)
+        if name == "eth0" or not network.HasField("default_interface"):
+            network.default_interface.CopyFrom(usage)
