@@ -5,9 +5,9 @@ Run through scripts/bench (it installs containerd and enters the private namespa
 
 A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
 three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
-static catatonit in its pause mode). Each runtime is then started on private dirs, driven with the
-same client code over gRPC, measured, emptied and stopped, one after the other so that neither
-competes with the other for the two cores:
+static catatonit in its pause mode). Both runtimes are started on private dirs and driven with the
+same client code over gRPC, taking turns (never both at once), so that whatever else the machine
+is doing weighs on both alike; then emptied and stopped. Measured for each:
 
 - PullImage of the three-layer image absent (cold; RemoveImage before each) and present (warm);
 - pod start: RunPodSandbox + CreateContainer + StartContainer, the image cached, one at a time
@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -49,10 +49,13 @@ from tests.support.leftovers import infra_processes, release_leftovers
 from tests.support.registry import Registry
 
 PAUSE_BINARY = Path("/usr/bin/catatonit")  # static; `catatonit -P` is a pause process
-CONTAINER_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]  # honours SIGTERM at once
+# Honours SIGTERM at once, and says so in its log (PID 1 of its PID namespace ignores signals it has no handler for).
+CONTAINER_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 86400 & wait"]
+READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10
 START_RPCS = ("RunPodSandbox", "CreateContainer", "StartContainer")
 SETTLE_SECONDS = 3.0  # after the last start, before memory is read
+PARALLEL_ROUND = 3  # concurrent pods go in turns of this many times the concurrency
 T = TypeVar("T")
 
 
@@ -153,13 +156,16 @@ def containerd_runtime(images: Images, registry: Registry) -> Iterator[Runtime]:
         c.stop()
 
 
-def serves_containers(cri: Cri) -> bool:
+def serves_containers(runtime: Runtime) -> bool:
+    cri = Cri(runtime.endpoint)
     try:
         cri.runtime.ListContainers(api.ListContainersRequest())
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             return False
         raise
+    finally:
+        cri.close()
     return True
 
 
@@ -168,6 +174,10 @@ class Laps:
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def skip(self) -> None:
+        """Leaves the time since the last call out of every lap."""
         self._last = time.perf_counter()
 
     def __call__(self, rpc: str, answer: T) -> T:
@@ -183,6 +193,7 @@ class Pod:
     laps: Laps
     sandbox_id: str = ""
     container_id: str = ""
+    log: Path | None = None
 
 
 class Workload:
@@ -217,7 +228,7 @@ class Workload:
                                         command=CONTAINER_COMMAND, log_path="app.log")
         container.linux.security_context.namespace_options.pid = api.CONTAINER
         rt = self.cri.runtime
-        pod = Pod(Laps())
+        pod = Pod(Laps(), log=Path(config.log_directory) / container.log_path)
         pod.sandbox_id = pod.laps("RunPodSandbox", rt.RunPodSandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
         if self.containers:
             pod.container_id = pod.laps("CreateContainer", rt.CreateContainer(api.CreateContainerRequest(
@@ -229,11 +240,23 @@ class Workload:
         """As kubelet tears a pod down: the container stopped (SIGTERM) and removed, then the sandbox."""
         rt = self.cri.runtime
         if pod.container_id:
+            self.wait_ready(pod)
             pod.laps("StopContainer", rt.StopContainer(api.StopContainerRequest(container_id=pod.container_id,
                                                                                 timeout=STOP_TIMEOUT)))
             pod.laps("RemoveContainer", rt.RemoveContainer(api.RemoveContainerRequest(container_id=pod.container_id)))
         pod.laps("StopPodSandbox", rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.sandbox_id)))
         pod.laps("RemovePodSandbox", rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.sandbox_id)))
+
+    def wait_ready(self, pod: Pod) -> None:
+        """Until the container's log says it handles SIGTERM, as kubelet stops what it saw ready: so
+        StopContainer measures a graceful stop, not the timeout of a shell still starting. Not timed."""
+        assert pod.log is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not (pod.log.exists() and b"ready" in pod.log.read_bytes()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pod.log}: no 'ready' after {READY_TIMEOUT}s")
+            time.sleep(0.005)
+        pod.laps.skip()
 
     def cycle(self, name: str) -> dict[str, float]:
         """One pod started and torn down: ms by RPC."""
@@ -276,7 +299,7 @@ class Results:
     warm_pull: list[float] = field(default_factory=list)
     serial: list[dict[str, float]] = field(default_factory=list)  # ms by RPC, one dict a pod
     parallel: list[dict[str, float]] = field(default_factory=list)
-    pods_per_second: float = 0.0
+    parallel_seconds: float = 0.0  # wall time of the concurrent rounds
     rss_started: Memory = field(default_factory=Memory)
     rss_idle: Memory = field(default_factory=Memory)
     rss_loaded: Memory = field(default_factory=Memory)
@@ -290,35 +313,66 @@ def timed(call: Callable[[], object]) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def measure(runtime: Runtime, images: Images, args: argparse.Namespace, containers: bool) -> Results:
-    """The whole workload against one running runtime; every pod it made is gone when it returns."""
-    r = Results(rss_started=memory_of([runtime.procs.daemon()]))
+@dataclass
+class Side:
+    """One runtime under the workload: its client, its pods and what was measured."""
+
+    runtime: Runtime
+    cri: Cri
+    work: Workload
+    results: Results
+
+
+@contextmanager
+def side(runtime: Runtime, pod_image: str, containers: bool) -> Iterator[Side]:
+    """A client on a just started runtime; on the way out, whatever pods remain are removed."""
     cri = Cri(runtime.endpoint)
-    work = Workload(cri, runtime, images.pod, containers)
+    s = Side(runtime, cri, Workload(cri, runtime, pod_image, containers), Results(rss_started=memory_of([runtime.procs.daemon()])))
     try:
-        pull = api.PullImageRequest(image=api.ImageSpec(image=images.pull))
-        for _ in range(args.pulls):
-            cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=images.pull)))
-            r.cold_pull.append(timed(lambda: cri.image.PullImage(pull)))
-        r.warm_pull = [timed(lambda: cri.image.PullImage(pull)) for _ in range(args.pulls)]
-        cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=images.pod)))
-        work.cycle("warmup")
-        r.serial = [work.cycle(f"serial-{i}") for i in range(args.iterations)]
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            t = time.perf_counter()
-            r.parallel = list(pool.map(work.cycle, [f"parallel-{i}" for i in range(args.parallel_pods)]))
-            r.pods_per_second = args.parallel_pods / (time.perf_counter() - t)
-            r.rss_idle = memory_of([runtime.procs.daemon()])
-            pods = list(pool.map(work.start, [f"mem-{i}" for i in range(args.containers)]))
-            time.sleep(SETTLE_SECONDS)
-            r.rss_loaded = memory_of([runtime.procs.daemon()])
-            r.monitors = memory_of(runtime.procs.monitors())
-            r.holders = memory_of(runtime.procs.holders())
-            list(pool.map(work.stop, pods))
+        yield s
     finally:
-        work.remove_everything()
+        s.work.remove_everything()
         cri.close()
-    return r
+
+
+def measure(sides: list[Side], images: Images, args: argparse.Namespace) -> None:
+    """The workload against every runtime, taking turns (pull by pull, pod by pod, round by round of
+    concurrent pods), so that whatever else the machine is doing weighs on all of them alike."""
+    pull = api.PullImageRequest(image=api.ImageSpec(image=images.pull))
+    print(f"pulls: {args.pulls} cold, {args.pulls} warm", flush=True)
+    for _ in range(args.pulls):
+        for s in sides:
+            s.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=images.pull)))
+            s.results.cold_pull.append(timed(lambda: s.cri.image.PullImage(pull)))
+    for _ in range(args.pulls):
+        for s in sides:
+            s.results.warm_pull.append(timed(lambda: s.cri.image.PullImage(pull)))
+    for s in sides:
+        s.cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=images.pod)))
+        s.work.cycle("warmup")
+    print(f"pods one at a time: {args.iterations}", flush=True)
+    for i in range(args.iterations):
+        for s in sides:
+            s.results.serial.append(s.work.cycle(f"serial-{i}"))
+    print(f"pods {args.concurrency} at a time: {args.parallel_pods}", flush=True)
+    names = [f"parallel-{i}" for i in range(args.parallel_pods)]
+    per_round = PARALLEL_ROUND * args.concurrency
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        for first in range(0, len(names), per_round):
+            for s in sides:
+                t = time.perf_counter()
+                s.results.parallel += pool.map(s.work.cycle, names[first:first + per_round])
+                s.results.parallel_seconds += time.perf_counter() - t
+        for s in sides:  # one runtime at a time: the other one idles meanwhile
+            print(f"memory: {s.runtime.name} with {args.containers}", flush=True)
+            r = s.results
+            r.rss_idle = memory_of([s.runtime.procs.daemon()])
+            pods = list(pool.map(s.work.start, [f"mem-{i}" for i in range(args.containers)]))
+            time.sleep(SETTLE_SECONDS)
+            r.rss_loaded = memory_of([s.runtime.procs.daemon()])
+            r.monitors = memory_of(s.runtime.procs.monitors())
+            r.holders = memory_of(s.runtime.procs.holders())
+            list(pool.map(s.work.stop, pods))
 
 
 def starts(pods: list[dict[str, float]]) -> list[float]:
@@ -358,7 +412,8 @@ def report(ours: Results, theirs: Results, args: argparse.Namespace, containers:
     for rpc in ours.serial[0]:
         rows.append((f"  {rpc}, concurrency 1, p50 ms", p50([laps[rpc] for laps in ours.serial]),
                      p50([laps[rpc] for laps in theirs.serial]), "lower"))
-    rows.append((f"pods per second (full cycles, concurrency {c})", ours.pods_per_second, theirs.pods_per_second, "higher"))
+    rows.append((f"pods per second (full cycles, concurrency {c})", len(ours.parallel) / ours.parallel_seconds,
+                 len(theirs.parallel) / theirs.parallel_seconds, "higher"))
     mb = 1024.0
     rows += [
         ("daemon RSS just started, MB", ours.rss_started.rss / mb, theirs.rss_started.rss / mb, "lower"),
@@ -404,21 +459,18 @@ def main() -> None:
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        with Registry() as registry:
+        with ExitStack() as stack:  # unwinds: pods removed, containerd, cri-shim, registry stopped
+            registry = stack.enter_context(Registry())
             images = publish_images(registry, workdir)
-            with cri_shim_runtime(registry) as runtime:
-                probe = Cri(runtime.endpoint)
-                containers = serves_containers(probe)
-                probe.close()
-                print(f"cri-shim: {'measuring' if containers else 'measuring (sandbox-only workload)'} ...", flush=True)
-                ours = measure(runtime, images, args, containers)
-            print("containerd: measuring ...", flush=True)
-            with containerd_runtime(images, registry) as runtime:
-                theirs = measure(runtime, images, args, containers)
+            ours = stack.enter_context(cri_shim_runtime(registry))
+            containers = serves_containers(ours)
+            theirs = stack.enter_context(containerd_runtime(images, registry))
+            sides = [stack.enter_context(side(rt, images.pod, containers)) for rt in (ours, theirs)]
+            measure(sides, images, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI bridge+portmap+firewall")
-    report(ours, theirs, args, containers)
+    report(sides[0].results, sides[1].results, args, containers)
 
 
 if __name__ == "__main__":
