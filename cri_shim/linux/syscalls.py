@@ -1,4 +1,4 @@
-"""ctypes wrappers for unshare, setns-free namespace pinning, mount/umount and sethostname.
+"""ctypes wrappers for unshare, setns, mount/umount and sethostname.
 
 Every wrapper raises OSError with the errno and the call's arguments, so a failure says what
 was attempted. They act on the calling thread where the kernel makes the state per-thread
@@ -30,6 +30,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
 
@@ -42,6 +43,12 @@ def _check(result: int, what: str) -> None:
 def unshare(flags: int) -> None:
     """Moves the calling thread into new namespaces of the given CLONE_NEW* kinds."""
     _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Moves the calling thread into the namespace that fd (an open ns file or pin) refers to;
+    nstype (a CLONE_NEW* flag) makes the kernel refuse a namespace of another kind."""
+    _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

@@ -1,9 +1,9 @@
 """Making a pod's namespaces on a dedicated thread: pins, hostname, sysctls, lo, and the PID-namespace holder.
 
-Namespaces belong to threads. A fresh threading.Thread (never one from a pool) unshares the
-pod's net, ipc and uts namespaces, bind-mounts /proc/thread-self/ns/<kind> onto the pin files,
-sets the hostname and the pod's sysctls (/proc/sys resolves against the calling thread's
-namespaces), brings lo up through a socket made in the new network namespace, and exits, so
+Namespaces belong to threads. A fresh thread (never one from a pool: cri_shim.linux.threads)
+unshares the pod's net, ipc and uts namespaces, bind-mounts /proc/thread-self/ns/<kind> onto the
+pin files, sets the hostname and the pod's sysctls (/proc/sys resolves against the calling
+thread's namespaces), brings lo up through a socket made in the new network namespace, and exits, so
 the namespaces live on only through the pins. That costs about 2 ms; running util-linux
 `unshare --net=F ...` plus a shell for the rest costs about 6 ms.
 
@@ -17,17 +17,15 @@ grace period (10-20 ms here), which can overlap CNI ADD.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import socket
 import struct
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cri_shim.linux import syscalls
+from cri_shim.linux import syscalls, threads
 from cri_shim.sandbox.sysctl import Sysctl
 
 _FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
@@ -120,28 +118,12 @@ async def make(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
     """Makes the namespaces of spec; the infra process when one was asked for.
 
     If the caller is cancelled, this still waits for the thread to finish, so that a rollback
-    that follows sees everything the thread made.
+    that follows sees everything the thread made (an infra process already spawned is killed).
     """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[subprocess.Popen[bytes] | None] = loop.create_future()
+    return await threads.on_new_thread(lambda: _in_thread(spec), "pod-namespaces", _kill_infra)
 
-    def run() -> None:
-        try:
-            result = _in_thread(spec)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            loop.call_soon_threadsafe(done.set_exception, exc)
-        else:
-            loop.call_soon_threadsafe(done.set_result, result)
 
-    threading.Thread(target=run, name="pod-namespaces", daemon=True).start()
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await asyncio.wait([done])
-        if not done.cancelled() and done.exception() is None and done.result() is not None:
-            proc = done.result()
-            assert proc is not None
-            proc.kill()
-            proc.wait()
-        raise
-
+def _kill_infra(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.kill()
+        proc.wait()
