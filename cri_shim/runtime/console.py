@@ -15,6 +15,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from cri_shim.runtime import fdwait
+
 
 class ConsoleSocket:
     """A one-shot listening socket that receives one pty master fd."""
@@ -34,7 +36,7 @@ class ConsoleSocket:
         fds = array.array("i")
         with conn:
             while not fds:
-                await _readable(loop, conn.fileno())
+                await fdwait.readable(conn.fileno())
                 msg, anc, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
                 for level, kind, data in anc:
                     if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -49,12 +51,3 @@ class ConsoleSocket:
         self._sock.close()
         self.path.unlink(missing_ok=True)
         self._dir.rmdir()
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)

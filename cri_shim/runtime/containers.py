@@ -288,17 +288,21 @@ class ContainerRuntime:
                 await self._kill(record)
             await self.discard(record)
 
-    async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
+    def running(self, container_id: str) -> ContainerRecord:
+        """The refreshed record of a running container, for calls that need its processes:
+        NotFound for unknown ids, FailedPrecondition when it is not running."""
         record = self.get(container_id)
         if record.state != CONTAINER_RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running")
+        return record
+
+    async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
+        record = self.running(container_id)
         return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout)
 
     async def reopen_log(self, container_id: str) -> None:
         """Synchronous log reopen: returns once the new file exists (errors if not running)."""
-        record = self.get(container_id)
-        if record.state != CONTAINER_RUNNING:
-            raise FailedPrecondition(f"container {record.id} is not running")
+        record = self.running(container_id)
         if record.log_path:
             await self.monitor.reopen_log(Path(record.bundle), Path(record.log_path), REOPEN_TIMEOUT)
 
@@ -314,9 +318,7 @@ class ContainerRuntime:
 
     def pid_namespace(self, container_id: str) -> str:
         """The PID namespace of a running container, for another container's TARGET mode."""
-        record = self.get(container_id)
-        if record.state != CONTAINER_RUNNING:
-            raise FailedPrecondition(f"container {record.id} is not running")
+        record = self.running(container_id)
         return f"/proc/{record.pid}/ns/pid"
 
     def stats(self, container_id: str) -> stats.CgroupStats | None:

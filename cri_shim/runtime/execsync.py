@@ -6,15 +6,20 @@ with SIGKILL; runc, its parent, reaps it and exits, so nothing is left behind in
 container (critest checks `pgrep sleep` afterwards), and the caller gets DeadlineExceeded.
 stdout and stderr are read separately and each capped at 16 MiB (the gRPC message limit);
 output beyond the cap is drained and dropped so the process never blocks on a full pipe.
+
+The process files, the kill and the reading of runc's outcome are shared with streaming exec
+(cri_shim.runtime.execstream), which runs the same `runc exec` wired to a client instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +69,26 @@ def write_process(bundle: Path, argv: list[str], tty: bool = False) -> tuple[Pat
     return process_file, bundle / f"{name}.pid"
 
 
-async def _kill_exec(pid_file: Path, runc_proc: asyncio.subprocess.Process) -> None:
+@contextlib.contextmanager
+def process_files(bundle: Path, argv: list[str], tty: bool = False) -> Iterator[tuple[Path, Path]]:
+    """write_process's files for the length of one exec, removed afterwards."""
+    process_file, pid_file = write_process(bundle, argv, tty)
+    try:
+        yield process_file, pid_file
+    finally:
+        process_file.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
+
+
+def outcome(pid_file: Path, returncode: int, runc_stderr: bytes) -> int:
+    """The exec'd process's exit code from runc's (which passes it on, 128+signal for a process
+    killed by one); Internal when runc failed before the process existed (no pid file)."""
+    if not pid_file.exists():
+        raise Internal(f"runc exec failed: {runc_stderr.decode(errors='replace').strip()}")
+    return 128 - returncode if returncode < 0 else returncode
+
+
+async def kill_exec(pid_file: Path, runc_proc: asyncio.subprocess.Process) -> None:
     """SIGKILL the exec'd process (found through its pid file), then make sure runc exits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PID_FILE_WAIT
@@ -90,8 +114,7 @@ async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str]
     """Runs argv in the container; timeout None or 0 waits for ever."""
     if not argv:
         raise Internal("exec needs a command")
-    process_file, pid_file = write_process(bundle, argv)
-    try:
+    with process_files(bundle, argv) as (process_file, pid_file):
         proc = await asyncio.create_subprocess_exec(
             *runc.exec_command(container_id, process_file, pid_file),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -99,24 +122,18 @@ async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str]
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.ensure_future(_read_capped(s, MAX_OUTPUT)) for s in (proc.stdout, proc.stderr)]
         try:
-            await asyncio.wait_for(proc.wait(), timeout or None)
+            returncode = await asyncio.wait_for(proc.wait(), timeout or None)
         except TimeoutError:
-            await _kill_exec(pid_file, proc)
+            await kill_exec(pid_file, proc)
             for r in readers:
                 r.cancel()
             raise DeadlineExceeded(f"command {argv!r} timed out after {timeout}s") from None
         except asyncio.CancelledError:
-            await _kill_exec(pid_file, proc)
+            await kill_exec(pid_file, proc)
             raise
         done, pending = await asyncio.wait(readers, timeout=DRAIN_GRACE)
         for r in pending:
             r.cancel()
         out = readers[0].result() if readers[0] in done else b""
         err = readers[1].result() if readers[1] in done else b""
-        if not pid_file.exists():
-            # runc failed before the process existed: that is an error, not an exit code.
-            raise Internal(f"runc exec failed: {err.decode(errors='replace').strip()}")
-        return ExecResult(stdout=out, stderr=err, exit_code=proc.returncode or 0)
-    finally:
-        process_file.unlink(missing_ok=True)
-        pid_file.unlink(missing_ok=True)
+        return ExecResult(stdout=out, stderr=err, exit_code=outcome(pid_file, returncode, err))
