@@ -35,6 +35,18 @@ SUN_PATH_MAX = 107
 ATTACH = "attach"
 REOPEN_LOG = b"2 0 0\n"
 
+# The attach socket (conmon 2.1.6, src/ctr_stdio.c and src/conn_sock.c). Every message conmon
+# sends is one read of the container's output behind a byte naming its stream (conmon's
+# stdpipe_t: 2 stdout, 3 stderr; a terminal's output is all stdout), at most 8192+1 bytes; it
+# sends only what arrives while the client is connected. What a client sends is written to the
+# container's stdin as is, read 32 KiB per message (the rest of a longer one is lost). When a
+# client shuts down its write side or hangs up, conmon closes the container's stdin unless it
+# runs with --leave-stdin-open (stdin_once false). When the container exits, conmon writes out
+# the rest of its output and closes every attach connection.
+ATTACH_STDOUT, ATTACH_STDERR = 2, 3
+ATTACH_MESSAGE_MAX = 8192 + 1
+ATTACH_INPUT_MAX = 32 * 1024
+
 
 async def version(binary: str) -> tuple[int, int, int]:
     """conmon's version, from `conmon --version`."""

@@ -1,0 +1,160 @@
+"""Streaming exec: `runc exec` of a command in a running container, wired to a client.
+
+The process is the one ExecSync runs (execsync.process_files: the container's user, env, cwd
+and capabilities), and runc runs in the foreground, as for ExecSync, so it stays the process's
+parent and exits with its status. Without a terminal the process gets pipes: stdin if the
+client sends it (its EOF closes the pipe), stdout if asked for, and stderr always, since
+runc's own errors come there too. With a terminal runc relays between a host pty (ptyio) and
+the container's; the client's stdin EOF becomes ^D and each resize is applied to the host pty
+and signalled to runc, which copies it into the container's terminal.
+
+When the client leaves first, the process is killed through runc's pid file (execsync.kill_exec);
+nobody would see the rest of its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cri_shim.runtime import execsync, ptyio
+from cri_shim.streaming.backend import InputStream, OutputStream, StreamIO
+from cri_shim.streaming.terminal import set_window_size
+
+CHUNK = 65536
+# How much of runc's stderr is kept for the error message when it cannot start the process.
+ERROR_TAIL = 4096
+
+
+class _Pump:
+    """Copies one output of the exec to the client until it ends. After the client stops
+    receiving it keeps reading (and dropping), so the process never blocks on a full pipe or
+    terminal. `keep` gets the last ERROR_TAIL bytes (runc's error message, on stderr)."""
+
+    def __init__(self, read: Callable[[], Awaitable[bytes]], sink: OutputStream | None, keep: bytearray | None = None) -> None:
+        self._read = read
+        self._sink = sink
+        self._keep = keep
+        self.chunks = 0
+        self.waiting = False  # blocked on the source, not on the client
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.waiting = True
+            chunk = await self._read()
+            self.waiting = False
+            if not chunk:
+                return
+            self.chunks += 1
+            if self._keep is not None:
+                self._keep += chunk
+                del self._keep[:-ERROR_TAIL]
+            if self._sink is not None:
+                try:
+                    await self._sink.write(chunk)
+                except ConnectionError:
+                    self._sink = None
+
+
+async def _drain(pumps: list[_Pump], left: asyncio.Event) -> None:
+    """Once the process has exited: waits for the rest of its output, to the end, or until every
+    output still open has had nothing to read for DRAIN_GRACE (a background child holds it), or
+    until the client has left. A slow client is waited for: the output is delivered whole."""
+    while (pending := [p for p in pumps if not p.task.done()]) and not left.is_set():
+        seen = [p.chunks for p in pending]
+        await asyncio.wait([p.task for p in pending], timeout=execsync.DRAIN_GRACE)
+        if all(p.task.done() or (p.waiting and p.chunks == n) for p, n in zip(pending, seen)):
+            return
+
+
+async def _supervise(proc: asyncio.subprocess.Process, pid_file: Path, io: StreamIO, pumps: list[_Pump],
+                     helpers: list[asyncio.Task], runc_stderr: bytearray) -> int:
+    """Waits for the process to exit, killing it if the client leaves first; then for the rest
+    of its output. Its exit code; whatever ends this early (an error, cancellation) kills it."""
+    exited = asyncio.create_task(proc.wait())
+    left = asyncio.create_task(io.disconnected.wait())
+    tasks = [exited, left, *helpers, *(p.task for p in pumps)]
+    try:
+        await asyncio.wait([exited, left], return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            await execsync.kill_exec(pid_file, proc)
+        await _drain(pumps, io.disconnected)
+        assert proc.returncode is not None
+        return execsync.outcome(pid_file, proc.returncode, bytes(runc_stderr))
+    finally:
+        if proc.returncode is None:
+            await execsync.kill_exec(pid_file, proc)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _feed_pipe(stdin: InputStream, pipe: asyncio.StreamWriter) -> None:
+    try:
+        while data := await stdin.read(CHUNK):
+            pipe.write(data)
+            await pipe.drain()
+    except ConnectionError:
+        pass  # the process closed its stdin (or exited)
+    finally:
+        pipe.close()
+
+
+async def _feed_tty(stdin: InputStream, master: ptyio.PtyMaster) -> None:
+    with contextlib.suppress(OSError):  # the terminal is gone: so is the process
+        while data := await stdin.read(CHUNK):
+            await master.write(data)
+        await master.write(ptyio.EOT)
+
+
+async def _resize(io: StreamIO, master: ptyio.PtyMaster, runc: asyncio.subprocess.Process) -> None:
+    async for size in io.resizes():
+        set_window_size(master.fd, size)
+        with contextlib.suppress(ProcessLookupError):  # already exited
+            runc.send_signal(signal.SIGWINCH)
+
+
+async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO) -> int:
+    pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=pipe if io.stdin else devnull, stdout=pipe if io.stdout else devnull, stderr=pipe,
+    )
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stderr is not None
+    runc_stderr = bytearray()
+    pumps = [_Pump(lambda: stderr.read(CHUNK), io.stderr, runc_stderr)]
+    if stdout is not None:
+        pumps.append(_Pump(lambda: stdout.read(CHUNK), io.stdout))
+    helpers = [asyncio.create_task(_feed_pipe(io.stdin, proc.stdin))] if io.stdin and proc.stdin else []
+    return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr)
+
+
+async def _with_terminal(argv: list[str], pid_file: Path, io: StreamIO) -> int:
+    master_fd, slave = ptyio.host_pair()
+    master = ptyio.PtyMaster(master_fd)
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=asyncio.subprocess.PIPE)
+        finally:
+            os.close(slave)  # runc holds it now; the master reads EIO once runc is gone
+        stderr = proc.stderr
+        assert stderr is not None
+        runc_stderr = bytearray()
+        pumps = [_Pump(master.read, io.stdout), _Pump(lambda: stderr.read(CHUNK), None, runc_stderr)]
+        helpers = [asyncio.create_task(_resize(io, master, proc))]
+        if io.stdin is not None:
+            helpers.append(asyncio.create_task(_feed_tty(io.stdin, master)))
+        return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr)
+    finally:
+        master.close()
+
+
+async def run(argv: list[str], pid_file: Path, tty: bool, io: StreamIO) -> int:
+    """Runs a `runc exec` command line (foreground, no console socket) wired to io; the exit
+    code of the process once it has exited and its output has been written."""
+    return await (_with_terminal if tty else _with_pipes)(argv, pid_file, io)

@@ -1,0 +1,133 @@
+"""The streaming server's backends on real containers and pods.
+
+ContainerStreams serves exec (cri_shim.runtime.execstream: `runc exec` wired to the client)
+and attach: a connection to the container's conmon attach socket (framing in conmon.py), so
+any number of attachers share the container's stdio while conmon goes on logging it. Stdin
+EOF shuts down our write side only for a stdin_once container, whose stdin conmon then closes;
+resizes go through conmon's control FIFO.
+
+PodPortForward dials localhost inside the pod's network namespace, with a socket made there
+(cri_shim.linux.netns), so a pod's loopback-only servers are reachable as kubectl expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from cri_shim.errors import FailedPrecondition
+from cri_shim.linux import netns
+from cri_shim.runtime import conmon, execstream, execsync
+from cri_shim.runtime.containers import ContainerRuntime
+from cri_shim.store.records import ContainerRecord
+from cri_shim.streaming.backend import InputStream, StreamIO
+from cri_shim.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
+
+LOCALHOST = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+
+
+class ContainerStreams:
+    """ExecBackend and AttachBackend of a ContainerRuntime. Both raise NotFound for unknown
+    containers and FailedPrecondition for containers that are not running."""
+
+    def __init__(self, runtime: ContainerRuntime) -> None:
+        self.runtime = runtime
+
+    async def exec(self, request: ExecRequest, io: StreamIO) -> int:
+        record = self.runtime.running(request.container_id)
+        runc = self.runtime.runc(record)
+        with execsync.process_files(Path(record.bundle), list(request.cmd), request.tty) as (process_file, pid_file):
+            return await execstream.run(runc.exec_command(record.id, process_file, pid_file), pid_file, request.tty, io)
+
+    async def attach(self, request: AttachRequest, io: StreamIO) -> None:
+        record = self.runtime.running(request.container_id)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, str(self.runtime.monitor.attach_socket(record.id)))
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise FailedPrecondition(f"container {record.id} is not running (its monitor has no attach socket)") from None
+            output = asyncio.create_task(_relay_output(sock, io))
+            left = asyncio.create_task(io.disconnected.wait())
+            tasks = [output, left]
+            if io.stdin is not None:
+                tasks.append(asyncio.create_task(_relay_input(sock, io.stdin, record)))
+            if record.tty:
+                tasks.append(asyncio.create_task(self._resize(io, record)))
+            try:
+                await asyncio.wait([output, left], return_when=asyncio.FIRST_COMPLETED)
+                if output.done():
+                    output.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _resize(self, io: StreamIO, record: ContainerRecord) -> None:
+        with contextlib.suppress(FailedPrecondition):  # the container exited meanwhile
+            async for size in io.resizes():
+                await self.runtime.monitor.resize(Path(record.bundle), size.height, size.width)
+
+
+async def _relay_output(sock: socket.socket, io: StreamIO) -> None:
+    """conmon's messages to the client, until conmon closes the connection (the container
+    exited) or the client stops receiving."""
+    loop = asyncio.get_running_loop()
+    sinks = {conmon.ATTACH_STDOUT: io.stdout, conmon.ATTACH_STDERR: io.stderr}
+    with contextlib.suppress(ConnectionError):
+        while message := await loop.sock_recv(sock, conmon.ATTACH_MESSAGE_MAX):
+            sink = sinks.get(message[0])
+            if sink is not None:
+                await sink.write(message[1:])
+
+
+async def _relay_input(sock: socket.socket, stdin: InputStream, record: ContainerRecord) -> None:
+    """The client's stdin to conmon, in messages conmon reads whole. A container made without
+    stdin has nothing to take it: it is read and dropped, so the client's connection never
+    stalls on it."""
+    if not record.stdin:
+        while await stdin.read():
+            pass
+        return
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ConnectionError):  # conmon closed the connection: the container exited
+        while data := await stdin.read(conmon.ATTACH_INPUT_MAX):
+            await loop.sock_sendall(sock, data)
+        if record.stdin_once:
+            sock.shutdown(socket.SHUT_WR)
+
+
+class PodPortForward:
+    """PortForwardBackend: TCP connections to localhost in a pod's network namespace.
+
+    netns_of(sandbox_id) names the pod's pinned network namespace, None for a pod on the host
+    network (it raises for unknown pods). 127.0.0.1 is tried first, then ::1, as kubelet does."""
+
+    def __init__(self, netns_of: Callable[[str], str | None]) -> None:
+        self.netns_of = netns_of
+
+    async def dial(self, request: PortForwardRequest, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        path = self.netns_of(request.pod_sandbox_id)
+        where = "the host network" if path is None else "the pod's network namespace"
+        socks = await netns.tcp_sockets(path, tuple(LOCALHOST))
+        loop = asyncio.get_running_loop()
+        failures = []
+        try:
+            for sock in socks:
+                host = LOCALHOST[sock.family]
+                try:
+                    await loop.sock_connect(sock, (host, port))
+                except OSError as exc:
+                    failures.append(f"{host}: {os.strerror(exc.errno) if exc.errno else exc}")
+                    continue
+                reader, writer = await asyncio.open_connection(sock=sock)
+                socks.remove(sock)  # the writer owns it now
+                return reader, writer
+            raise OSError(f"cannot connect to localhost:{port} in {where}: {'; '.join(failures) or 'no TCP support'}")
+        finally:
+            for sock in socks:
+                sock.close()
