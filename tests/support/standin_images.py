@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.busybox import DEFAULT_GROUPS, DEFAULT_USERS, make_rootfs
+from tests.support.busybox import DEFAULT_GROUPS, DEFAULT_USERS, PATH_BUSYBOX, make_rootfs
 from tests.support.images import Image, Layer, Pusher, build_image, dir_layer
 from tests.support.registry import Registry
 
@@ -75,7 +75,7 @@ def _web_server(port: int) -> dict[str, object]:
 def _rootfs(workdir: Path, name: str, users: list[tuple[str, int, int, str]] | None = None,
             groups: list[tuple[str, int, list[str]]] | None = None) -> list[Layer]:
     """One layer: the busybox rootfs plus a pgrep script and a web root."""
-    root = make_rootfs(workdir / name, users=users, groups=groups)
+    root = make_rootfs(workdir / name, users=users, groups=groups, busybox=PATH_BUSYBOX)
     extra = {"bin/pgrep": (PGREP, 0o755), "bin/ipcs": (IPCS, 0o755), "usr/sbin/nginx": (NGINX_SCRIPT, 0o755),
              "var/run/.keep": ("", 0o644), "www/index.html": ("<html><body>cri-shim test page</body></html>\n", 0o644)}
     for rel, (text, mode) in extra.items():
