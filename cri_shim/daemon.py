@@ -29,7 +29,8 @@ from cri_shim.services.runtime_info import RuntimeInfoService
 from cri_shim.services.sandbox import SandboxService
 from cri_shim.services.stats import StatsService
 from cri_shim.services.streaming import StreamingService
-from cri_shim.streaming import StreamingServer
+from cri_shim.runtime.streams import ContainerStreams, PodPortForward
+from cri_shim.streaming import Backends, StreamingServer
 
 log = logging.getLogger("cri_shim.daemon")
 
@@ -53,7 +54,10 @@ class Daemon:
         self.puller = Puller(self.images, cfg.images)
         self.rootfs = Rootfs(self.images)
         self.containers = ContainerManager(cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg))
-        self.streaming = StreamingServer(cfg.streaming)
+        streams = ContainerStreams(self.containers.runtime)
+        self.streaming = StreamingServer(cfg.streaming, Backends(
+            exec=streams, attach=streams, portforward=PodPortForward(lambda sid: self.sandboxes.get(sid).namespace_path("net")),
+        ))
 
     def services(self) -> dict[str, list[object]]:
         """The service objects serving each API service, by service name."""
