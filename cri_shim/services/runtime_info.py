@@ -12,6 +12,7 @@ from cri_shim import __version__
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
 from cri_shim.network.conf import NetworkConfError, find_network, missing_plugins
+from cri_shim.runtime.features import HandlerFeatures
 
 if TYPE_CHECKING:
     from cri_shim.daemon import Daemon
@@ -39,12 +40,15 @@ class RuntimeInfoService:
     async def Status(self, request: api.StatusRequest, context: Any) -> api.StatusResponse:
         cfg = self.daemon.cfg
         conditions = [self._runtime_condition(), self._network_condition()]
-        handlers = [api.RuntimeHandler(name="", features=_handler_features())]
-        handlers += [api.RuntimeHandler(name=name, features=_handler_features()) for name in cfg.runtime.handlers]
+        offered = self.daemon.handler_features
+        names = {"": cfg.runtime.default_handler, **{name: name for name in cfg.runtime.handlers}}
+        handlers = [api.RuntimeHandler(name=name, features=_handler_features(offered.get(handler, HandlerFeatures())))
+                    for name, handler in names.items()]
         response = api.StatusResponse(
             status=api.RuntimeStatus(conditions=conditions),
             runtime_handlers=handlers,
-            features=api.RuntimeFeatures(supplemental_groups_policy=False, user_namespaces_host_network=False),
+            # Supplemental groups are resolved from the image's /etc/group by the runtime itself (Strict: none).
+            features=api.RuntimeFeatures(supplemental_groups_policy=True, user_namespaces_host_network=False),
         )
         if request.verbose:
             response.info["config"] = json.dumps(
@@ -93,6 +97,6 @@ class RuntimeInfoService:
         return api.RuntimeCondition(type="NetworkReady", status=True)
 
 
-def _handler_features() -> api.RuntimeHandlerFeatures:
-    # runc 1.1 has no recursive read-only mounts; user namespaces are not offered yet.
-    return api.RuntimeHandlerFeatures(recursive_read_only_mounts=False, user_namespaces=False)
+def _handler_features(offered: HandlerFeatures) -> api.RuntimeHandlerFeatures:
+    # User namespaces are not offered yet.
+    return api.RuntimeHandlerFeatures(recursive_read_only_mounts=offered.recursive_read_only_mounts, user_namespaces=False)
