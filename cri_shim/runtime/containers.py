@@ -175,9 +175,16 @@ class ContainerRuntime:
                 log.warning("killing the monitor of an unfinished create", extra={"container": record.id, "pid": monitor[0]})
                 await proc.kill_tree(*monitor)
                 await self.runc(record).delete(record.id)
-        shutil.rmtree(record.bundle, ignore_errors=True)
-        self.monitor.exits.forget(record.id)
+        self.drop_files(record.id, Path(record.bundle))
         self.store.delete(record.id)
+
+    def drop_files(self, container_id: str, bundle: Path) -> None:
+        """Removes the files a container had outside its record: the bundle, the exit file, and
+        the attach socket's directory, which conmon makes a symlink to the bundle and leaves
+        behind when it exits."""
+        shutil.rmtree(bundle, ignore_errors=True)
+        self.monitor.attach_socket(container_id).parent.unlink(missing_ok=True)
+        self.monitor.exits.forget(container_id)
 
     def _live_monitor(self, record: ContainerRecord) -> tuple[int, int] | None:
         """(pid, start time) of the container's monitor while it runs."""

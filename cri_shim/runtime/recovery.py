@@ -9,7 +9,6 @@ was started just before a crash; bundles and exit files no record owns are remov
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -44,8 +43,7 @@ async def recover(rt: ContainerRuntime) -> None:
             log.info("removing an orphaned bundle", extra={"container": bundle.name})
             for runc in rt.runtimes.values():
                 await runc.delete(bundle.name)
-            shutil.rmtree(bundle, ignore_errors=True)
-            rt.monitor.exits.forget(bundle.name)
+            rt.drop_files(bundle.name, bundle)
     for exit_file in rt.monitor.exits.directory.iterdir():
         # "<id>.XXXXXX" is conmon writing an exit file right now: never touch those.
         if "." not in exit_file.name and exit_file.name not in known:
