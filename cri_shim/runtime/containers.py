@@ -82,7 +82,9 @@ class ContainerRuntime:
         self.bundle_root = bundle_root
         self.host = host
         self.seccomp_profile = seccomp_profile
-        self._listeners: list[Callable[[ContainerRecord], None]] = []
+        self._listeners: list[Callable[[int, ContainerRecord], None]] = []
+        # Containers whose `runc start` runs: their exits wait until the start is recorded.
+        self._starting: set[str] = set()
         monitor.exits.subscribe(self._on_exit)
 
     @classmethod
@@ -106,8 +108,9 @@ class ContainerRuntime:
         """Stops watching exits; containers and their monitors keep running."""
         self.monitor.exits.close()
 
-    def subscribe(self, callback: Callable[[ContainerRecord], None]) -> None:
-        """callback(record) runs whenever an exit is recorded (container events)."""
+    def subscribe(self, callback: Callable[[int, ContainerRecord], None]) -> None:
+        """callback(event type, record) runs when a start or an exit is recorded (container events:
+        CONTAINER_STARTED_EVENT, CONTAINER_STOPPED_EVENT), in that order for each container."""
         self._listeners.append(callback)
 
     def runc(self, record: ContainerRecord) -> Runc:
@@ -199,38 +202,46 @@ class ContainerRuntime:
         return monitor if self.monitor.alive(*monitor) else None
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
-        """The record with any exit its monitor has recorded since (persisted when changed)."""
-        if record.finished_at or not record.created_at:
+        """The record with any exit its monitor has recorded since (persisted when changed).
+
+        Whichever call sees an exit first records it (a status poll may beat the exit watcher),
+        so the listeners are told here, once per container; a record removed meanwhile is not
+        brought back, and the exit of a container being started waits for its start.
+        """
+        if record.finished_at or not record.created_at or record.id in self._starting:
             return record
+        stored = self.store.get(record.id)
+        if stored is None or stored.finished_at:
+            return stored or record
         found = self.monitor.exits.read(record.id)
         if found is None and not self.monitor.alive(record.monitor_pid, record.monitor_start_time):
             found = self.monitor.exits.read(record.id)
             if found is None:
-                updated = dataclasses.replace(record, finished_at=time.time_ns(), exit_code=UNKNOWN_EXIT, reason="Unknown",
-                                              message="the container's monitor exited without recording an exit")
-                self.store.save(updated)
-                return updated
+                return self._recorded(api_pb2.CONTAINER_STOPPED_EVENT, dataclasses.replace(
+                    stored, finished_at=time.time_ns(), exit_code=UNKNOWN_EXIT, reason="Unknown",
+                    message="the container's monitor exited without recording an exit"))
         if found is None:
-            return record
+            return stored
         # An OOM kill of some child while the main process exits 0 is still a completion.
         if found.code != 0 and (self.monitor.oom_killed(Path(record.bundle)) or stats.oom_kills(record.cgroups_path) > 0):
             reason = "OOMKilled"
         else:
             reason = "Completed" if found.code == 0 else "Error"
         # File times are coarse (jiffies): never report an exit before the recorded start.
-        finished_at = max(found.finished_at, record.started_at, record.created_at)
-        updated = dataclasses.replace(record, finished_at=finished_at, exit_code=found.code, reason=reason)
-        self.store.save(updated)
-        return updated
+        finished_at = max(found.finished_at, stored.started_at, stored.created_at)
+        return self._recorded(api_pb2.CONTAINER_STOPPED_EVENT,
+                              dataclasses.replace(stored, finished_at=finished_at, exit_code=found.code, reason=reason))
+
+    def _recorded(self, event_type: int, record: ContainerRecord) -> ContainerRecord:
+        self.store.save(record)
+        for callback in self._listeners:
+            callback(event_type, record)
+        return record
 
     def _on_exit(self, container_id: str) -> None:
         record = self.store.get(container_id)
-        if record is None:
-            return
-        updated = self.refresh(record)
-        if updated is not record:
-            for callback in self._listeners:
-                callback(updated)
+        if record is not None:
+            self.refresh(record)
 
     def get(self, container_id: str) -> ContainerRecord:
         """The refreshed record (NotFound for unknown ids; prefixes allowed)."""
@@ -244,19 +255,20 @@ class ContainerRuntime:
                 raise FailedPrecondition(f"container {record.id} is not in the created state")
             # Taken before the process runs, so a quick exit never precedes its start.
             started_at = time.time_ns()
+            self._starting.add(record.id)
             try:
                 await self.runc(record).start(record.id)
             except Exception as exc:
                 current = self.store.get(record.id) or record
-                failed = dataclasses.replace(current, finished_at=current.finished_at or time.time_ns(),
-                                             exit_code=current.exit_code or 128, reason="StartError", message=str(exc))
+                failed = dataclasses.replace(current, finished_at=time.time_ns(), exit_code=128, reason="StartError",
+                                             message=str(exc))
                 self.store.save(failed)
                 await self.runc(record).delete(record.id)
                 raise
+            finally:
+                self._starting.discard(record.id)
             current = self.store.get(record.id) or record
-            started = dataclasses.replace(current, started_at=started_at,
-                                          finished_at=current.finished_at and max(current.finished_at, started_at))
-            self.store.save(started)
+            started = self._recorded(api_pb2.CONTAINER_STARTED_EVENT, dataclasses.replace(current, started_at=started_at))
             return self.refresh(started)
 
     async def stop(self, container_id: str, timeout: float) -> None:

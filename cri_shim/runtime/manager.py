@@ -9,7 +9,8 @@ pod's containers. Rules it keeps:
   of the container it made (kubelet retries a create whose answer it did not get);
 - the rootfs is mounted before `runc create` and released after the record is gone, so a
   rootfs nothing refers to is a leftover of a crash and is released at start-up;
-- events (created, started, stopped, deleted) go to every GetContainerEvents subscriber.
+- events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
+  runtime records starts and exits, so it publishes those two, a start always before its exit.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class ContainerManager:
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
         self._inflight: dict[str, asyncio.Task[str]] = {}
-        runtime.subscribe(lambda record: self.events.publish(api.CONTAINER_STOPPED_EVENT, record))
+        runtime.subscribe(self.events.publish)
         sandboxes.register_containers(self)
 
     # -- start-up and shutdown ------------------------------------------------------------
@@ -212,8 +213,8 @@ class ContainerManager:
     # -- Start, Stop, Remove --------------------------------------------------------------
 
     async def start(self, id_or_prefix: str) -> None:
-        record = await self.runtime.start(self.get(id_or_prefix).id)
-        self.events.publish(api.CONTAINER_STARTED_EVENT, record)
+        """Starts a created container (the runtime publishes its started and stopped events)."""
+        await self.runtime.start(self.get(id_or_prefix).id)
 
     async def stop(self, id_or_prefix: str, timeout: float) -> None:
         """Stops the container (unknown or finished ones are already stopped)."""

@@ -70,7 +70,7 @@ def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
             assert (finisher.state, finisher.exit_code, finisher.reason) == (CONTAINER_EXITED, 7, "Error")
             # Exits after the restart arrive through the watcher, without asking.
             seen: list[str] = []
-            again.runtime.subscribe(lambda rec: seen.append(rec.id))
+            again.runtime.subscribe(lambda event, rec: seen.append(rec.id))
             again.run(again.runc.kill(survivor_id, signal.SIGKILL))
             again.wait_exit(again.runtime.store.get(survivor_id))
             again.run(_settle(again))
