@@ -272,8 +272,9 @@ class ContainerRuntime:
             return self.refresh(started)
 
     async def stop(self, container_id: str, timeout: float) -> None:
-        """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded."""
-        record = self.store.find(container_id)
+        """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded
+        (unknown ids succeed; empty and ambiguous ones are refused)."""
+        record = self.store.existing(container_id)
         if record is None:
             return
         record = self.refresh(record)
@@ -294,8 +295,9 @@ class ContainerRuntime:
         self.refresh(self.store.get(record.id) or record)
 
     async def remove(self, container_id: str) -> None:
-        """Kills what runs, deletes runc's state, the bundle and the record; unknown ids succeed."""
-        record = self.store.find(container_id)
+        """Kills what runs, deletes runc's state, the bundle and the record; unknown ids succeed
+        (empty and ambiguous ones are refused)."""
+        record = self.store.existing(container_id)
         if record is None:
             return
         async with self.store.lock(record.id):

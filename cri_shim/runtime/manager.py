@@ -221,8 +221,9 @@ class ContainerManager:
         await self.runtime.stop(id_or_prefix, timeout)
 
     async def remove(self, id_or_prefix: str) -> None:
-        """Removes the container and its rootfs; unknown ids are already removed."""
-        record = self.runtime.store.find(id_or_prefix)
+        """Removes the container and its rootfs; unknown ids are already removed (empty and
+        ambiguous ones are refused)."""
+        record = self.runtime.store.existing(id_or_prefix)
         if record is not None:
             await self._remove(record)
 

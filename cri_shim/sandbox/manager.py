@@ -180,16 +180,10 @@ class SandboxManager:
         await self._locked(id_or_prefix, self._remove)
 
     async def _locked(self, id_or_prefix: str, action: Callable[[Sandbox], Awaitable[None]]) -> None:
-        """Runs action on the finished sandbox under its lock; nothing for unknown (or just removed) ids.
-
-        Empty and ambiguous ids are refused (InvalidArgument): answering OK while acting on none
-        of several sandboxes would tell the caller a pod is gone that still runs.
-        """
-        try:
-            sb = self.store.resolve(id_or_prefix)
-        except NotFound:
-            return
-        if sb.phase == CREATING:
+        """Runs action on the finished sandbox under its lock; nothing for unknown (or just removed)
+        ids, InvalidArgument for empty and ambiguous ones."""
+        sb = self.store.existing(id_or_prefix)
+        if sb is None or sb.phase == CREATING:
             return
         async with self.store.lock(sb.id):
             if self.store.get(sb.id) is not None:

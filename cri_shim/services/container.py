@@ -40,11 +40,11 @@ class ContainerService:
     async def StopContainer(self, request: api.StopContainerRequest, context: Any) -> api.StopContainerResponse:
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")
-        await self.containers.stop(_id(request.container_id), float(request.timeout))
+        await self.containers.stop(request.container_id, float(request.timeout))
         return api.StopContainerResponse()
 
     async def RemoveContainer(self, request: api.RemoveContainerRequest, context: Any) -> api.RemoveContainerResponse:
-        await self.containers.remove(_id(request.container_id))
+        await self.containers.remove(request.container_id)
         return api.RemoveContainerResponse()
 
     async def ListContainers(self, request: api.ListContainersRequest, context: Any) -> api.ListContainersResponse:
@@ -92,13 +92,6 @@ class ContainerService:
             if event_type != api.CONTAINER_DELETED_EVENT:
                 response.containers_statuses.append(container_status(record))
             yield response
-
-
-def _id(container_id: str) -> str:
-    """Stop and Remove succeed for unknown ids, not for a missing one."""
-    if not container_id:
-        raise InvalidArgument("container id must not be empty")
-    return container_id
 
 
 def _metadata(record: ContainerRecord) -> api.ContainerMetadata:

@@ -111,10 +111,21 @@ class RecordStore(Generic[R]):
         return matches[0]
 
     def find(self, id_or_prefix: str) -> R | None:
-        """Like resolve(), but None for unknown or ambiguous ids (for idempotent Stop/Remove)."""
+        """Like resolve(), but None for unknown or ambiguous ids (for list filters)."""
         try:
             return self.resolve(id_or_prefix)
         except (NotFound, InvalidArgument):
+            return None
+
+    def existing(self, id_or_prefix: str) -> R | None:
+        """Like resolve(), but None for unknown ids, which Stop and Remove treat as already done.
+
+        Empty and ambiguous ids are still refused (InvalidArgument): answering OK while acting
+        on none of several objects would tell the caller one is gone that still runs.
+        """
+        try:
+            return self.resolve(id_or_prefix)
+        except NotFound:
             return None
 
     def by_name(self, name: str) -> R | None:
