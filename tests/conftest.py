@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.images import Catalog, Pusher, publish_test_images
 from tests.support.leftovers import release_leftovers
+from tests.support.registry import Registry
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -21,11 +26,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
+def daemon_overrides() -> dict[str, Any]:
+    """Configuration the daemon fixture starts with; a module overrides this fixture to change it."""
+    return {}
+
+
+@pytest.fixture
+def daemon(daemon_overrides: dict[str, Any]) -> Iterator[Daemon]:
     """A running cri-shim with its own directories, stopped and removed after the test."""
-    d = Daemon()
+    d = Daemon(daemon_overrides)
     d.start()
     yield d
     d.stop()
     release_leftovers(d)
     shutil.rmtree(d.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[Registry]:
+    """One real registry on loopback for the session (the conformance tier has its own)."""
+    with Registry() as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def catalog(registry: Registry) -> Iterator[Catalog]:
+    """The busybox-based test images, pushed to the session's registry."""
+    work = Path(tempfile.mkdtemp(prefix="images-"))
+    yield publish_test_images(Pusher(registry.url), registry.host, work)
+    shutil.rmtree(work, ignore_errors=True)

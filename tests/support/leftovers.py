@@ -77,10 +77,21 @@ def processes_of(cgroup_parent: str, directory: Path) -> list[int]:
     return sorted(found)
 
 
+def container_processes(daemon: Daemon) -> list[int]:
+    """Live container monitors (conmon), container processes and runtime calls of this daemon:
+    what runs in a cgroup below its cgroup parent or names its directory, except the daemon
+    itself and pod infra processes. They outlive a killed daemon, as infra processes do."""
+    own = {daemon.proc.pid} if daemon.proc and daemon.proc.poll() is None else set()
+    own.update(infra_processes(daemon))
+    parent = daemon.config["runtime"]["default_cgroup_parent"]
+    return [pid for pid in processes_of(parent, daemon.dir) if pid not in own]
+
+
 def release_leftovers(daemon: Daemon) -> None:
-    """After a test (passed or not): kills the daemon's infra processes, unmounts what it mounted
-    under its directory and removes its cgroups, which live in the host's shared cgroup tree."""
-    for pid in infra_processes(daemon):
+    """After a test (passed or not): kills the daemon's infra, monitor and container processes,
+    unmounts what it mounted under its directory and removes its cgroups, which live in the
+    host's shared cgroup tree."""
+    for pid in infra_processes(daemon) + container_processes(daemon):
         try:
             os.kill(pid, 9)
         except ProcessLookupError:

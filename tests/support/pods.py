@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.leftovers import cgroup_dirs, infra_processes
+from tests.support.leftovers import cgroup_dirs, container_processes, infra_processes
 
 BUSYBOX = "/bin/busybox"
 
@@ -106,7 +106,9 @@ def links() -> list[str]:
 
 
 def snapshot(daemon: Daemon) -> dict[str, Any]:
-    """Everything a sandbox can leave behind, for before/after comparison."""
+    """Everything a sandbox or container can leave behind, for before/after comparison: records
+    and rootfs dirs of the state dir; runc state, bundles and exit files of the run dir; overlay
+    and namespace mounts; cgroups; infra, monitor and container processes; iptables rules; links."""
     state = Path(daemon.config["paths"]["state_dir"])
     run = Path(daemon.config["paths"]["run_dir"])
     return {
@@ -116,8 +118,27 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
         "cgroups": cgroup_dirs(daemon.config["runtime"]["default_cgroup_parent"]),
         "iptables": iptables_rules(),
         "infra": infra_processes(daemon),
+        "monitors and containers": container_processes(daemon),
         "links": links(),
     }
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """What differs between two snapshots, by key: entries added and entries gone. Empty when
+    nothing differs; short enough to read in a failure, where the snapshots themselves are not."""
+    out = {}
+    for key in before.keys() | after.keys():
+        old, new = Counter(before.get(key, [])), Counter(after.get(key, []))
+        if old != new:
+            out[key] = {"added": sorted((new - old).elements(), key=str), "gone": sorted((old - new).elements(), key=str)}
+    return out
+
+
+def remove_all_pods(cri: Cri) -> None:
+    """Removes every pod the daemon lists, after a test that may have failed: through the runtime,
+    so CNI DEL drops the pods' iptables rules, which outlive the daemon."""
+    for pod in cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items:
+        remove_pod(cri, pod.id)
 
 
 def warm_up(cri: Cri) -> None:

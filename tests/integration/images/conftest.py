@@ -1,34 +1,18 @@
-"""Fixtures of the image tests: one registry with the test images for the session, a daemon
-that may pull from it over plain http, and a client."""
+"""Fixtures of the image tests: a daemon that may pull over plain http from the session's
+registry of test images (tests/conftest.py), and a client."""
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.images import Catalog, Pusher, publish_test_images
 from tests.support.proxy import RegistryProxy
 from tests.support.registry import Registry
-
-
-@pytest.fixture(scope="session")
-def registry() -> Iterator[Registry]:
-    with Registry() as reg:
-        yield reg
-
-
-@pytest.fixture(scope="session")
-def catalog(registry: Registry) -> Iterator[Catalog]:
-    work = Path(tempfile.mkdtemp(prefix="images-"))
-    yield publish_test_images(Pusher(registry.url), registry.host, work)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def start_daemon(images: dict | None = None) -> Daemon:
