@@ -1,0 +1,423 @@
+"""The container RPCs on a real daemon: busybox pulled from a real registry, real pods, runc and conmon.
+
+Each test gets its own daemon, pulls the image, runs one pod and one container through (so the
+directories that outlive containers exist) and takes the leak snapshot it ends by comparing with.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
+from tests.support.images import Catalog
+from tests.support.pods import changes, remove_all_pods, remove_pod, run_pod, snapshot, stop_pod
+from tests.support.registry import Registry
+from tests.support.workloads import (
+    WAIT,
+    container_config,
+    create,
+    exec_sync,
+    listed,
+    logged_pod,
+    pull,
+    remove,
+    run_container,
+    start,
+    status,
+    stop,
+    wait_state,
+    warm_up_containers,
+)
+
+pytestmark = pytest.mark.integration
+
+# Runs until stopped; "ready" once its TERM disposition is in place, so a stop never races the trap.
+FOREVER = "while :; do sleep 0.1; done"
+HONOURS_TERM = f"trap 'exit 42' TERM; touch /tmp/ready; {FOREVER}"
+IGNORES_TERM = f"trap '' TERM; touch /tmp/ready; {FOREVER}"
+
+
+@pytest.fixture
+def daemon_overrides(registry: Registry) -> dict[str, Any]:
+    return {"images": {"insecure_registries": [registry.host]}}
+
+
+@dataclass
+class World:
+    daemon: Daemon
+    cri: Cri
+    image: str  # the pulled busybox's id
+    name: str  # the name it was pulled by
+    before: dict[str, Any]  # the leak snapshot after warm-up
+
+
+@pytest.fixture
+def world(daemon: Daemon, cri: Cri, catalog: Catalog) -> Iterator[World]:
+    name = catalog.ref("busybox")
+    image = pull(cri, name)
+    warm_up_containers(cri, daemon, image)
+    try:
+        yield World(daemon, cri, image, name, snapshot(daemon))
+    finally:
+        remove_all_pods(cri)  # whatever a failed test leaves beyond its pods, release_leftovers takes
+
+
+def sh(name: str, script: str, image: str, **fields: Any) -> api.ContainerConfig:
+    return container_config(name, "sh", "-c", script, image=image, **fields)
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Polls check until it holds; fails naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened")
+        time.sleep(0.05)
+
+
+def ready(cri: Cri, container_id: str) -> None:
+    """Waits for a container script's /tmp/ready."""
+    until(lambda: exec_sync(cri, container_id, "test", "-e", "/tmp/ready").exit_code == 0, f"{container_id} ready")
+
+
+def not_found(call: Callable[[], object]) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
+
+
+def test_lifecycle_and_status_fields(world: World) -> None:
+    cri, d = world.cri, world.daemon
+    volume = d.dir / "volume"
+    volume.mkdir()
+    (volume / "file").write_text("from the host\n")
+    mounts = [api.Mount(container_path="/vol", host_path=str(volume), readonly=True,
+                        propagation=api.PROPAGATION_PRIVATE)]
+    labels, annotations = {"app": "life", "io.kubernetes.container.name": "main"}, {"note": "x" * 300}
+    pod = logged_pod(d, "life")
+    sid = run_pod(cri, pod)
+    config = sh("main", "echo started; sleep 600", world.name, labels=labels, annotations=annotations, mounts=mounts)
+    cid = create(cri, sid, pod, config)
+
+    st = status(cri, cid)
+    assert (st.id, st.state, st.metadata.name, st.metadata.attempt) == (cid, api.CONTAINER_CREATED, "main", 0)
+    assert st.created_at > 0 and st.started_at == 0 and st.finished_at == 0
+    assert dict(st.labels) == labels and dict(st.annotations) == annotations
+    assert list(st.mounts) == mounts
+    assert st.log_path == os.path.join(pod.log_directory, "main_0.log") and os.path.isabs(st.log_path)
+    assert st.image.image == world.name and st.image_ref == st.image_id == world.image
+    [item] = listed(cri, id=cid)
+    assert (item.pod_sandbox_id, item.image_ref, item.image_id, item.image.image) == (sid, world.image, world.image, world.name)
+    image = cri.image.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=world.name))).image
+    assert image.id == world.image
+
+    start(cri, cid)
+    st = status(cri, cid)
+    assert st.state == api.CONTAINER_RUNNING and st.started_at >= st.created_at and st.finished_at == 0
+    assert Path(st.log_path).is_file()  # kubelet links it right after StartContainer
+    assert exec_sync(cri, cid, "cat", "/vol/file").stdout == b"from the host\n"
+    assert exec_sync(cri, cid, "sh", "-c", "echo > /vol/file").exit_code != 0  # read-only, as asked
+
+    remove(cri, cid)  # running: killed, then removed
+    assert listed(cri) == []
+    not_found(lambda: status(cri, cid))
+    remove(cri, cid)
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(d)) == {}
+
+
+def test_created_by_image_id_names_a_tag(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "byid")
+    sid = run_pod(cri, pod)
+    cid = create(cri, sid, pod, container_config("byid", "true", image=world.image))
+    st = status(cri, cid)
+    assert st.image.image == world.name and st.image_ref == st.image_id == world.image
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+@pytest.mark.parametrize("code,reason", [(3, "Error"), (0, "Completed")])
+def test_container_exiting_by_itself(world: World, code: int, reason: str) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "exits")
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, sh("exits", f"exit {code}", world.image))
+    st = wait_state(cri, cid, api.CONTAINER_EXITED)
+    assert (st.exit_code, st.reason) == (code, reason)
+    assert st.finished_at >= st.started_at > 0
+    [item] = listed(cri, id=cid)
+    assert item.state == api.CONTAINER_EXITED
+    remove(cri, cid)
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_stop_honours_sigterm_and_kills_after_the_timeout(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "stops")
+    sid = run_pod(cri, pod)
+    honours = run_container(cri, sid, pod, sh("honours", HONOURS_TERM, world.image))
+    ignores = run_container(cri, sid, pod, sh("ignores", IGNORES_TERM, world.image))
+    never_started = create(cri, sid, pod, container_config("idle", "true", image=world.image))
+    for cid in (honours, ignores):
+        ready(cri, cid)
+
+    stop(cri, honours, timeout=60)
+    st = status(cri, honours)
+    assert (st.state, st.exit_code, st.reason) == (api.CONTAINER_EXITED, 42, "Error"), "the TERM handler ran"
+
+    asked = time.time_ns()
+    stop(cri, ignores, timeout=2)
+    st = status(cri, ignores)
+    assert (st.state, st.exit_code) == (api.CONTAINER_EXITED, 137), "killed by SIGKILL"
+    # Exit file times are coarse (a jiffy): allow that much before the grace period's end.
+    assert st.finished_at - asked >= 2 * 10**9 - 50 * 10**6, "SIGKILL only after the timeout"
+
+    stop(cri, never_started, timeout=10)  # created, never started: nothing to stop
+    assert status(cri, never_started).state == api.CONTAINER_CREATED
+    stop(cri, honours, timeout=10)  # already stopped
+    stop(cri, "f" * 64)  # unknown
+    assert status(cri, honours).exit_code == 42
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_list_filters(world: World) -> None:
+    cri = world.cri
+    pod_a, pod_b = logged_pod(world.daemon, "a"), logged_pod(world.daemon, "b")
+    a, b = run_pod(cri, pod_a), run_pod(cri, pod_b)
+    web = run_container(cri, a, pod_a, container_config("web", "sleep", "600", image=world.image, labels={"app": "x", "tier": "web"}))
+    db = create(cri, a, pod_a, container_config("db", "sleep", "600", image=world.image, labels={"app": "x", "tier": "db"}))
+    job = run_container(cri, b, pod_b, container_config("job", "true", image=world.image, labels={"app": "y"}))
+    wait_state(cri, job, api.CONTAINER_EXITED)
+
+    def ids(**f: Any) -> set[str]:
+        return {c.id for c in listed(cri, **f)}
+
+    def state(s: int) -> api.ContainerStateValue:
+        return api.ContainerStateValue(state=s)
+
+    assert ids() == {web, db, job}
+    assert ids(id=web) == {web} and ids(id=db[:12]) == {db} and ids(id="nope") == set()
+    assert ids(state=state(api.CONTAINER_RUNNING)) == {web}
+    assert ids(state=state(api.CONTAINER_CREATED)) == {db}
+    assert ids(state=state(api.CONTAINER_EXITED)) == {job}
+    assert ids(pod_sandbox_id=a) == {web, db} and ids(pod_sandbox_id=b[:12]) == {job}
+    assert ids(pod_sandbox_id="f" * 64) == set()
+    assert ids(label_selector={"app": "x"}) == {web, db}
+    assert ids(label_selector={"app": "x", "tier": "db"}) == {db}
+    assert ids(label_selector={"app": "z"}) == set()
+    assert ids(id=web, pod_sandbox_id=b) == set() and ids(id=web, state=state(api.CONTAINER_EXITED)) == set()
+    assert ids(pod_sandbox_id=a, state=state(api.CONTAINER_RUNNING), label_selector={"tier": "web"}) == {web}
+    for sid in (a, b):
+        remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_retried_create_returns_the_same_container(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "retry")
+    sid = run_pod(cri, pod)
+    config = container_config("retried", "sleep", "600", image=world.image)
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = set(pool.map(lambda _: create(cri, sid, pod, config), range(4)))
+    assert len(concurrent) == 1
+    [cid] = concurrent
+    assert create(cri, sid, pod, config) == cid
+    assert [c.id for c in listed(cri)] == [cid]
+    next_attempt = create(cri, sid, pod, container_config("retried", "sleep", "600", image=world.image, attempt=1))
+    assert next_attempt != cid and {c.id for c in listed(cri)} == {cid, next_attempt}
+    remove(cri, cid)
+    assert create(cri, sid, pod, config) != cid, "a removed container's name is free again"
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_stop_and_remove_pod_take_its_containers(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "owner")
+    sid = run_pod(cri, pod)
+    other_pod = logged_pod(world.daemon, "bystander")
+    other = run_pod(cri, other_pod)
+    bystander = run_container(cri, other, other_pod, container_config("bystander", "sleep", "600", image=world.image))
+    # One honouring TERM and one ignoring it: StopPodSandbox gives no grace to either.
+    ids = [run_container(cri, sid, pod, sh(name, script, world.image))
+           for name, script in (("honours", HONOURS_TERM), ("ignores", IGNORES_TERM))]
+    for cid in ids:
+        ready(cri, cid)
+
+    stop_pod(cri, sid)
+    for cid in ids:
+        st = status(cri, cid)
+        assert (st.state, st.exit_code) == (api.CONTAINER_EXITED, 137), st
+    assert {c.id: c.state for c in listed(cri, pod_sandbox_id=sid)} == {cid: api.CONTAINER_EXITED for cid in ids}
+    assert status(cri, bystander).state == api.CONTAINER_RUNNING
+
+    remove_pod(cri, sid)
+    assert [c.id for c in listed(cri)] == [bystander]
+    for cid in ids:
+        not_found(lambda: status(cri, cid))
+    remove_pod(cri, other)
+    assert listed(cri) == []
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_remove_pod_with_running_and_created_containers(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "busy")
+    sid = run_pod(cri, pod)
+    run_container(cri, sid, pod, container_config("running", "sleep", "600", image=world.image))
+    create(cri, sid, pod, container_config("created", "sleep", "600", image=world.image))
+    remove_pod(cri, sid)  # without a stop first
+    assert listed(cri) == []
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_no_leaks_after_20_cycles(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "cycles")
+    sid = run_pod(cri, pod)
+    with_pod = snapshot(world.daemon)
+    for attempt in range(20):
+        cid = run_container(cri, sid, pod, container_config("cycle", "sleep", "600", image=world.image, attempt=attempt))
+        if attempt % 2:
+            stop(cri, cid, timeout=5)  # then an exited container is removed
+        else:
+            assert exec_sync(cri, cid, "true").exit_code == 0  # then a running one
+        remove(cri, cid)
+    assert changes(with_pod, snapshot(world.daemon)) == {}
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_container_events(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "events")
+    sid = run_pod(cri, pod)
+    events: queue.Queue[api.ContainerEventResponse] = queue.Queue()
+    stream = cri.runtime.GetContainerEvents(api.GetEventsRequest())
+
+    def read() -> None:
+        try:
+            for event in stream:
+                events.put(event)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.CANCELLED, err  # only the test ends the stream
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        # The stream sees events published after the server subscribed it; a probe tells when.
+        attempt = 0
+        while events.empty():
+            assert attempt < 20, "the event stream never delivered an event"
+            remove(cri, create(cri, sid, pod, container_config("probe", "true", image=world.image, attempt=attempt)))
+            attempt += 1
+            time.sleep(0.2)
+        time.sleep(0.2)
+        while not events.empty():
+            events.get()
+
+        cid = run_container(cri, sid, pod, sh("watched", "exit 5", world.image))
+        wait_state(cri, cid, api.CONTAINER_EXITED)
+        remove(cri, cid)
+        seen: list[api.ContainerEventResponse] = []
+        while not any(e.container_event_type == api.CONTAINER_DELETED_EVENT for e in seen):
+            seen.append(events.get(timeout=WAIT))
+    finally:
+        stream.cancel()
+        reader.join(timeout=10)
+    assert [e.container_event_type for e in seen] == [
+        api.CONTAINER_CREATED_EVENT, api.CONTAINER_STARTED_EVENT, api.CONTAINER_STOPPED_EVENT, api.CONTAINER_DELETED_EVENT]
+    assert all(e.container_id == cid and e.created_at > 0 for e in seen)
+    for event in seen:
+        assert event.pod_sandbox_status.id == sid and event.pod_sandbox_status.state == api.SANDBOX_READY
+        assert event.pod_sandbox_status.metadata.name == "events"
+    states = [[s.state for s in e.containers_statuses] for e in seen]
+    assert states == [[api.CONTAINER_CREATED], [api.CONTAINER_RUNNING], [api.CONTAINER_EXITED], []]
+    assert seen[2].containers_statuses[0].exit_code == 5
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def _container_stats(cri: Cri, cid: str) -> api.ContainerStats:
+    return cri.runtime.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
+
+
+def test_container_stats(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "stats")
+    sid = run_pod(cri, pod)
+    allocated = 48 * 1024 * 1024
+    # The loop keeps the shell (and its variable) alive: busybox sh execs a last simple command.
+    hog = run_container(cri, sid, pod, sh("hog", f"x=$(head -c {allocated} /dev/zero | tr '\\0' a); touch /tmp/ready; {FOREVER}",
+                                          world.image, labels={"role": "hog"}))
+    spin = run_container(cri, sid, pod, sh("spin", "while :; do :; done", world.image, labels={"role": "spin"}))
+    idle = create(cri, sid, pod, container_config("idle", "true", image=world.image))
+    ready(cri, hog)
+
+    mem = _container_stats(cri, hog)
+    assert (mem.attributes.id, mem.attributes.metadata.name, dict(mem.attributes.labels)) == (hog, "hog", {"role": "hog"})
+    assert mem.memory.timestamp > 0 and mem.memory.working_set_bytes.value > allocated, mem.memory
+
+    first = _container_stats(cri, spin)
+    assert first.cpu.timestamp > 0
+    until(lambda: _container_stats(cri, spin).cpu.usage_core_nano_seconds.value > first.cpu.usage_core_nano_seconds.value,
+          "CPU usage growing while the container spins")
+    assert _container_stats(cri, spin).cpu.usage_nano_cores.value > 0
+
+    layer = _container_stats(cri, hog).writable_layer
+    assert layer.timestamp > 0 and layer.fs_id.mountpoint
+    written = 8 * 1024 * 1024
+    assert exec_sync(cri, hog, "dd", "if=/dev/zero", "of=/written", "bs=1048576", "count=8").exit_code == 0
+    grown = _container_stats(cri, hog).writable_layer
+    assert grown.used_bytes.value >= layer.used_bytes.value + written
+    assert grown.inodes_used.value > layer.inodes_used.value
+
+    def listed_stats(**f: Any) -> set[str]:
+        request = api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(**f))
+        return {s.attributes.id for s in cri.runtime.ListContainerStats(request).stats}
+
+    assert {s.attributes.id for s in cri.runtime.ListContainerStats(api.ListContainerStatsRequest()).stats} == {hog, spin}
+    assert listed_stats(id=spin) == {spin} and listed_stats(id=idle) == {idle}
+    assert listed_stats(pod_sandbox_id=sid) == {hog, spin}
+    assert listed_stats(label_selector={"role": "hog"}) == {hog} and listed_stats(label_selector={"role": "none"}) == set()
+    not_found(lambda: _container_stats(cri, "f" * 64))
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
+
+
+def test_pod_stats_with_network(world: World) -> None:
+    cri = world.cri
+    pod = logged_pod(world.daemon, "netstats", labels={"net": "cni"})
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, container_config("app", "sleep", "600", image=world.image))
+
+    def check(stats: api.PodSandboxStats) -> None:
+        assert stats.attributes.id == sid and stats.attributes.metadata.name == "netstats"
+        network = stats.linux.network
+        assert network.timestamp > 0 and "eth0" in [i.name for i in network.interfaces], network
+        assert network.default_interface.name == "eth0"
+        assert [c.attributes.id for c in stats.linux.containers] == [cid]
+        assert stats.linux.process.process_count.value >= 1
+
+    check(cri.runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats)
+    [listed_stats] = cri.runtime.ListPodSandboxStats(api.ListPodSandboxStatsRequest()).stats
+    check(listed_stats)
+    by_label = api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(label_selector={"net": "cni"}))
+    assert [s.attributes.id for s in cri.runtime.ListPodSandboxStats(by_label).stats] == [sid]
+    remove_pod(cri, sid)
+    assert changes(world.before, snapshot(world.daemon)) == {}
