@@ -3,10 +3,11 @@
 Container rows drive the container layer through its harness (tests/support/containers.py) and
 expect the error its RPC maps to a status (InvalidArgument: INVALID_ARGUMENT).
 
-Every row runs against one daemon (with a real registry for the image rows); after each row the
-leak snapshot must equal the one taken before the table, and after the table the pods it used
-are removed and nothing is left. Rows answering OK document the idempotent cases kubelet relies
-on (removing what is gone, asking for an unknown image).
+Every row runs against one daemon (with real registries for the image and container rows);
+after each row the leak snapshot must equal the one taken before the table, and after the table
+the pods, containers and images it used are removed and nothing is left. Rows answering OK
+document the idempotent cases kubelet relies on (removing what is gone, asking for an unknown
+image).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import pytest
 from cri_shim.errors import CriError, InvalidArgument
 from tests.support.client import Cri, api
 from tests.support.containers import Harness
-from tests.support.images import LAYER_TYPES, Layer, Pusher, build_image, tar_layer
+from tests.support.images import LAYER_TYPES, Catalog, Layer, Pusher, build_image, tar_layer
 from tests.support.daemon import Daemon
 from tests.support.leftovers import release_leftovers
-from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, warm_up
+from tests.support.pods import changes, pod_config, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry, free_port
+from tests.support.workloads import container_config, pull, run_container, wait_state, warm_up_containers
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +55,18 @@ class World:
     victim: Path  # a file hostile layers aim at
     twins: list[str]  # ids of two images
     twin_prefix: str  # a prefix of both
+    busybox: str  # id of the image containers run
+    exited: list[str]  # ids of exited containers in the first pod
+    ambiguous_container: str  # a prefix of two of them
+
+
+# The held pods' namespaces (quick to make), which their containers share as kubelet has them.
+HELD_NAMESPACES = api.NamespaceOption(network=api.NODE, pid=api.CONTAINER, ipc=api.NODE)
+HELD_CONTAINER = api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(namespace_options=HELD_NAMESPACES))
 
 
 def _host_network_pod(name: str) -> api.PodSandboxConfig:
-    options = api.NamespaceOption(network=api.NODE, pid=api.CONTAINER, ipc=api.NODE)
-    return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=options)))
+    return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=HELD_NAMESPACES)))
 
 
 def _entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
@@ -96,22 +105,41 @@ def _push_twins(reg: Registry) -> tuple[list[str], str]:
     raise AssertionError("unreachable: 17 ids, 16 digits")
 
 
+def _exited_until_ambiguous(cri: Cri, sid: str, image: str) -> tuple[list[str], str]:
+    """Containers run to their exit in the pod until two ids share their first hex digit: the
+    ids and that digit."""
+    pod = _host_network_pod("held0")
+    firsts: set[str] = set()
+    exited: list[str] = []
+    while True:
+        cid = run_container(cri, sid, pod, container_config(f"exited{len(exited)}", "true", image=image, log_path="",
+                                                            linux=HELD_CONTAINER))
+        wait_state(cri, cid, api.CONTAINER_EXITED)
+        exited.append(cid)
+        if cid[0] in firsts:
+            return exited, cid[0]
+        firsts.add(cid[0])
+
+
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world(catalog: Catalog) -> Iterator[World]:
     with Registry() as reg:
         victim = Path(tempfile.mkdtemp(prefix="victim", dir="/tmp")) / "victim"
         victim.write_text("untouched")
         _push_hostile_images(reg, victim)
         twins, twin_prefix = _push_twins(reg)
         unreachable = f"127.0.0.1:{free_port()}"
-        d = Daemon({"images": {"insecure_registries": [reg.host, unreachable]}})
+        d = Daemon({"images": {"insecure_registries": [reg.host, catalog.host, unreachable]}})
         d.start()
         cri = Cri(d.endpoint)
         big = Cri(d.endpoint, max_message=4 * OVERSIZED)
         try:
-            warm_up(cri)
+            # Pulled once, then removed: the directories containers leave by design exist from now on.
+            warm_up_containers(cri, d, pull(cri, catalog.ref("busybox")))
+            cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=catalog.ref("busybox"))))
             base = snapshot(d)
             twin_ids = [cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=t))).image_ref for t in twins]
+            busybox = pull(cri, catalog.ref("busybox"))
             # Host-network pods (quick to make) until two ids share their first hex digit.
             pods: list[str] = []
             firsts: dict[str, str] = {}
@@ -121,7 +149,9 @@ def world() -> Iterator[World]:
                 if sid[0] in firsts:
                     break
                 firsts[sid[0]] = sid
-            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim, twin_ids, twin_prefix)
+            exited, ambiguous_container = _exited_until_ambiguous(cri, pods[0], busybox)
+            yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim, twin_ids, twin_prefix,
+                        busybox, exited, ambiguous_container)
         finally:
             shutil.rmtree(victim.parent, ignore_errors=True)
             cri.close()
@@ -179,7 +209,48 @@ def _list_pods(**f: Any) -> Callable[[World], Any]:
     return lambda w: w.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(**f)))
 
 
+def _create(config: Callable[[World], api.ContainerConfig], sid: Callable[[World], str] = lambda w: w.pods[0]) -> Callable[[World], Any]:
+    return lambda w: w.cri.runtime.CreateContainer(api.CreateContainerRequest(
+        pod_sandbox_id=sid(w), config=config(w), sandbox_config=_host_network_pod("held0")))
+
+
+def _busybox(name: str = "c", **fields: Any) -> Callable[[World], api.ContainerConfig]:
+    """A container config for the busybox image (fields override; metadata=None leaves it out)."""
+    def config(w: World) -> api.ContainerConfig:
+        built = api.ContainerConfig(metadata=api.ContainerMetadata(name=name), image=api.ImageSpec(image=w.busybox), command=["true"],
+                                    linux=HELD_CONTAINER)
+        for key, value in fields.items():
+            built.ClearField(key) if value is None else getattr(built, key).CopyFrom(value)
+        return built
+    return config
+
+
+def _container_call(rpc: str, request: Callable[[str], Any], cid: Callable[[World], str]) -> Callable[[World], Any]:
+    return lambda w: getattr(w.cri.runtime, rpc)(request(cid(w)))
+
+
+def _start(cid: Callable[[World], str]) -> Callable[[World], Any]:
+    return _container_call("StartContainer", lambda c: api.StartContainerRequest(container_id=c), cid)
+
+
+def _stop_container(cid: Callable[[World], str]) -> Callable[[World], Any]:
+    return _container_call("StopContainer", lambda c: api.StopContainerRequest(container_id=c, timeout=1), cid)
+
+
+def _remove_container(cid: Callable[[World], str]) -> Callable[[World], Any]:
+    return _container_call("RemoveContainer", lambda c: api.RemoveContainerRequest(container_id=c), cid)
+
+
+def _container_status(cid: Callable[[World], str]) -> Callable[[World], Any]:
+    return _container_call("ContainerStatus", lambda c: api.ContainerStatusRequest(container_id=c), cid)
+
+
+def _exec_sync(cid: Callable[[World], str], *cmd: str) -> Callable[[World], Any]:
+    return _container_call("ExecSync", lambda c: api.ExecSyncRequest(container_id=c, cmd=list(cmd), timeout=5), cid)
+
+
 INVALID, NOT_FOUND, OK = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OK
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 ROWS = [
     # RunPodSandbox: metadata and names
@@ -275,6 +346,38 @@ ROWS = [
     Row("remove image: ambiguous ID prefix", lambda w: _remove_image(w.twin_prefix)(w), INVALID, "ambiguous"),
     Row("list images: ambiguous ID filter", lambda w: w.cri.image.ListImages(api.ListImagesRequest(
         filter=api.ImageFilter(image=api.ImageSpec(image=w.twin_prefix)))), INVALID, "ambiguous"),
+    # CreateContainer
+    Row("create container: no config", lambda w: w.cri.runtime.CreateContainer(api.CreateContainerRequest(
+        pod_sandbox_id=w.pods[0])), INVALID, "config"),
+    Row("create container: no metadata", _create(_busybox(metadata=None)), INVALID, "metadata"),
+    Row("create container: empty name", _create(_busybox("")), INVALID, "name"),
+    Row("create container: slash in name", _create(_busybox("a/b")), INVALID, "'/'"),
+    Row("create container: no image", _create(_busybox(image=None)), INVALID, "image"),
+    Row("create container: image not pulled", _create(_busybox(image=api.ImageSpec(image="example.com/never/pulled:v1"))),
+        NOT_FOUND, "not found"),
+    Row("create container: unknown sandbox", _create(_busybox(), lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("create container: empty sandbox id", _create(_busybox(), lambda w: ""), INVALID, "pod_sandbox_id"),
+    Row("create container: ambiguous sandbox prefix", _create(_busybox(), lambda w: w.ambiguous), INVALID, "ambiguous"),
+    # Container ids
+    Row("start container: unknown id", _start(lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("start container: empty id", _start(lambda w: ""), INVALID, "empty"),
+    Row("start container: exited", _start(lambda w: w.exited[0]), FAILED_PRECONDITION, "created state"),
+    Row("container status: unknown id", _container_status(lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("container status: ambiguous prefix", _container_status(lambda w: w.ambiguous_container), INVALID, "ambiguous"),
+    Row("stop container: empty id", _stop_container(lambda w: ""), INVALID, "empty"),
+    Row("stop container: unknown id (already gone)", _stop_container(lambda w: MISSING_ID), OK),
+    Row("stop container: ambiguous prefix", _stop_container(lambda w: w.ambiguous_container), INVALID, "ambiguous"),
+    Row("stop container: negative timeout", lambda w: w.cri.runtime.StopContainer(api.StopContainerRequest(
+        container_id=w.exited[0], timeout=-1)), INVALID, "negative"),
+    Row("remove container: empty id", _remove_container(lambda w: ""), INVALID, "empty"),
+    Row("remove container: unknown id (already gone)", _remove_container(lambda w: MISSING_ID), OK),
+    Row("remove container: ambiguous prefix", _remove_container(lambda w: w.ambiguous_container), INVALID, "ambiguous"),
+    Row("list containers: ambiguous id filter matches nothing", lambda w: w.cri.runtime.ListContainers(api.ListContainersRequest(
+        filter=api.ContainerFilter(id=w.ambiguous_container))), OK, check=lambda a: list(a.containers) == []),
+    # ExecSync
+    Row("exec sync: stopped container", _exec_sync(lambda w: w.exited[0], "true"), FAILED_PRECONDITION, "not running"),
+    Row("exec sync: unknown id", _exec_sync(lambda w: MISSING_ID, "true"), NOT_FOUND, "not found"),
+    Row("exec sync: empty command", _exec_sync(lambda w: w.exited[0]), INVALID, "cmd"),
 ]
 
 
@@ -288,11 +391,15 @@ def test_bad_input(world: World, row: Row) -> None:
     else:
         if isinstance(answer, api.RunPodSandboxResponse):  # a refusal that failed: keep later rows apart
             remove_pod(world.cri, answer.pod_sandbox_id)
+        if isinstance(answer, api.CreateContainerResponse):
+            world.cri.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=answer.container_id))
         assert row.code == OK, f"{row.label}: answered OK, expected {row.code.name}"
         assert row.check(answer), (row.label, answer)
-    assert snapshot(world.daemon) == world.before, row.label
+    assert changes(world.before, snapshot(world.daemon)) == {}, row.label
     assert world.victim.read_text() == "untouched" and sorted(p.name for p in world.victim.parent.iterdir()) == ["victim"]
     assert sorted(p.id for p in world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items) == sorted(world.pods)
+    listed = {c.id: c.state for c in world.cri.runtime.ListContainers(api.ListContainersRequest()).containers}
+    assert listed == {cid: api.CONTAINER_EXITED for cid in world.exited}, row.label
 
 
 def test_nothing_left_after_the_table(world: World) -> None:
@@ -301,12 +408,14 @@ def test_nothing_left_after_the_table(world: World) -> None:
     remove_pod(world.cri, run_pod(world.cri, pod_config("after")))
     for sid in world.pods:
         remove_pod(world.cri, sid)
-    assert sorted(i.id for i in world.cri.image.ListImages(api.ListImagesRequest()).images) == sorted(world.twins)
-    for image_id in world.twins:
+    assert world.cri.runtime.ListContainers(api.ListContainersRequest()).containers == []
+    images = [*world.twins, world.busybox]
+    assert sorted(i.id for i in world.cri.image.ListImages(api.ListImagesRequest()).images) == sorted(images)
+    for image_id in images:
         world.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=image_id)))
     assert world.cri.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
     assert world.cri.image.ListImages(api.ListImagesRequest()).images == []
-    assert snapshot(world.daemon) == world.base
+    assert changes(world.base, snapshot(world.daemon)) == {}
 
 
 @pytest.fixture(scope="module")
