@@ -15,7 +15,6 @@ pod's containers. Rules it keeps:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import shutil
@@ -23,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.concurrency import gather_all
+from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri_shim.image.rootfs import Rootfs
@@ -36,6 +35,8 @@ from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, Contain
 
 log = logging.getLogger("cri_shim.containers")
 
+# How long shutdown waits for abandoned creates to roll back.
+ABANDON_WAIT = 30.0
 # How long a sandbox's containers get between SIGKILL and their exit being recorded.
 POD_STOP_TIMEOUT = 0.0
 
@@ -67,7 +68,7 @@ class ContainerManager:
         self.runtime = runtime
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
-        self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._attempts = Attempts()
         runtime.subscribe(self.events.publish)
         sandboxes.register_containers(self)
 
@@ -92,11 +93,7 @@ class ContainerManager:
 
     async def close(self) -> None:
         """Abandons creates in flight (they roll back) and stops watching exits."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=30)
+        await self._attempts.abandon(ABANDON_WAIT)
         self.events.close()
         self.runtime.close()
 
@@ -143,22 +140,12 @@ class ContainerManager:
         if sb.state != api.SANDBOX_READY:
             raise FailedPrecondition(f"sandbox {sb.id} is not ready")
         name = container_name(config, sb)
-        task = self._inflight.get(name)
-        if task is None:
+        if name not in self._attempts:
             existing = self.runtime.store.by_name(name)
             if existing is not None and existing.created_at:
                 return existing.id
-            pod_config = sandbox_config if sandbox_config is not None and sandbox_config.HasField("metadata") else sb.config
-            task = asyncio.create_task(self._create(name, sb, config, pod_config))
-            self._inflight[name] = task
-            task.add_done_callback(lambda t: self._finished(name, t))
-        # A caller that gives up does not stop the attempt: a retry joins it.
-        return await asyncio.shield(task)
-
-    def _finished(self, name: str, task: asyncio.Task[str]) -> None:
-        self._inflight.pop(name, None)
-        if not task.cancelled():
-            task.exception()  # retrieved, so an attempt nobody awaits any more is not reported
+        pod_config = sandbox_config if sandbox_config is not None and sandbox_config.HasField("metadata") else sb.config
+        return await self._attempts.join(name, lambda: self._create(name, sb, config, pod_config))
 
     async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
         image = self.images.resolve(config.image.image)

@@ -20,7 +20,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.concurrency import gather_all
+from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri_shim.linux import proc
@@ -36,6 +36,9 @@ from cri_shim.store.records import RecordStore
 
 log = logging.getLogger("cri_shim.sandbox")
 
+# How long shutdown waits for abandoned creations to roll back.
+ABANDON_WAIT = 30.0
+
 
 class SandboxManager:
     """Owns the sandbox records and every pod-level resource."""
@@ -45,7 +48,7 @@ class SandboxManager:
         self.store: RecordStore[Sandbox] = RecordStore("sandbox", cfg.state_dir / "records" / "sandboxes", Sandbox)
         self.resources = Resources(cfg, network)
         self.containers: SandboxContainers | None = None
-        self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._attempts = Attempts()
 
     def register_containers(self, containers: SandboxContainers) -> None:
         """Lets Stop and Remove stop and remove a sandbox's containers first."""
@@ -84,23 +87,13 @@ class SandboxManager:
         """Makes a ready sandbox, or returns the one this pod attempt already has."""
         pod = plan(config, runtime_handler, self.cfg, socket.gethostname())
         name = reservation_name(config.metadata)
-        task = self._inflight.get(name)
-        if task is None:
+        if name not in self._attempts:
             existing = self.store.by_name(name)
             if existing is not None:
                 if existing.phase == READY:
                     return existing.id
                 raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
-            task = asyncio.create_task(self._create(name, config, runtime_handler, pod))
-            self._inflight[name] = task
-            task.add_done_callback(lambda t: self._finished(name, t))
-        # A caller that gives up does not stop the attempt: a retry joins it (as in CRI-O).
-        return await asyncio.shield(task)
-
-    def _finished(self, name: str, task: asyncio.Task[str]) -> None:
-        self._inflight.pop(name, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here so an attempt nobody awaits any more is not reported
+        return await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
 
     async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
         sandbox_id = secrets.token_hex(32)
@@ -245,11 +238,7 @@ class SandboxManager:
 
     async def close(self) -> None:
         """Abandons creations in flight (rolling them back) and stops watching infra processes."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=30)
+        await self._attempts.abandon(ABANDON_WAIT)
         self.resources.close()
 
     def verbose_info(self, sb: Sandbox) -> dict[str, object]:
