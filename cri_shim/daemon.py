@@ -21,7 +21,6 @@ from cri_shim.sandbox import SandboxManager
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
-from cri_shim.runtime import features
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.services.container import ContainerService
@@ -56,8 +55,6 @@ class Daemon:
         self.rootfs = Rootfs(self.images)
         self.containers = ContainerManager(cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg))
         streams = ContainerStreams(self.containers.runtime)
-        # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
-        self.handler_features: dict[str, features.HandlerFeatures] = {}
         self.streaming = StreamingServer(cfg.streaming, Backends(
             exec=streams, attach=streams, portforward=PodPortForward(lambda sid: self.sandboxes.get(sid).namespace_path("net")),
         ))
@@ -78,8 +75,6 @@ class Daemon:
     async def recover(self) -> None:
         """Reconciles durable records with the system before the first call is answered."""
         await asyncio.to_thread(self.images.open)
-        for name, runtime in self.containers.runtime.runtimes.items():
-            self.handler_features[name] = await features.detect(runtime)
         await self.sandboxes.recover()
         await self.containers.open()
         await self.streaming.start()

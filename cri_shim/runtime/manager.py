@@ -29,7 +29,9 @@ from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
+from cri_shim.runtime import features
 from cri_shim.runtime.events import EventBus
+from cri_shim.runtime.features import HandlerFeatures
 from cri_shim.sandbox import Sandbox, SandboxManager
 from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
 
@@ -69,6 +71,8 @@ class ContainerManager:
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
         self._attempts = Attempts()
+        # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
+        self._features: dict[str, HandlerFeatures] = {}
         runtime.subscribe(self.events.publish)
         sandboxes.register_containers(self)
 
@@ -80,6 +84,8 @@ class ContainerManager:
         Runs after sandbox recovery: a container whose sandbox did not survive it is removed,
         as RemovePodSandbox would have done.
         """
+        for name, runtime in self.runtime.runtimes.items():
+            self._features[name] = await features.detect(runtime)
         await self.runtime.open()
         for record in self.runtime.store:
             if self.sandboxes.store.get(record.sandbox_id) is None:
@@ -150,6 +156,9 @@ class ContainerManager:
     async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
         image = self.images.resolve(config.image.image)
         image_config = self.images.config(image)
+        handler = self.handler(sb)
+        if any(m.recursive_read_only for m in config.mounts) and not self.features(handler).recursive_read_only_mounts:
+            raise InvalidArgument(f"runtime handler {handler!r} does not support recursive read-only mounts")
         container_id = secrets.token_hex(32)
         target_pid_ns = None
         ns = config.linux.security_context.namespace_options
@@ -161,7 +170,7 @@ class ContainerManager:
             record = await self.runtime.create(
                 container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=pod_config,
                 config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
-                image_ref=image.image_id, image_id=image.image_id, runtime_handler=self.handler(sb),
+                image_ref=image.image_id, image_id=image.image_id, runtime_handler=handler,
                 target_pid_ns=target_pid_ns,
             )
         except BaseException:
@@ -170,6 +179,10 @@ class ContainerManager:
             raise
         self.events.publish(api.CONTAINER_CREATED_EVENT, record)
         return container_id
+
+    def features(self, handler: str) -> HandlerFeatures:
+        """What a runtime handler offers (nothing for one that is not configured)."""
+        return self._features.get(handler, HandlerFeatures())
 
     def handler(self, sb: Sandbox) -> str:
         """The OCI runtime handler of the sandbox's containers ("" is the default one)."""

@@ -40,9 +40,8 @@ class RuntimeInfoService:
     async def Status(self, request: api.StatusRequest, context: Any) -> api.StatusResponse:
         cfg = self.daemon.cfg
         conditions = [self._runtime_condition(), self._network_condition()]
-        offered = self.daemon.handler_features
         names = {"": cfg.runtime.default_handler, **{name: name for name in cfg.runtime.handlers}}
-        handlers = [api.RuntimeHandler(name=name, features=_handler_features(offered.get(handler, HandlerFeatures())))
+        handlers = [api.RuntimeHandler(name=name, features=_handler_features(self.daemon.containers.features(handler)))
                     for name, handler in names.items()]
         response = api.StatusResponse(
             status=api.RuntimeStatus(conditions=conditions),

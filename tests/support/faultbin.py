@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-RUNC_STEPS = ("create", "start", "kill", "delete", "state", "exec", "update", "run", "pause", "resume", "ps")
+RUNC_STEPS = ("create", "start", "kill", "delete", "state", "exec", "update", "run", "pause", "resume", "ps", "features")
 
 RUNC = """#!/bin/sh
 dir=%(dir)s
