@@ -72,6 +72,16 @@ class SandboxManager:
         """Finished sandboxes, ready or not."""
         return [sb for sb in self.store if sb.phase != CREATING]
 
+    def select(self, id_prefix: str = "", labels: dict[str, str] | None = None, state: int | None = None) -> list[Sandbox]:
+        """The finished sandboxes a List filter names: id or unique id prefix, labels (all equal), state."""
+        if id_prefix:
+            found = self.find(id_prefix)
+            candidates = [found] if found is not None else []
+        else:
+            candidates = self.list()
+        return [sb for sb in candidates if (state is None or sb.state == state)
+                and all(sb.config.labels.get(k) == v for k, v in (labels or {}).items())]
+
     @staticmethod
     def hostname(sb: Sandbox) -> str:
         """The pod's hostname: the one it asked for, else the node's (as RunPodSandbox set it)."""

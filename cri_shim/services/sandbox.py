@@ -35,22 +35,10 @@ class SandboxService:
         return response
 
     async def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: Any) -> api.ListPodSandboxResponse:
-        f = request.filter if request.HasField("filter") else None
-        if f is not None and f.id:
-            found = self.manager.find(f.id)
-            candidates = [found] if found is not None else []
-        else:
-            candidates = self.manager.list()
-        items = [_item(sb) for sb in candidates if _matches(sb, f)]
+        f = request.filter
+        state = f.state.state if f.HasField("state") else None
+        items = [_item(sb) for sb in self.manager.select(f.id, dict(f.label_selector), state)]
         return api.ListPodSandboxResponse(items=items)
-
-
-def _matches(sb: Sandbox, f: api.PodSandboxFilter | None) -> bool:
-    if f is None:
-        return True
-    if f.HasField("state") and sb.state != f.state.state:
-        return False
-    return all(sb.config.labels.get(k) == v for k, v in f.label_selector.items())
 
 
 def sandbox_status(sb: Sandbox) -> api.PodSandboxStatus:

@@ -47,15 +47,8 @@ class StatsService:
 
     async def ListPodSandboxStats(self, request: api.ListPodSandboxStatsRequest,
                                   context: Any) -> api.ListPodSandboxStatsResponse:
-        f = request.filter if request.HasField("filter") else None
-        if f is not None and f.id:
-            found = self.sandboxes.find(f.id)
-            pods = [found] if found is not None else []
-        else:
-            pods = self.sandboxes.list()
-        if f is not None:
-            pods = [sb for sb in pods if all(sb.config.labels.get(k) == v for k, v in f.label_selector.items())]
-        return api.ListPodSandboxStatsResponse(stats=[await self._pod(sb) for sb in pods if sb.state == api.SANDBOX_READY])
+        pods = self.sandboxes.select(request.filter.id, dict(request.filter.label_selector), api.SANDBOX_READY)
+        return api.ListPodSandboxStatsResponse(stats=[await self._pod(sb) for sb in pods])
 
     async def _container(self, record: ContainerRecord) -> api.ContainerStats:
         out = api.ContainerStats(attributes=api.ContainerAttributes(
