@@ -144,7 +144,8 @@ class ContainerRuntime:
         self.store.save(record)
         try:
             bundle.mkdir(parents=True, mode=0o700)
-            atomic.write_json(bundle / "config.json", built.spec)
+            # The bundle lives in the volatile run dir: a power cut takes the container with it.
+            atomic.write_json(bundle / "config.json", built.spec, durable=False)
             created = await self.monitor.create(MonitorSpec(
                 container_id=container_id, name=name, bundle=bundle,
                 log_path=Path(log_path) if log_path else bundle / "console.log", runtime=runc,

@@ -48,9 +48,9 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True
         fsync_dir(path.parent)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Replaces path with obj as JSON atomically and durably."""
-    write_bytes(path, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
+def write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    """Replaces path with obj as JSON atomically (and durably unless told not to, as write_bytes)."""
+    write_bytes(path, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode(), durable=durable)
 
 
 def read_json(path: Path) -> Any:
