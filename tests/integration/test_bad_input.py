@@ -374,6 +374,16 @@ ROWS = [
     Row("remove container: ambiguous prefix", _remove_container(lambda w: w.ambiguous_container), INVALID, "ambiguous"),
     Row("list containers: ambiguous id filter matches nothing", lambda w: w.cri.runtime.ListContainers(api.ListContainersRequest(
         filter=api.ContainerFilter(id=w.ambiguous_container))), OK, check=lambda a: list(a.containers) == []),
+    Row("update resources: unknown id", _container_call("UpdateContainerResources", lambda c: api.UpdateContainerResourcesRequest(
+        container_id=c, linux=api.LinuxContainerResources(cpu_shares=512)), lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("update resources: exited container", _container_call("UpdateContainerResources", lambda c: api.UpdateContainerResourcesRequest(
+        container_id=c, linux=api.LinuxContainerResources(cpu_shares=512)), lambda w: w.exited[0]), FAILED_PRECONDITION, "not running"),
+    Row("reopen log: unknown id", _container_call("ReopenContainerLog", lambda c: api.ReopenContainerLogRequest(container_id=c),
+        lambda w: MISSING_ID), NOT_FOUND, "not found"),
+    Row("reopen log: exited container", _container_call("ReopenContainerLog", lambda c: api.ReopenContainerLogRequest(container_id=c),
+        lambda w: w.exited[0]), FAILED_PRECONDITION, "not running"),
+    Row("container stats: unknown id", _container_call("ContainerStats", lambda c: api.ContainerStatsRequest(container_id=c),
+        lambda w: MISSING_ID), NOT_FOUND, "not found"),
     # ExecSync
     Row("exec sync: stopped container", _exec_sync(lambda w: w.exited[0], "true"), FAILED_PRECONDITION, "not running"),
     Row("exec sync: unknown id", _exec_sync(lambda w: MISSING_ID, "true"), NOT_FOUND, "not found"),

@@ -1,7 +1,8 @@
 """The container RPCs on a real daemon: busybox pulled from a real registry, real pods, runc and conmon.
 
-Each test gets its own daemon, pulls the image, runs one pod and one container through (so the
-directories that outlive containers exist) and takes the leak snapshot it ends by comparing with.
+Each test gets its own daemon (the pulled fixture): the image pulled, one pod and one container
+run through (so the directories that outlive containers exist), and the leak snapshot it ends
+by comparing with.
 """
 
 from __future__ import annotations
@@ -10,41 +11,42 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from cri_shim.cgroups import stats as cgroup_stats
 from tests.support.client import Cri, api
-from tests.support.daemon import Daemon
-from tests.support.images import Catalog
-from tests.support.pods import changes, remove_all_pods, remove_pod, run_pod, snapshot, stop_pod
+from tests.support.pods import changes, remove_pod, run_pod, snapshot, stop_pod
 from tests.support.registry import Registry
 from tests.support.workloads import (
+    FOREVER,
     WAIT,
+    Pulled,
     container_config,
     create,
     exec_sync,
     listed,
     logged_pod,
     pull,
+    pulled_daemon,
     remove,
     run_container,
     start,
     status,
     stop,
+    until,
+    verbose_info,
     wait_state,
-    warm_up_containers,
 )
 
 pytestmark = pytest.mark.integration
 
 # Runs until stopped; "ready" once its TERM disposition is in place, so a stop never races the trap.
-FOREVER = "while :; do sleep 0.1; done"
 HONOURS_TERM = f"trap 'exit 42' TERM; touch /tmp/ready; {FOREVER}"
 IGNORES_TERM = f"trap '' TERM; touch /tmp/ready; {FOREVER}"
 
@@ -54,37 +56,8 @@ def daemon_overrides(registry: Registry) -> dict[str, Any]:
     return {"images": {"insecure_registries": [registry.host]}}
 
 
-@dataclass
-class World:
-    daemon: Daemon
-    cri: Cri
-    image: str  # the pulled busybox's id
-    name: str  # the name it was pulled by
-    before: dict[str, Any]  # the leak snapshot after warm-up
-
-
-@pytest.fixture
-def world(daemon: Daemon, cri: Cri, catalog: Catalog) -> Iterator[World]:
-    name = catalog.ref("busybox")
-    image = pull(cri, name)
-    warm_up_containers(cri, daemon, image)
-    try:
-        yield World(daemon, cri, image, name, snapshot(daemon))
-    finally:
-        remove_all_pods(cri)  # whatever a failed test leaves beyond its pods, release_leftovers takes
-
-
 def sh(name: str, script: str, image: str, **fields: Any) -> api.ContainerConfig:
     return container_config(name, "sh", "-c", script, image=image, **fields)
-
-
-def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Polls check until it holds; fails naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} never happened")
-        time.sleep(0.05)
 
 
 def ready(cri: Cri, container_id: str) -> None:
@@ -98,8 +71,8 @@ def not_found(call: Callable[[], object]) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
 
 
-def test_lifecycle_and_status_fields(world: World) -> None:
-    cri, d = world.cri, world.daemon
+def test_lifecycle_and_status_fields(pulled: Pulled) -> None:
+    cri, d = pulled.cri, pulled.daemon
     volume = d.dir / "volume"
     volume.mkdir()
     (volume / "file").write_text("from the host\n")
@@ -108,7 +81,7 @@ def test_lifecycle_and_status_fields(world: World) -> None:
     labels, annotations = {"app": "life", "io.kubernetes.container.name": "main"}, {"note": "x" * 300}
     pod = logged_pod(d, "life")
     sid = run_pod(cri, pod)
-    config = sh("main", "echo started; sleep 600", world.name, labels=labels, annotations=annotations, mounts=mounts)
+    config = sh("main", "echo started; sleep 600", pulled.name, labels=labels, annotations=annotations, mounts=mounts)
     cid = create(cri, sid, pod, config)
 
     st = status(cri, cid)
@@ -117,11 +90,11 @@ def test_lifecycle_and_status_fields(world: World) -> None:
     assert dict(st.labels) == labels and dict(st.annotations) == annotations
     assert list(st.mounts) == mounts
     assert st.log_path == os.path.join(pod.log_directory, "main_0.log") and os.path.isabs(st.log_path)
-    assert st.image.image == world.name and st.image_ref == st.image_id == world.image
+    assert st.image.image == pulled.name and st.image_ref == st.image_id == pulled.image
     [item] = listed(cri, id=cid)
-    assert (item.pod_sandbox_id, item.image_ref, item.image_id, item.image.image) == (sid, world.image, world.image, world.name)
-    image = cri.image.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=world.name))).image
-    assert image.id == world.image
+    assert (item.pod_sandbox_id, item.image_ref, item.image_id, item.image.image) == (sid, pulled.image, pulled.image, pulled.name)
+    image = cri.image.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=pulled.name))).image
+    assert image.id == pulled.image
 
     start(cri, cid)
     st = status(cri, cid)
@@ -135,26 +108,26 @@ def test_lifecycle_and_status_fields(world: World) -> None:
     not_found(lambda: status(cri, cid))
     remove(cri, cid)
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(d)) == {}
+    assert changes(pulled.before, snapshot(d)) == {}
 
 
-def test_created_by_image_id_names_a_tag(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "byid")
+def test_created_by_image_id_names_a_tag(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "byid")
     sid = run_pod(cri, pod)
-    cid = create(cri, sid, pod, container_config("byid", "true", image=world.image))
+    cid = create(cri, sid, pod, container_config("byid", "true", image=pulled.image))
     st = status(cri, cid)
-    assert st.image.image == world.name and st.image_ref == st.image_id == world.image
+    assert st.image.image == pulled.name and st.image_ref == st.image_id == pulled.image
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
 @pytest.mark.parametrize("code,reason", [(3, "Error"), (0, "Completed")])
-def test_container_exiting_by_itself(world: World, code: int, reason: str) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "exits")
+def test_container_exiting_by_itself(pulled: Pulled, code: int, reason: str) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "exits")
     sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, sh("exits", f"exit {code}", world.image))
+    cid = run_container(cri, sid, pod, sh("exits", f"exit {code}", pulled.image))
     st = wait_state(cri, cid, api.CONTAINER_EXITED)
     assert (st.exit_code, st.reason) == (code, reason)
     assert st.finished_at >= st.started_at > 0
@@ -162,16 +135,16 @@ def test_container_exiting_by_itself(world: World, code: int, reason: str) -> No
     assert item.state == api.CONTAINER_EXITED
     remove(cri, cid)
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_stop_honours_sigterm_and_kills_after_the_timeout(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "stops")
+def test_stop_honours_sigterm_and_kills_after_the_timeout(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "stops")
     sid = run_pod(cri, pod)
-    honours = run_container(cri, sid, pod, sh("honours", HONOURS_TERM, world.image))
-    ignores = run_container(cri, sid, pod, sh("ignores", IGNORES_TERM, world.image))
-    never_started = create(cri, sid, pod, container_config("idle", "true", image=world.image))
+    honours = run_container(cri, sid, pod, sh("honours", HONOURS_TERM, pulled.image))
+    ignores = run_container(cri, sid, pod, sh("ignores", IGNORES_TERM, pulled.image))
+    never_started = create(cri, sid, pod, container_config("idle", "true", image=pulled.image))
     for cid in (honours, ignores):
         ready(cri, cid)
 
@@ -192,16 +165,16 @@ def test_stop_honours_sigterm_and_kills_after_the_timeout(world: World) -> None:
     stop(cri, "f" * 64)  # unknown
     assert status(cri, honours).exit_code == 42
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_list_filters(world: World) -> None:
-    cri = world.cri
-    pod_a, pod_b = logged_pod(world.daemon, "a"), logged_pod(world.daemon, "b")
+def test_list_filters(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod_a, pod_b = logged_pod(pulled.daemon, "a"), logged_pod(pulled.daemon, "b")
     a, b = run_pod(cri, pod_a), run_pod(cri, pod_b)
-    web = run_container(cri, a, pod_a, container_config("web", "sleep", "600", image=world.image, labels={"app": "x", "tier": "web"}))
-    db = create(cri, a, pod_a, container_config("db", "sleep", "600", image=world.image, labels={"app": "x", "tier": "db"}))
-    job = run_container(cri, b, pod_b, container_config("job", "true", image=world.image, labels={"app": "y"}))
+    web = run_container(cri, a, pod_a, container_config("web", "sleep", "600", image=pulled.image, labels={"app": "x", "tier": "web"}))
+    db = create(cri, a, pod_a, container_config("db", "sleep", "600", image=pulled.image, labels={"app": "x", "tier": "db"}))
+    job = run_container(cri, b, pod_b, container_config("job", "true", image=pulled.image, labels={"app": "y"}))
     wait_state(cri, job, api.CONTAINER_EXITED)
 
     def ids(**f: Any) -> set[str]:
@@ -224,37 +197,37 @@ def test_list_filters(world: World) -> None:
     assert ids(pod_sandbox_id=a, state=state(api.CONTAINER_RUNNING), label_selector={"tier": "web"}) == {web}
     for sid in (a, b):
         remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_retried_create_returns_the_same_container(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "retry")
+def test_retried_create_returns_the_same_container(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "retry")
     sid = run_pod(cri, pod)
-    config = container_config("retried", "sleep", "600", image=world.image)
+    config = container_config("retried", "sleep", "600", image=pulled.image)
     with ThreadPoolExecutor(4) as pool:
         concurrent = set(pool.map(lambda _: create(cri, sid, pod, config), range(4)))
     assert len(concurrent) == 1
     [cid] = concurrent
     assert create(cri, sid, pod, config) == cid
     assert [c.id for c in listed(cri)] == [cid]
-    next_attempt = create(cri, sid, pod, container_config("retried", "sleep", "600", image=world.image, attempt=1))
+    next_attempt = create(cri, sid, pod, container_config("retried", "sleep", "600", image=pulled.image, attempt=1))
     assert next_attempt != cid and {c.id for c in listed(cri)} == {cid, next_attempt}
     remove(cri, cid)
     assert create(cri, sid, pod, config) != cid, "a removed container's name is free again"
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_stop_and_remove_pod_take_its_containers(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "owner")
+def test_stop_and_remove_pod_take_its_containers(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "owner")
     sid = run_pod(cri, pod)
-    other_pod = logged_pod(world.daemon, "bystander")
+    other_pod = logged_pod(pulled.daemon, "bystander")
     other = run_pod(cri, other_pod)
-    bystander = run_container(cri, other, other_pod, container_config("bystander", "sleep", "600", image=world.image))
+    bystander = run_container(cri, other, other_pod, container_config("bystander", "sleep", "600", image=pulled.image))
     # One honouring TERM and one ignoring it: StopPodSandbox gives no grace to either.
-    ids = [run_container(cri, sid, pod, sh(name, script, world.image))
+    ids = [run_container(cri, sid, pod, sh(name, script, pulled.image))
            for name, script in (("honours", HONOURS_TERM), ("ignores", IGNORES_TERM))]
     for cid in ids:
         ready(cri, cid)
@@ -272,40 +245,40 @@ def test_stop_and_remove_pod_take_its_containers(world: World) -> None:
         not_found(lambda: status(cri, cid))
     remove_pod(cri, other)
     assert listed(cri) == []
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_remove_pod_with_running_and_created_containers(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "busy")
+def test_remove_pod_with_running_and_created_containers(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "busy")
     sid = run_pod(cri, pod)
-    run_container(cri, sid, pod, container_config("running", "sleep", "600", image=world.image))
-    create(cri, sid, pod, container_config("created", "sleep", "600", image=world.image))
+    run_container(cri, sid, pod, container_config("running", "sleep", "600", image=pulled.image))
+    create(cri, sid, pod, container_config("created", "sleep", "600", image=pulled.image))
     remove_pod(cri, sid)  # without a stop first
     assert listed(cri) == []
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_no_leaks_after_20_cycles(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "cycles")
+def test_no_leaks_after_20_cycles(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "cycles")
     sid = run_pod(cri, pod)
-    with_pod = snapshot(world.daemon)
+    with_pod = snapshot(pulled.daemon)
     for attempt in range(20):
-        cid = run_container(cri, sid, pod, container_config("cycle", "sleep", "600", image=world.image, attempt=attempt))
+        cid = run_container(cri, sid, pod, container_config("cycle", "sleep", "600", image=pulled.image, attempt=attempt))
         if attempt % 2:
             stop(cri, cid, timeout=5)  # then an exited container is removed
         else:
             assert exec_sync(cri, cid, "true").exit_code == 0  # then a running one
         remove(cri, cid)
-    assert changes(with_pod, snapshot(world.daemon)) == {}
+    assert changes(with_pod, snapshot(pulled.daemon)) == {}
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_container_events(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "events")
+def test_container_events(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "events")
     sid = run_pod(cri, pod)
     events: queue.Queue[api.ContainerEventResponse] = queue.Queue()
     stream = cri.runtime.GetContainerEvents(api.GetEventsRequest())
@@ -324,14 +297,14 @@ def test_container_events(world: World) -> None:
         attempt = 0
         while events.empty():
             assert attempt < 20, "the event stream never delivered an event"
-            remove(cri, create(cri, sid, pod, container_config("probe", "true", image=world.image, attempt=attempt)))
+            remove(cri, create(cri, sid, pod, container_config("probe", "true", image=pulled.image, attempt=attempt)))
             attempt += 1
             time.sleep(0.2)
         time.sleep(0.2)
         while not events.empty():
             events.get()
 
-        cid = run_container(cri, sid, pod, sh("watched", "exit 5", world.image))
+        cid = run_container(cri, sid, pod, sh("watched", "exit 5", pulled.image))
         wait_state(cri, cid, api.CONTAINER_EXITED)
         remove(cri, cid)
         seen: list[api.ContainerEventResponse] = []
@@ -350,23 +323,23 @@ def test_container_events(world: World) -> None:
     assert states == [[api.CONTAINER_CREATED], [api.CONTAINER_RUNNING], [api.CONTAINER_EXITED], []]
     assert seen[2].containers_statuses[0].exit_code == 5
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
 def _container_stats(cri: Cri, cid: str) -> api.ContainerStats:
     return cri.runtime.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
 
 
-def test_container_stats(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "stats")
+def test_container_stats(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "stats")
     sid = run_pod(cri, pod)
     allocated = 48 * 1024 * 1024
     # The loop keeps the shell (and its variable) alive: busybox sh execs a last simple command.
     hog = run_container(cri, sid, pod, sh("hog", f"x=$(head -c {allocated} /dev/zero | tr '\\0' a); touch /tmp/ready; {FOREVER}",
-                                          world.image, labels={"role": "hog"}))
-    spin = run_container(cri, sid, pod, sh("spin", "while :; do :; done", world.image, labels={"role": "spin"}))
-    idle = create(cri, sid, pod, container_config("idle", "true", image=world.image))
+                                          pulled.image, labels={"role": "hog"}))
+    spin = run_container(cri, sid, pod, sh("spin", "while :; do :; done", pulled.image, labels={"role": "spin"}))
+    idle = create(cri, sid, pod, container_config("idle", "true", image=pulled.image))
     ready(cri, hog)
 
     mem = _container_stats(cri, hog)
@@ -397,14 +370,14 @@ def test_container_stats(world: World) -> None:
     assert listed_stats(label_selector={"role": "hog"}) == {hog} and listed_stats(label_selector={"role": "none"}) == set()
     not_found(lambda: _container_stats(cri, "f" * 64))
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_pod_stats_with_network(world: World) -> None:
-    cri = world.cri
-    pod = logged_pod(world.daemon, "netstats", labels={"net": "cni"})
+def test_pod_stats_with_network(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "netstats", labels={"net": "cni"})
     sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, container_config("app", "sleep", "600", image=world.image))
+    cid = run_container(cri, sid, pod, container_config("app", "sleep", "600", image=pulled.image))
 
     def check(stats: api.PodSandboxStats) -> None:
         assert stats.attributes.id == sid and stats.attributes.metadata.name == "netstats"
@@ -420,4 +393,71 @@ def test_pod_stats_with_network(world: World) -> None:
     by_label = api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(label_selector={"net": "cni"}))
     assert [s.attributes.id for s in cri.runtime.ListPodSandboxStats(by_label).stats] == [sid]
     remove_pod(cri, sid)
-    assert changes(world.before, snapshot(world.daemon)) == {}
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_image_removed_while_its_container_runs(pulled: Pulled) -> None:
+    """RemoveImage is allowed while containers use the image: the container keeps its rootfs, and
+    the layers go when the last container using them is removed."""
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "orphaned-image")
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, container_config("user", "sleep", "600", image=pulled.image))
+    cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=pulled.image)))
+    assert cri.image.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=pulled.image))).image.id == ""
+    assert exec_sync(cri, cid, "cat", "/etc/hostname").exit_code == 0
+    remove_pod(cri, sid)
+    assert cri.image.ListImages(api.ListImagesRequest()).images == []
+    diff = changes(pulled.before, snapshot(pulled.daemon))
+    assert set(diff) == {"state files"} and diff["state files"]["added"] == [], diff
+    assert all(p.startswith("images/") for p in diff["state files"]["gone"]), "only the image's files are gone"
+    assert pull(cri, pulled.name) == pulled.image
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_pod_with_a_cgroup_parent(pulled: Pulled) -> None:
+    """kubelet gives every pod a cgroup of its own: pod stats come from it, and nothing of it is
+    left once the pod is removed."""
+    cri = pulled.cri
+    parent = f"{pulled.daemon.config['runtime']['default_cgroup_parent']}/kubepods/pod-cg"
+    pod = logged_pod(pulled.daemon, "cgroup", linux=api.LinuxPodSandboxConfig(cgroup_parent=parent))
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, sh("spin", "while :; do :; done", pulled.image))
+    assert verbose_info(cri, cid)["cgroupsPath"].startswith(parent + "/")
+
+    def pod_cpu() -> int:
+        stats = cri.runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+        return stats.linux.cpu.usage_core_nano_seconds.value
+
+    first = pod_cpu()
+    until(lambda: pod_cpu() > first, "the pod's CPU usage growing while its container spins")
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_create_in_a_stopped_pod_is_refused(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "stopped")
+    sid = run_pod(cri, pod)
+    stop_pod(cri, sid)
+    with pytest.raises(grpc.RpcError) as err:
+        create(cri, sid, pod, container_config("late", "true", image=pulled.image))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    assert listed(cri) == []
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_update_resources_applies_and_is_reported(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "resize")
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, container_config("resized", "sleep", "600", image=pulled.image))
+    resources = api.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=64 * 1024 * 1024, cpu_quota=50000, cpu_period=100000)
+    cri.runtime.UpdateContainerResources(api.UpdateContainerResourcesRequest(container_id=cid, linux=resources))
+    reported = status(cri, cid).resources.linux
+    assert (reported.cpu_shares, reported.memory_limit_in_bytes, reported.cpu_quota) == (256, 64 * 1024 * 1024, 50000)
+    applied = cgroup_stats.read(verbose_info(cri, cid)["cgroupsPath"])
+    assert applied is not None and applied.memory_limit_bytes == 64 * 1024 * 1024, "runc update reached the cgroup"
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}

@@ -4,10 +4,7 @@ midway left (a mounted rootfs, a monitor stuck on a hanging runc) is released at
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,65 +12,36 @@ import grpc
 import pytest
 
 from tests.support.client import Cri, api
-from tests.support.daemon import Daemon
 from tests.support.faultbin import FaultyBinary
-from tests.support.images import Catalog
-from tests.support.pods import changes, remove_all_pods, remove_pod, run_pod, snapshot, status as pod_status
+from tests.support.pods import changes, remove_pod, run_pod, snapshot, status as pod_status
 from tests.support.registry import Registry
 from tests.support.workloads import (
+    FOREVER,
     WAIT,
+    Pulled,
     container_config,
     create,
     exec_sync,
+    faulty_runc,
     listed,
     logged_pod,
-    pull,
+    pulled_daemon,
     run_container,
     start,
     status,
     stop,
+    until,
+    verbose_info,
     wait_state,
-    warm_up_containers,
 )
 
 pytestmark = pytest.mark.restart
-
-FOREVER = "while :; do sleep 0.1; done"
-
-
-@pytest.fixture
-def runc_wrapper(tmp_path: Path) -> Iterator[FaultyBinary]:
-    wrapper = FaultyBinary(tmp_path, "runc")
-    yield wrapper
-    wrapper.kill_hung()
-
 
 @pytest.fixture
 def daemon_overrides(registry: Registry, runc_wrapper: FaultyBinary) -> dict[str, Any]:
     """Pulls from the session's registry; runc is the fault wrapper (passing calls through until armed)."""
     return {"images": {"insecure_registries": [registry.host]},
             "runtime": {"handlers": {"runc": {"path": str(runc_wrapper.path)}}}}
-
-
-@pytest.fixture
-def setup(daemon: Daemon, catalog: Catalog) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The pulled busybox's id and the leak snapshot once one pod and one container went through;
-    afterwards the pods left (by a failed test) are removed through the runtime."""
-    cri = Cri(daemon.endpoint)
-    image = pull(cri, catalog.ref("busybox"))
-    warm_up_containers(cri, daemon, image)
-    before = snapshot(daemon)
-    cri.close()
-    yield image, before
-    if daemon.proc is not None and daemon.proc.poll() is None:
-        cri = Cri(daemon.endpoint)
-        remove_all_pods(cri)
-        cri.close()
-
-
-def _verbose(cri: Cri, container_id: str) -> dict[str, Any]:
-    answer = cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id, verbose=True))
-    return json.loads(answer.info["info"])
 
 
 def _gone(pid: int) -> bool:
@@ -85,26 +53,22 @@ def _gone(pid: int) -> bool:
 
 
 def _wait_gone(pid: int, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"{what} ({pid}) never exited"
-        time.sleep(0.05)
+    until(lambda: _gone(pid), f"{what} ({pid}) exiting")
 
 
 @pytest.mark.parametrize("how", ["sigkill", "sigterm"])
-def test_running_container_survives_a_restart(daemon: Daemon, setup: tuple[str, dict[str, Any]], how: str) -> None:
-    image, before = setup
-    cri = Cri(daemon.endpoint)
+def test_running_container_survives_a_restart(pulled: Pulled, how: str) -> None:
+    daemon, image, before = pulled.daemon, pulled.image, pulled.before
+    cri = pulled.cri
     pod = logged_pod(daemon, "survivor")
     sid = run_pod(cri, pod)
     cid = run_container(cri, sid, pod, container_config("survivor", "sh", "-c", FOREVER, image=image, labels={"k": "v"}))
-    st1, info1 = status(cri, cid), _verbose(cri, cid)
-    cri.close()
+    st1, info1 = status(cri, cid), verbose_info(cri, cid)
     daemon.kill() if how == "sigkill" else daemon.stop()
     assert not _gone(info1["pid"]) and not _gone(info1["monitorPid"]), "the container and its monitor outlive the daemon"
     daemon.start()
     cri = Cri(daemon.endpoint)
-    st2, info2 = status(cri, cid), _verbose(cri, cid)
+    st2, info2 = status(cri, cid), verbose_info(cri, cid)
     assert st2.state == api.CONTAINER_RUNNING and (st2.created_at, st2.started_at) == (st1.created_at, st1.started_at)
     assert dict(st2.labels) == {"k": "v"} and st2.image_ref == image
     assert (info2["pid"], info2["monitorPid"]) == (info1["pid"], info1["monitorPid"])
@@ -118,19 +82,18 @@ def test_running_container_survives_a_restart(daemon: Daemon, setup: tuple[str, 
     cri.close()
 
 
-def test_exit_while_the_daemon_is_down_is_reported_after_the_restart(daemon: Daemon, setup: tuple[str, dict[str, Any]]) -> None:
-    image, before = setup
+def test_exit_while_the_daemon_is_down_is_reported_after_the_restart(pulled: Pulled) -> None:
+    daemon, image, before = pulled.daemon, pulled.image, pulled.before
     gate = daemon.dir / "gate"
     gate.mkdir()
-    cri = Cri(daemon.endpoint)
+    cri = pulled.cri
     pod = logged_pod(daemon, "quitter")
     sid = run_pod(cri, pod)
     mounts = [api.Mount(container_path="/gate", host_path=str(gate))]
     script = "while [ ! -e /gate/go ]; do sleep 0.1; done; exit 7"
     cid = run_container(cri, sid, pod, container_config("quitter", "sh", "-c", script, image=image, mounts=mounts))
     started = status(cri, cid)
-    info = _verbose(cri, cid)
-    cri.close()
+    info = verbose_info(cri, cid)
     daemon.kill()
     (gate / "go").touch()
     _wait_gone(info["pid"], "the container")
@@ -149,12 +112,12 @@ def test_exit_while_the_daemon_is_down_is_reported_after_the_restart(daemon: Dae
     cri.close()
 
 
-def test_create_killed_midway_is_released_at_the_next_start(daemon: Daemon, setup: tuple[str, dict[str, Any]],
+def test_create_killed_midway_is_released_at_the_next_start(pulled: Pulled,
                                                             runc_wrapper: FaultyBinary) -> None:
     """kill -9 while `runc create` hangs: the record says the create never finished, the rootfs is
     mounted, conmon waits on the hung call. The next start kills both and releases the rootfs."""
-    image, before = setup
-    cri = Cri(daemon.endpoint)
+    daemon, image, before = pulled.daemon, pulled.image, pulled.before
+    cri = pulled.cri
     pod = logged_pod(daemon, "interrupted")
     sid = run_pod(cri, pod)
     with_pod = snapshot(daemon)
@@ -168,7 +131,6 @@ def test_create_killed_midway_is_released_at_the_next_start(daemon: Daemon, setu
     daemon.kill()
     with pytest.raises(grpc.RpcError):
         call.result(timeout=WAIT)
-    cri.close()
     assert not _gone(hung), "the hung runc call outlives the daemon"
     runc_wrapper.clear()
     daemon.start()
@@ -181,6 +143,26 @@ def test_create_killed_midway_is_released_at_the_next_start(daemon: Daemon, setu
     cid = create(cri, sid, pod, config)
     start(cri, cid)
     assert wait_state(cri, cid, api.CONTAINER_RUNNING).image_ref == image
+    remove_pod(cri, sid)
+    assert changes(before, snapshot(daemon)) == {}, daemon.log_tail()
+    cri.close()
+
+
+def test_created_container_starts_after_a_restart(pulled: Pulled) -> None:
+    """A container created before kill -9 (runc's init waiting for the start) is still CREATED
+    after the restart, and StartContainer then runs it, with its exit recorded as usual."""
+    daemon, image, before = pulled.daemon, pulled.image, pulled.before
+    cri = pulled.cri
+    pod = logged_pod(daemon, "waiting")
+    sid = run_pod(cri, pod)
+    cid = create(cri, sid, pod, container_config("waiting", "sh", "-c", "exit 9", image=image))
+    daemon.kill()
+    daemon.start()
+    cri = Cri(daemon.endpoint)
+    assert status(cri, cid).state == api.CONTAINER_CREATED
+    start(cri, cid)
+    st = wait_state(cri, cid, api.CONTAINER_EXITED)
+    assert (st.exit_code, st.reason) == (9, "Error") and st.started_at > 0
     remove_pod(cri, sid)
     assert changes(before, snapshot(daemon)) == {}, daemon.log_tail()
     cri.close()

@@ -8,19 +8,43 @@
 
 Waits poll ContainerStatus until a state is reached or a generous deadline passes: they say
 when something never happens, they do not measure how fast it happens.
+
+The fixtures here (pulled, runc_wrapper) are used by importing their functions (pulled_daemon,
+faulty_runc) into a test module, which also overrides daemon_overrides (tests/conftest.py) so that the daemon may pull from the
+session's registry.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.pods import pod_config, remove_pod, run_pod, warm_up
+from tests.support.faultbin import FaultyBinary
+from tests.support.images import Catalog
+from tests.support.pods import pod_config, remove_all_pods, remove_pod, run_pod, snapshot, warm_up
 
 WAIT = 60.0
 STATE_NAMES = {v: k for k, v in api.ContainerState.items()}
+# A busybox sh script's tail that keeps the shell running until it is signalled (busybox sh
+# execs a last simple command, which would replace the shell and whatever it holds).
+FOREVER = "while :; do sleep 0.1; done"
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Polls check until it holds; fails naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened")
+        time.sleep(0.05)
 
 
 def pull(cri: Cri, image: str) -> str:
@@ -69,6 +93,12 @@ def status(cri: Cri, container_id: str) -> api.ContainerStatus:
     return cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id)).status
 
 
+def verbose_info(cri: Cri, container_id: str) -> dict[str, Any]:
+    """The verbose ContainerStatus info object (pid, monitor pid, cgroups path, bundle)."""
+    answer = cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id, verbose=True))
+    return json.loads(answer.info["info"])
+
+
 def exec_sync(cri: Cri, container_id: str, *argv: str, timeout: int = 0) -> api.ExecSyncResponse:
     return cri.runtime.ExecSync(api.ExecSyncRequest(container_id=container_id, cmd=list(argv), timeout=timeout))
 
@@ -80,15 +110,9 @@ def listed(cri: Cri, **filter_fields: Any) -> list[api.Container]:
 
 
 def wait_state(cri: Cri, container_id: str, state: int, timeout: float = WAIT) -> api.ContainerStatus:
-    """The container's status once it is in state; AssertionError (with the last status) if never."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = status(cri, container_id)
-        if st.state == state:
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"container {container_id} never became {STATE_NAMES[state]}: {st}")
-        time.sleep(0.05)
+    """The container's status once it is in state."""
+    until(lambda: status(cri, container_id).state == state, f"container {container_id} becoming {STATE_NAMES[state]}", timeout)
+    return status(cri, container_id)
 
 
 def warm_up_containers(cri: Cri, daemon: Daemon, image: str) -> None:
@@ -101,3 +125,41 @@ def warm_up_containers(cri: Cri, daemon: Daemon, image: str) -> None:
     cid = run_container(cri, sid, pod, container_config("warmup", "true", image=image))
     wait_state(cri, cid, api.CONTAINER_EXITED)
     remove_pod(cri, sid)
+
+
+@dataclass
+class Pulled:
+    """A daemon with busybox pulled and one pod and container run through."""
+
+    daemon: Daemon
+    cri: Cri
+    image: str  # busybox's id
+    name: str  # the name it was pulled by
+    before: dict[str, Any]  # the leak snapshot taken then, for tests to end by comparing with
+
+
+@pytest.fixture(name="pulled")
+def pulled_daemon(daemon: Daemon, catalog: Catalog) -> Iterator[Pulled]:
+    """The daemon fixture, ready for containers; afterwards the pods a failed test left are removed
+    through the runtime (if it still runs), and release_leftovers takes the rest."""
+    cri = Cri(daemon.endpoint)
+    name = catalog.ref("busybox")
+    image = pull(cri, name)
+    warm_up_containers(cri, daemon, image)
+    try:
+        yield Pulled(daemon, cri, image, name, snapshot(daemon))
+    finally:
+        cri.close()
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            fresh = Cri(daemon.endpoint)  # the test may have restarted the daemon under the first one
+            remove_all_pods(fresh)
+            fresh.close()
+
+
+@pytest.fixture(name="runc_wrapper")
+def faulty_runc(tmp_path: Path) -> Iterator[FaultyBinary]:
+    """A fault-injecting runc (tests/support/faultbin.py) for daemon_overrides to name; a call it
+    left hanging is ended afterwards."""
+    wrapper = FaultyBinary(tmp_path, "runc")
+    yield wrapper
+    wrapper.kill_hung()
