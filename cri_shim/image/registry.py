@@ -8,6 +8,7 @@ a redirect to another host (a blob CDN) goes without the Authorization header.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
@@ -57,6 +58,14 @@ def endpoints(cfg: ImagesConfig, domain: str) -> list[Endpoint]:
     return found
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The default TLS context, made once for the process and only when an https endpoint is
+    reached: loading the system's CA certificates takes 30-70 ms, which every pull (and every
+    pull of a plain-http registry) paid when each Client made its own."""
+    return ssl.create_default_context()
+
+
 class Aborted(Exception):
     """The transfer was stopped from outside (client gone, deadline, no progress)."""
 
@@ -100,7 +109,6 @@ class Client:
         self.timeout = timeout
         self.transfer = transfer
         self._authorization = ""
-        self._ssl = ssl.create_default_context()
 
     # --- public calls -------------------------------------------------------------------------
 
@@ -174,7 +182,7 @@ class Client:
         transfer = transfer or self.transfer
         transfer.check()
         if parts.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=self._ssl)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=_tls())
         elif parts.scheme == "http":
             conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
         else:
