@@ -138,7 +138,9 @@ class Puller:
             if kind not in manifest.MANIFEST_TYPES:
                 raise InvalidArgument(f"{what}: index entry {chosen.digest} is not an image manifest ({kind})")
         image = manifest.parse_manifest(body, kind, what)
-        config_bytes = await asyncio.to_thread(self._small_blob, client, image.config, progress)
+        config_bytes = self._stored_blob(image.config.digest)
+        if config_bytes is None:
+            config_bytes = await asyncio.to_thread(self._small_blob, client, image.config, progress)
         config = imageconfig.parse(config_bytes)
         if len(config.diff_ids) != len(image.layers):
             raise InvalidArgument(f"{what}: {len(image.layers)} layers but {len(config.diff_ids)} diff_ids in the config")
@@ -154,6 +156,14 @@ class Puller:
             created=time.time(),
         )
         return await store_image(self.store, record, blobs, self._layers_in_place(client, image.layers, config.diff_ids, chains, progress))
+
+    def _stored_blob(self, digest: str) -> bytes | None:
+        """A blob the content store already holds (verified when it was stored), so that a re-pull
+        of an image that is present asks the registry for nothing but the manifest."""
+        try:
+            return self.store.content.read(digest)
+        except FileNotFoundError:
+            return None
 
     def _small_blob(self, client: Client, desc: manifest.Descriptor, progress: Progress) -> bytes:
         if desc.size > 8 * 1024 * 1024:

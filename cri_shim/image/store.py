@@ -208,7 +208,15 @@ class ImageStore:
             self._pending += Counter()
 
     async def commit(self, record: ImageRecord) -> ImageRecord:
-        """Stores an image whose layers and blobs are in place, taking its names from other images."""
+        """Stores an image whose layers and blobs are in place, taking its names from other images.
+
+        An image already stored with every name and blob of record (a re-pull of what is present)
+        is returned as it is: nothing would change, so neither the lock nor a write is needed.
+        """
+        self.refresh()
+        existing = self.records.get(record.id)
+        if existing is not None and self._holds(existing, record):
+            return existing
         async with self._exclusive():
             missing = [c for c in record.chain_ids if not self.layers.has(c)]
             missing += [b for b in record.blobs if not self.content.has(b)]
@@ -228,6 +236,13 @@ class ImageStore:
             self.names.add(record)
             self._bump()
         return record
+
+    def _holds(self, existing: ImageRecord, record: ImageRecord) -> bool:
+        """True when existing owns every name and blob of record and all its content is there."""
+        return (all(self.names.owner(name) == existing.id for name in record.names)
+                and set(record.blobs) <= set(existing.blobs)
+                and all(self.layers.has(c) for c in existing.chain_ids)
+                and all(self.content.has(b) for b in existing.blobs))
 
     def _take_name(self, owner_id: str, name: str) -> None:
         owner = self.records.get(owner_id)

@@ -5,6 +5,7 @@
     proxy.stall.add(digest)       # send half of that blob, then stall until stop()
     proxy.redirect = True         # answer blob GETs with a 307 to the registry itself
     proxy.blob_gets[digest]       # GETs of a blob that reached the proxy
+    proxy.manifest_gets[ref]      # GETs of a manifest (by tag or digest) that reached the proxy
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class RegistryProxy:
         self.stall: set[str] = set()
         self.redirect = False
         self.blob_gets: Counter[str] = Counter()
+        self.manifest_gets: Counter[str] = Counter()
         self._stopped = threading.Event()
         proxy = self
 
@@ -50,6 +52,8 @@ class RegistryProxy:
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         digest = h.path.split("/blobs/", 1)[1].split("?")[0] if "/blobs/" in h.path else ""
+        if "/manifests/" in h.path and method == "GET":
+            self.manifest_gets[h.path.split("/manifests/", 1)[1]] += 1
         if digest and method == "GET":
             self.blob_gets[digest] += 1
             if self.redirect:

@@ -117,6 +117,20 @@ def test_concurrent_pulls_share_one_download(registry: Registry, catalog: Catalo
         assert proxy.blob_gets[catalog.layered.id] == 1
 
 
+def test_a_re_pull_asks_for_the_manifest_and_writes_nothing(registry: Registry, catalog: Catalog) -> None:
+    """The tag may have moved, so the manifest is asked for again; what the store holds is not
+    fetched again, and an image already holding every name is not rewritten."""
+    with behind_proxy(registry) as (proxy, d, client):
+        assert pull(client, f"{proxy.host}/layered") == catalog.layered.id
+        store = d.dir / "state" / "images"
+        written = {p: p.stat().st_mtime_ns for p in [store / "generation", *(store / "records").iterdir()]}
+        blobs = +proxy.blob_gets
+        assert pull(client, f"{proxy.host}/layered") == catalog.layered.id
+        assert proxy.manifest_gets["latest"] == 2
+        assert proxy.blob_gets == blobs
+        assert {p: p.stat().st_mtime_ns for p in written} == written
+
+
 def test_one_millisecond_deadline_is_deadline_exceeded(cri: Cri, image_daemon: Daemon, catalog: Catalog) -> None:
     with pytest.raises(grpc.RpcError) as err:
         cri.image.PullImage(api.PullImageRequest(image=spec(catalog.ref("layered"))), timeout=0.001)
