@@ -62,6 +62,8 @@ def _images_import(args: argparse.Namespace) -> int:
     except (CriError, OSError) as exc:
         print(f"{chr(10) if tty else ''}cri-shim: import of {args.file} failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        store.close()
     if tty:
         print()
     for record in records:

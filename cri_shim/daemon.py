@@ -84,6 +84,7 @@ class Daemon:
         await self.streaming.close()
         await self.containers.close()
         await self.sandboxes.close()
+        await asyncio.to_thread(self.images.close)
 
 
 def _lock_state_dir(cfg: Config) -> int:

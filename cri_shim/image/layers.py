@@ -4,28 +4,25 @@ A layer's directory is layers/<chain id hex>/diff: an overlayfs lower directory 
 as 0/0 character devices, opaque directories marked). The key is the chain ID, not the
 diff ID, because what a layer unpacks to depends on its parents (a hardlink to a file of a
 lower layer copies that file up), exactly as containerd's snapshots are keyed. A layer is
-applied into layers/.tmp-* by the confined helper (cri_shim.image.tarapply) and renamed into
-place only once its uncompressed digest matched the config's diff_id.
+applied into layers/.tmp-* by the confined helper (cri_shim.image.tarapply, through
+cri_shim.image.unpacker) and renamed into place only once its uncompressed digest matched the
+config's diff_id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cri_shim.errors import Internal
+from cri_shim.image import unpacker
 from cri_shim.image.content import DigestMismatch, owner_alive, sha256_digest, temp_name
 from cri_shim.store import atomic
 
 log = logging.getLogger("cri_shim.image.layers")
-
-HELPER = [sys.executable, "-m", "cri_shim.image.tarapply"]
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -91,12 +88,10 @@ class LayerStore:
         tmp = self.root / temp_name(".tmp")
         (tmp / "diff").mkdir(parents=True, mode=0o755)
         lowers = [str(self.diff_dir(c)) for c in reversed(parents)]
-        proc = await asyncio.create_subprocess_exec(
-            *HELPER, str(blob), str(tmp / "diff"), *lowers,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        job: unpacker.Job | None = None
         try:
-            result = await self._follow(proc, progress)
+            job = await unpacker.SHARED.start(str(blob), str(tmp / "diff"), lowers)
+            result = await job.result(progress)
             if result.get("diff_id") != diff_id:
                 raise DigestMismatch(f"layer {chain_id}: uncompressed content hashes to {result.get('diff_id')}, "
                                      f"the image config says {diff_id}; refused")
@@ -115,30 +110,18 @@ class LayerStore:
             return layer
         except BaseException:
             # Shielded: a second cancellation must not leave the helper or its directory behind.
-            await asyncio.shield(self._discard(proc, tmp))
+            await asyncio.shield(self._discard(job, tmp))
             raise
 
-    @staticmethod
-    async def _discard(proc: asyncio.subprocess.Process, tmp: Path) -> None:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
+    def close(self) -> None:
+        """Ends the layer helper (at shutdown; the next apply would start it again)."""
+        unpacker.SHARED.close()
 
     @staticmethod
-    async def _follow(proc: asyncio.subprocess.Process, progress: Callable[[int], None]) -> dict:
-        assert proc.stdout is not None and proc.stderr is not None
-        result: dict = {}
-        async for line in proc.stdout:
-            text = line.decode(errors="replace").strip()
-            if text.startswith("progress "):
-                progress(int(text.split()[1]))
-            elif text.startswith("{"):
-                result = json.loads(text)
-        stderr = (await proc.stderr.read()).decode(errors="replace").strip()
-        if await proc.wait() != 0 or not result:
-            raise Internal(stderr.splitlines()[-1] if stderr else f"layer helper exited with {proc.returncode}")
-        return result
+    async def _discard(job: unpacker.Job | None, tmp: Path) -> None:
+        if job is not None:
+            await job.stop()
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     def remove(self, chain_id: str) -> Path | None:
         """Takes a layer out of the store at once (renamed aside); the caller deletes the returned dir."""

@@ -144,6 +144,10 @@ class ImageStore:
             finally:
                 os.close(fd)
 
+    def close(self) -> None:
+        """Ends what the store runs beside the daemon (the layer helper)."""
+        self.layers.close()
+
     # --- reads --------------------------------------------------------------------------------
 
     def find(self, text: str) -> ImageRecord | None:

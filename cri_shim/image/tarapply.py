@@ -1,16 +1,23 @@
-"""The layer helper: applies one (hostile) layer archive into an empty directory, confined.
+"""The layer helper: applies (hostile) layer archives, each into an empty directory, confined.
 
-Run as `python -m cri_shim.image.tarapply BLOB DIR [LOWER ...]` (lowers topmost first) by
-cri_shim.image.layers, as root. It opens the blob and the lower layers, then chroots into
-DIR: from then on no name in the archive, no `..`, no symlink (planted earlier in the same
-archive or not) and no hardlink can reach outside DIR, because for this process nothing
-else exists. tarfile only parses headers here; every member is applied by our own code,
-which keeps what images legitimately carry (setuid bits, owners, xattrs, device nodes,
-absolute symlinks) and turns AUFS whiteouts into overlayfs ones.
+It runs as a fork server, `python -m cri_shim.image.tarapply`, started by
+cri_shim.image.unpacker with a SOCK_SEQPACKET control socket as its stdin: starting an
+interpreter and importing this module costs 80-130 ms, more than applying most layers, so it is
+paid once for a run of pulls instead of once a layer. A request (JSON) names a blob, an empty
+directory DIR and the lower layer directories (topmost first), and carries the write end of a
+report pipe; the server forks one child for it and goes back to listening. The child opens the
+blob and the lower layers, then chroots into DIR: from then on no name in the archive, no `..`,
+no symlink (planted earlier in the same archive or not) and no hardlink can reach outside DIR,
+because for that process nothing else exists. tarfile only parses headers here; every member
+is applied by our own code, which keeps what images legitimately carry (setuid bits, owners,
+xattrs, device nodes, absolute symlinks) and turns AUFS whiteouts into overlayfs ones.
 
-Output on stdout: `progress <compressed bytes read>` lines, then one JSON line with the
-diff_id (sha256 of the uncompressed stream) and the disk usage of the result. Any refusal
-exits 1 with the reason on stderr; the caller removes DIR.
+The child reports on its pipe: `progress <compressed bytes read>` lines, then one JSON line with
+the diff_id (sha256 of the uncompressed stream) and the disk usage of the result, or one
+`layer refused: <reason>` line; the pipe ends when the child exits. The caller removes DIR.
+`{"kill": id}` kills a child. The end of the control socket (the daemon closed it, or died)
+ends the server, and the kernel then kills its children (parent-death signal): no helper goes on
+writing for a daemon that is gone.
 """
 
 from __future__ import annotations
@@ -19,20 +26,28 @@ import gzip
 import hashlib
 import json
 import os
+import select
 import shutil
+import signal
+import socket
 import stat
 import sys
 import tarfile
-from typing import IO, Any
+import traceback
+import zlib
+from typing import IO, Any, NoReturn
 
 import zstandard
 
 from cri_shim.image.lowers import Lowers
 from cri_shim.image.usage import disk_usage
+from cri_shim.linux.syscalls import set_parent_death_signal
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 PROGRESS_EVERY = 4 * 1024 * 1024
+REASON_LIMIT = 4096
+MAX_REQUEST = 1 << 20  # a request names a blob, a directory and at most a few hundred lowers
 # Overlayfs' own xattrs in an archive could redirect lookups to other paths: never taken from input.
 _REFUSED_XATTR = "trusted.overlay."
 
@@ -44,8 +59,9 @@ class Refused(Exception):
 class _Counting:
     """The compressed stream, reporting how far it has been read (pull progress)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], report: IO[str]) -> None:
         self.raw = raw
+        self.report = report
         self.read_bytes = 0
         self._reported = 0
 
@@ -54,7 +70,7 @@ class _Counting:
         self.read_bytes += len(data)
         if self.read_bytes - self._reported >= PROGRESS_EVERY:
             self._reported = self.read_bytes
-            print(f"progress {self.read_bytes}", flush=True)
+            print(f"progress {self.read_bytes}", file=self.report, flush=True)
         return data
 
 
@@ -256,14 +272,19 @@ def _set_attributes(path: str, member: tarfile.TarInfo) -> None:
         os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
 
-def main(argv: list[str]) -> int:
-    blob, root, lower_dirs = argv[0], argv[1], argv[2:]
+def _say(report: IO[str], reason: str) -> None:
+    """A reason as one bounded report line (an archive's names may hold newlines, and be long)."""
+    print(reason.replace("\n", " ")[:REASON_LIMIT], file=report, flush=True)
+
+
+def apply_layer(blob: str, root: str, lower_dirs: list[str], report: IO[str]) -> int:
+    """Applies blob into root, chrooted there (for good: the caller is a child that exits after)."""
     raw = open(blob, "rb")
     lowers = Lowers(lower_dirs)
     os.chroot(root)
     os.chdir("/")
     os.umask(0)
-    counting = _Counting(raw)
+    counting = _Counting(raw, report)
     stream = _Hashing(decompressed(counting))
     applier = Applier(lowers)
     try:
@@ -272,13 +293,59 @@ def main(argv: list[str]) -> int:
                 applier.apply(tar, member)
         applier.finish()
         diff_id = stream.drain()
-    except (Refused, OSError, tarfile.TarError, EOFError, zstandard.ZstdError) as exc:
-        print(f"layer refused: {exc}", file=sys.stderr)
+    except (Refused, OSError, tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        _say(report, f"layer refused: {exc}")
         return 1
     used, inodes = disk_usage("/")
-    print(json.dumps({"diff_id": diff_id, "bytes": used, "inodes": inodes}), flush=True)
+    print(json.dumps({"diff_id": diff_id, "bytes": used, "inodes": inodes}), file=report, flush=True)
     return 0
 
 
+def _child(request: dict[str, Any], report_fd: int, server: int) -> NoReturn:
+    """One layer, in a forked child of the server; never returns."""
+    code = 1
+    report = os.fdopen(report_fd, "w")
+    try:
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() == server:  # else the server died before the line above took effect
+            code = apply_layer(request["blob"], request["dir"], request["lowers"], report)
+    except BaseException as exc:  # a bug, not a refusal: say so on the report, the trace on stderr
+        traceback.print_exc()
+        _say(report, f"layer helper failed: {type(exc).__name__}: {exc}")
+    os._exit(code)
+
+
+def serve(control: socket.socket) -> None:
+    """Forks a child for every apply request, kills on request, until the control socket ends."""
+    server = os.getpid()
+    children: dict[int, int] = {}  # request id -> pid, until reaped (so a kill never hits a reused pid)
+    reapers: dict[int, int] = {}  # pidfd -> request id
+    while True:
+        ready, _, _ = select.select([control.fileno(), *reapers], [], [])
+        for fd in ready:
+            if fd in reapers:
+                job = reapers.pop(fd)
+                os.waitpid(children.pop(job), 0)
+                os.close(fd)
+                continue
+            message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 1)
+            if not message:
+                return
+            request = json.loads(message)
+            if "kill" in request:
+                if request["kill"] in children:
+                    os.kill(children[request["kill"]], signal.SIGKILL)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                for reaper in reapers:
+                    os.close(reaper)
+                _child(request, fds[0], server)
+            os.close(fds[0])
+            children[request["id"]] = pid
+            reapers[os.pidfd_open(pid)] = request["id"]
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    serve(socket.socket(fileno=sys.stdin.fileno()))

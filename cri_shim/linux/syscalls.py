@@ -1,4 +1,4 @@
-"""ctypes wrappers for unshare, setns, mount/umount and sethostname.
+"""ctypes wrappers for unshare, setns, mount/umount, sethostname and the parent-death signal.
 
 Every wrapper raises OSError with the errno and the call's arguments, so a failure says what
 was attempted. They act on the calling thread where the kernel makes the state per-thread
@@ -26,12 +26,15 @@ MS_BIND = 0x1000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
+PR_SET_PDEATHSIG = 1
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
 def _check(result: int, what: str) -> None:
@@ -76,3 +79,8 @@ def sethostname(name: str) -> None:
     """Sets the hostname of the calling thread's UTS namespace."""
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): the kernel sends sig to the calling process when its parent dies."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), f"prctl(PR_SET_PDEATHSIG, {sig})")

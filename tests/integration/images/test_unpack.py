@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cri_shim.errors import Internal
+from cri_shim.image import unpacker
 from cri_shim.image.content import DigestMismatch
 from cri_shim.image.layers import LayerStore, chain_ids
 from tests.support.images import Layer, tar_layer
@@ -185,3 +189,91 @@ def test_content_not_matching_the_diff_id_is_refused(stack: Stack) -> None:
 
 def test_garbage_is_refused(stack: Stack) -> None:
     stack.refused(Layer(b"", b"\x1f\x8b" + os.urandom(100), "x"), "refused")
+
+
+def helpers() -> list[int]:
+    """This process's layer helper servers (children running cri_shim.image.tarapply)."""
+    found = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if b"cri_shim.image.tarapply" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+async def stalled_apply(stack: Stack, fifo: Path) -> tuple[asyncio.Future[object], int]:
+    """An apply whose helper child is blocked reading its blob (a FIFO nobody writes): the
+    task, and the FIFO's write end, which opens only once the child has it open for reading."""
+    digest = "sha256:" + "0" * 64
+    task = asyncio.ensure_future(stack.store.apply(fifo, digest, digest, [], lambda _n: None))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return task, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO and time.monotonic() < deadline, exc
+            await asyncio.sleep(0.01)
+
+
+def assert_no_reader(fd: int) -> None:
+    """The helper child that had the FIFO open is gone: nobody reads it any more."""
+    try:
+        with pytest.raises(BrokenPipeError):
+            os.write(fd, b"x")
+    finally:
+        os.close(fd)
+
+
+def test_a_cancelled_apply_kills_its_helper_and_leaves_nothing(stack: Stack, tmp_path: Path) -> None:
+    fifo = tmp_path / "stalled"
+    os.mkfifo(fifo)
+
+    async def cancelled() -> int:
+        task, fd = await stalled_apply(stack, fifo)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return fd
+
+    assert_no_reader(asyncio.run(cancelled()))
+    assert list(stack.store.root.iterdir()) == []
+
+
+def test_helpers_end_with_their_server(stack: Stack, tmp_path: Path) -> None:
+    """What a daemon that dies looks like to the server (its control socket ends): the layer it
+    was applying is not finished by an orphan, and the next layer gets a new server."""
+    fifo = tmp_path / "stalled"
+    os.mkfifo(fifo)
+
+    async def server_ended() -> int:
+        task, fd = await stalled_apply(stack, fifo)
+        unpacker.SHARED.close()
+        with pytest.raises(Internal, match="ended without a result"):
+            await task
+        return fd
+
+    assert_no_reader(asyncio.run(server_ended()))
+    assert helpers() == []
+    assert (stack.apply(tar_layer([(entry("f"), b"again")])) / "f").read_bytes() == b"again"
+
+
+def test_one_server_applies_a_run_of_layers_and_ends_once_idle(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unpacker, "IDLE_SECONDS", 0.5)
+    stack.apply(tar_layer([(entry("a"), b"a")]))
+    first = helpers()
+    assert len(first) == 1
+    stack.apply(tar_layer([(entry("b"), b"b")]))
+    assert helpers() == first
+    until(lambda: helpers() == [], "the idle server did not end")
+    diff = stack.apply(tar_layer([(entry("c"), b"c")]))
+    assert (diff / "c").read_bytes() == b"c" and len(helpers()) == 1
