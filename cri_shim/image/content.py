@@ -66,11 +66,10 @@ class Ingest:
         self.written += len(chunk)
 
     def verify(self) -> Path:
-        """Checks size and digest; on mismatch discards the data. Returns the (ingest) file."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+        """Checks size and digest; on mismatch discards the data. Returns the (ingest) file, not
+        fsynced: a layer blob is read once by the layer helper and removed (a crash loses it with
+        the pull), so only commit() makes what stays durable."""
+        self._file.close()
         got = "sha256:" + self.hash.hexdigest()
         try:
             if self.expected_size is not None and self.written != self.expected_size:
@@ -83,7 +82,10 @@ class Ingest:
         return self.path
 
     def commit(self) -> Path:
-        """Verifies the blob, then moves it into the store."""
+        """Verifies the blob, then moves it into the store, durably."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self.verify()
         target = self.store.path(self.digest)
         os.replace(self.path, target)

@@ -7,6 +7,12 @@ lower layer copies that file up), exactly as containerd's snapshots are keyed. A
 applied into layers/.tmp-* by the confined helper (cri_shim.image.tarapply, through
 cri_shim.image.unpacker) and renamed into place only once its uncompressed digest matched the
 config's diff_id.
+
+Durability: nothing of a layer is fsynced as it is written (an fsync of every file and
+directory would cost more than the unpacking). A layer becomes part of the node's images only
+when an image record names it, and ImageStore.commit first calls sync(): one syncfs of the
+store's filesystem, so every layer applied before the record is on disk, files and all, before
+the record is. A layer no record names after a crash is collected at start.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 from cri_shim.image import unpacker
 from cri_shim.image.content import DigestMismatch, owner_alive, sha256_digest, temp_name
+from cri_shim.linux.syscalls import syncfs
 from cri_shim.store import atomic
 
 log = logging.getLogger("cri_shim.image.layers")
@@ -52,18 +59,27 @@ class LayerStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.layers: dict[str, Layer] = {}
+        self._applied = 0  # layers this process applied, and how many of them sync() made durable
+        self._synced = 0
 
     def open(self) -> None:
-        """Removes what dead unpackers left half-done, then loads the layers."""
+        """Removes what dead unpackers left half-done, then loads the layers.
+
+        A layer whose layer.json is unreadable is removed too: one is only ever renamed into
+        place complete, so it is one a power cut caught before sync(), which no record names,
+        and kept it would stand in the way of unpacking that layer again."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for path in self.root.iterdir():
             if path.name.startswith(".") and not owner_alive(path.name):
                 shutil.rmtree(path, ignore_errors=True)
-        self.reload()
+        for path in self.reload():
+            shutil.rmtree(path, ignore_errors=True)
 
-    def reload(self) -> None:
-        """Reads every layer's record (another process may have added layers)."""
+    def reload(self) -> list[Path]:
+        """Reads every layer's record (another process may have added layers); returns the
+        layer directories whose record is unreadable, which are left out."""
         self.layers = {}
+        unreadable = []
         for path in self.root.iterdir():
             if path.name.startswith("."):
                 continue
@@ -71,8 +87,10 @@ class LayerStore:
                 layer = Layer(**atomic.read_json(path / "layer.json"))
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable layer", extra={"layer": path.name, "error": str(exc)})
+                unreadable.append(path)
                 continue
             self.layers[layer.chain_id] = layer
+        return unreadable
 
     def has(self, chain_id: str) -> bool:
         return chain_id in self.layers and (self.root / chain_id[7:] / "diff").is_dir()
@@ -96,7 +114,7 @@ class LayerStore:
                 raise DigestMismatch(f"layer {chain_id}: uncompressed content hashes to {result.get('diff_id')}, "
                                      f"the image config says {diff_id}; refused")
             layer = Layer(chain_id, diff_id, parents[-1] if parents else "", int(result["bytes"]), int(result["inodes"]))
-            atomic.write_json(tmp / "layer.json", asdict(layer))
+            atomic.write_json(tmp / "layer.json", asdict(layer), durable=False)  # sync() makes it durable
             target = self.root / layer.key
             try:
                 tmp.rename(target)
@@ -105,13 +123,21 @@ class LayerStore:
                     raise
                 await asyncio.to_thread(shutil.rmtree, tmp, True)  # another process unpacked it first
                 layer = Layer(**atomic.read_json(target / "layer.json"))
-            atomic.fsync_dir(self.root)
+            self._applied += 1
             self.layers[chain_id] = layer
             return layer
         except BaseException:
             # Shielded: a second cancellation must not leave the helper or its directory behind.
             await asyncio.shield(self._discard(job, tmp))
             raise
+
+    async def sync(self) -> None:
+        """Makes every layer this process applied so far durable (see the module's docstring);
+        nothing to do when none was applied since the last sync, as in a re-pull."""
+        applied = self._applied
+        if self._synced < applied:
+            await asyncio.to_thread(syncfs, str(self.root))
+            self._synced = max(self._synced, applied)
 
     def close(self) -> None:
         """Ends the layer helper (at shutdown; the next apply would start it again)."""

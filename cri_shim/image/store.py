@@ -221,6 +221,7 @@ class ImageStore:
         existing = self.records.get(record.id)
         if existing is not None and self._holds(existing, record):
             return existing
+        await self.layers.sync()  # the layers on disk before a record names them
         async with self._exclusive():
             missing = [c for c in record.chain_ids if not self.layers.has(c)]
             missing += [b for b in record.blobs if not self.content.has(b)]

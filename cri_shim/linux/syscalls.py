@@ -1,4 +1,4 @@
-"""ctypes wrappers for unshare, setns, mount/umount, sethostname and the parent-death signal.
+"""ctypes wrappers for unshare, setns, mount/umount, sethostname, syncfs and the parent-death signal.
 
 Every wrapper raises OSError with the errno and the call's arguments, so a failure says what
 was attempted. They act on the calling thread where the kernel makes the state per-thread
@@ -34,6 +34,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.syncfs.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -79,6 +80,16 @@ def sethostname(name: str) -> None:
     """Sets the hostname of the calling thread's UTS namespace."""
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")
+
+
+def syncfs(path: str) -> None:
+    """Makes everything written to the filesystem holding path durable, in one call: cheaper than
+    an fsync of every file and directory when many were written (an unpacked layer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _check(_libc.syncfs(fd), f"syncfs({path})")
+    finally:
+        os.close(fd)
 
 
 def set_parent_death_signal(sig: int) -> None:

@@ -39,10 +39,13 @@ def test_images_survive_a_crash_and_partial_work_is_removed(setup) -> None:
     fs_before = client.image.ImageFsInfo(api.ImageFsInfoRequest()).image_filesystems[0]
     client.close()
     d.kill()
-    # What a crash mid-pull leaves: a partial download, a half-applied layer, an orphan blob.
+    # What a crash mid-pull leaves: a partial download, a half-applied layer, an orphan blob,
+    # and (a power cut before the layers were synced) a layer whose layer.json came out empty.
     store = d.dir / "state" / "images"
     (store / "ingest" / "abcdef012345-999999999-0123456789ab").write_bytes(b"partial")
     (store / "layers" / ".tmp-999999999-0123456789ab" / "diff").mkdir(parents=True)
+    (store / "layers" / ("f" * 64) / "diff").mkdir(parents=True)
+    (store / "layers" / ("f" * 64) / "layer.json").write_bytes(b"")
     (store / "blobs" / "sha256" / ("e" * 64)).write_bytes(b"orphan")
     d.start()
     client = Cri(d.endpoint)
@@ -52,6 +55,7 @@ def test_images_survive_a_crash_and_partial_work_is_removed(setup) -> None:
     assert (fs_after.used_bytes.value, fs_after.inodes_used.value) == (fs_before.used_bytes.value, fs_before.inodes_used.value)
     assert list((store / "ingest").iterdir()) == []
     assert not any(p.name.startswith(".") for p in (store / "layers").iterdir())
+    assert not (store / "layers" / ("f" * 64)).exists()
     assert not (store / "blobs" / "sha256" / ("e" * 64)).exists()
     client.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=ref)))
     client.close()
