@@ -139,6 +139,11 @@ class LayerStore:
             await asyncio.to_thread(syncfs, str(self.root))
             self._synced = max(self._synced, applied)
 
+    def expect(self) -> None:
+        """Says that layers are about to be applied (a pull found some missing): the helper starts
+        while they download."""
+        unpacker.SHARED.prestart()
+
     def close(self) -> None:
         """Ends the layer helper (at shutdown; the next apply would start it again)."""
         unpacker.SHARED.close()

@@ -192,6 +192,8 @@ class Puller:
             work = functools.partial(self._layer, client, desc, diff_id, chain, chains[:i], previous, progress)
             previous = asyncio.ensure_future(self._layers.run(chain, work))
             tasks.append(previous)
+        if tasks:
+            self.store.layers.expect()
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -62,6 +62,14 @@ class Unpacker:
             os.close(write_fd)
         return Job(self, job_id, reader, transport)
 
+    def prestart(self) -> None:
+        """Starts the server ahead of the first job, so that its interpreter starts while the
+        layers download instead of after; ended when idle as after a job, should no job come."""
+        with self._lock:
+            self._server()
+            if self._active == 0:
+                self._arm()
+
     def close(self) -> None:
         """Ends the server (its children die with it); the next job starts a new one."""
         with self._lock:
@@ -134,10 +142,15 @@ class Unpacker:
         with self._lock:
             self._active -= 1
             if self._active == 0 and self._control is not None:
-                timer = threading.Timer(IDLE_SECONDS, self._idle)
-                timer.daemon = True
-                self._timer = timer
-                timer.start()
+                self._arm()
+
+    def _arm(self) -> None:
+        """(Re)starts the idle countdown (under the lock)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(IDLE_SECONDS, self._idle)
+        self._timer.daemon = True
+        self._timer.start()
 
     def _idle(self) -> None:
         with self._lock:
