@@ -1,9 +1,9 @@
 """The daemon's end of the layer helper's fork server (cri_shim.image.tarapply).
 
-One server process, started at the first layer to apply and ended when no layer has been
-applied for IDLE_SECONDS: a run of pulls pays its start-up once (it used to be paid once a
-layer, 80-130 ms each, more than the unpacking of most layers), and an idle daemon carries no
-helper. Each layer is a Job: the request goes over the control socket with the write end of a
+One server process, started when a pull finds layers to apply (it starts while they download)
+and ended when no layer has been applied for IDLE_SECONDS: a run of pulls pays its start-up
+once (it used to be paid once a layer, 80-130 ms each, more than the unpacking of most layers),
+and an idle daemon carries no helper. Each layer is a Job: the request goes over the control socket with the write end of a
 pipe the job's child reports on, so jobs of any number of pulls (and of any event loop: the
 tests run each apply in a loop of its own) never share a stream.
 
