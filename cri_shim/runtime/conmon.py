@@ -13,6 +13,7 @@ container: k8s-file log, attach socket <socket dir>/<id>/attach, control FIFO <b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -126,7 +127,8 @@ class ConmonMonitor:
             sync_child.close()
             start_child.close()
         try:
-            with start_parent:
+            with start_parent, contextlib.suppress(ConnectionError):
+                # A conmon that died before reading its start byte is reported by its exit code below.
                 start_parent.sendall(b"0")
             rc = await asyncio.wait_for(proc.wait(), timeout)
             if rc != 0:
