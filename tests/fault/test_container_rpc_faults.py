@@ -13,6 +13,7 @@ from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
 from tests.support.workloads import (
+    pulling_from,
     WAIT,
     Pulled,
     container_config,
@@ -32,8 +33,7 @@ pytestmark = pytest.mark.fault
 
 @pytest.fixture
 def daemon_overrides(registry: Registry, runc_wrapper: FaultyBinary) -> dict[str, Any]:
-    return {"images": {"insecure_registries": [registry.host]},
-            "runtime": {"handlers": {"runc": {"path": str(runc_wrapper.path)}}}}
+    return pulling_from(registry, runc=runc_wrapper)
 
 
 @pytest.mark.parametrize("mode", ["fail", "crash"])

@@ -14,7 +14,7 @@ from tests.support.client import Cri, api
 from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
-from tests.support.workloads import Pulled, container_config, create, logged_pod, pulled_daemon
+from tests.support.workloads import Pulled, container_config, create, logged_pod, pulled_daemon, pulling_from
 
 pytestmark = pytest.mark.fault
 
@@ -32,8 +32,7 @@ def featureless(tmp_path: Path) -> Iterator[FaultyBinary]:
 
 @pytest.fixture
 def daemon_overrides(registry: Registry, featureless: FaultyBinary) -> dict[str, Any]:
-    return {"images": {"insecure_registries": [registry.host]},
-            "runtime": {"handlers": {"runc": {}, "featureless": {"path": str(featureless.path)}}}}
+    return pulling_from(registry, featureless=featureless)
 
 
 def _features(cri: Cri) -> dict[str, bool]:

@@ -24,6 +24,7 @@ from tests.support.client import Cri, api
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, stop_pod
 from tests.support.registry import Registry
 from tests.support.workloads import (
+    pulling_from,
     FOREVER,
     WAIT,
     Pulled,
@@ -53,7 +54,7 @@ IGNORES_TERM = f"trap '' TERM; touch /tmp/ready; {FOREVER}"
 
 @pytest.fixture
 def daemon_overrides(registry: Registry) -> dict[str, Any]:
-    return {"images": {"insecure_registries": [registry.host]}}
+    return pulling_from(registry)
 
 
 def sh(name: str, script: str, image: str, **fields: Any) -> api.ContainerConfig:

@@ -16,6 +16,7 @@ from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status as pod_status
 from tests.support.registry import Registry
 from tests.support.workloads import (
+    pulling_from,
     FOREVER,
     WAIT,
     Pulled,
@@ -40,8 +41,7 @@ pytestmark = pytest.mark.restart
 @pytest.fixture
 def daemon_overrides(registry: Registry, runc_wrapper: FaultyBinary) -> dict[str, Any]:
     """Pulls from the session's registry; runc is the fault wrapper (passing calls through until armed)."""
-    return {"images": {"insecure_registries": [registry.host]},
-            "runtime": {"handlers": {"runc": {"path": str(runc_wrapper.path)}}}}
+    return pulling_from(registry, runc=runc_wrapper)
 
 
 def _gone(pid: int) -> bool:

@@ -30,12 +30,22 @@ from tests.support.daemon import Daemon
 from tests.support.faultbin import FaultyBinary
 from tests.support.images import Catalog
 from tests.support.pods import pod_config, remove_all_pods, remove_pod, run_pod, snapshot, warm_up
+from tests.support.registry import Registry
 
 WAIT = 60.0
 STATE_NAMES = {v: k for k, v in api.ContainerState.items()}
 # A busybox sh script's tail that keeps the shell running until it is signalled (busybox sh
 # execs a last simple command, which would replace the shell and whatever it holds).
 FOREVER = "while :; do sleep 0.1; done"
+
+
+def pulling_from(registry: Registry, **handlers: FaultyBinary) -> dict[str, Any]:
+    """daemon_overrides that let the daemon pull from the session's registry, with runtime
+    handlers (by name) run through fault wrappers; "runc" named here replaces the default."""
+    overrides: dict[str, Any] = {"images": {"insecure_registries": [registry.host]}}
+    if handlers:
+        overrides["runtime"] = {"handlers": {name: {"path": str(w.path)} for name, w in handlers.items()}}
+    return overrides
 
 
 def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
