@@ -27,7 +27,7 @@ from pathlib import Path
 from cri_shim.config import NetworkConfig
 from cri_shim.network.conf import default_network
 from tests.support.daemon import READY_TIMEOUT, toml, version_ok
-from tests.support.leftovers import cgroup_dirs
+from tests.support.leftovers import cgroup_dirs, kill_and_unmount
 
 BINARY = "/usr/bin/containerd"
 SHIM = "containerd-shim-runc-v2"
@@ -149,16 +149,7 @@ class Containerd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in self.shim_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-        for point in reversed(points):
-            if point.startswith(f"{self.dir}/"):
-                subprocess.run(["umount", "-l", point], check=False)
+        kill_and_unmount(self.shim_pids(), self.dir)
         for path in reversed(self.mounted):
             subprocess.run(["umount", "-l", str(path)], check=False)
         for path in reversed(self.created):

@@ -7,6 +7,7 @@ cgroups live in the host's one cgroup tree and processes outlive a killed daemon
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -87,20 +88,26 @@ def container_processes(daemon: Daemon) -> list[int]:
     return [pid for pid in processes_of(parent, daemon.dir) if pid not in own]
 
 
-def release_leftovers(daemon: Daemon) -> None:
-    """After a test (passed or not): kills the daemon's infra, monitor and container processes,
-    unmounts what it mounted under its directory and removes its cgroups, which live in the
-    host's shared cgroup tree."""
-    for pid in infra_processes(daemon) + container_processes(daemon):
+def kill_and_unmount(pids: list[int], directory: Path) -> None:
+    """SIGKILLs pids (ours, found by the caller), then lazily unmounts every mount below directory,
+    the last mounted first: what a runtime left under its own directory after a test or a run."""
+    for pid in pids:
         try:
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     for point in reversed(points):
-        if point.startswith(f"{daemon.dir}/"):
+        if point.startswith(f"{directory}/"):
             subprocess.run(["umount", "-l", point], check=False)
+
+
+def release_leftovers(daemon: Daemon) -> None:
+    """After a test (passed or not): kills the daemon's infra, monitor and container processes,
+    unmounts what it mounted under its directory and removes its cgroups, which live in the
+    host's shared cgroup tree."""
+    kill_and_unmount(infra_processes(daemon) + container_processes(daemon), daemon.dir)
     parent = daemon.config["runtime"]["default_cgroup_parent"]
     deadline = time.monotonic() + 5
     for d in sorted(cgroup_dirs(parent), key=lambda p: p.count("/"), reverse=True):
