@@ -16,20 +16,20 @@ from pathlib import Path
 
 from cri_shim import server
 from cri_shim.config import Config
-from cri_shim.network.pod import PodNetwork
-from cri_shim.sandbox import SandboxManager
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.network.pod import PodNetwork
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime.manager import ContainerManager
+from cri_shim.runtime.streams import ContainerStreams, PodPortForward
+from cri_shim.sandbox import SandboxManager
 from cri_shim.services.container import ContainerService
 from cri_shim.services.image import ImageService
 from cri_shim.services.runtime_info import RuntimeInfoService
 from cri_shim.services.sandbox import SandboxService
 from cri_shim.services.stats import StatsService
 from cri_shim.services.streaming import StreamingService
-from cri_shim.runtime.streams import ContainerStreams, PodPortForward
 from cri_shim.streaming import Backends, StreamingServer
 
 log = logging.getLogger("cri_shim.daemon")
