@@ -121,12 +121,7 @@ class Runc:
         """Applies new cgroup resources (UpdateContainerResources)."""
         await self.run("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
 
-    def exec_command(self, container_id: str, process_file: Path, pid_file: Path, console_socket: Path | None = None,
-                     detach: bool = False) -> list[str]:
-        """argv of `runc exec` for a process.json; the caller spawns it with the stdio it needs."""
-        args = ["exec", "--process", str(process_file), "--pid-file", str(pid_file)]
-        if console_socket is not None:
-            args += ["--tty", "--console-socket", str(console_socket)]
-        if detach:
-            args.append("--detach")
-        return self.command(*args, container_id)
+    def exec_command(self, container_id: str, process_file: Path, pid_file: Path) -> list[str]:
+        """argv of `runc exec` for a process.json; the caller spawns it with the stdio it needs (a
+        terminal of its own for a tty process: runc copies between it and the container's pty)."""
+        return self.command("exec", "--process", str(process_file), "--pid-file", str(pid_file), container_id)

@@ -144,32 +144,3 @@ def test_stdin_through_the_attach_socket(h: Harness) -> None:
     assert packet[0] == 2 and packet[1:].startswith(b"got hello")  # stream id 2: stdout
     rec = h.wait_exit(rec)
     assert rec.exit_code == 0
-
-
-def test_exec_with_a_terminal_through_the_console_socket(h: Harness, running: str) -> None:
-    import asyncio
-    from pathlib import Path
-
-    from cri_shim.runtime.console import ConsoleSocket
-    from cri_shim.runtime.execsync import write_process
-
-    async def scenario() -> bytes:
-        console = ConsoleSocket(h.dir)
-        record = h.runtime.get(running)
-        process_file, pid_file = write_process(Path(record.bundle), ["sh", "-c", "tty; exit 5"], tty=True)
-        proc = await asyncio.create_subprocess_exec(*h.runc.exec_command(running, process_file, pid_file, console.path, detach=True))
-        master = await console.receive()
-        console.close()
-        assert await proc.wait() == 0
-        pid = int(pid_file.read_text())
-        loop = asyncio.get_running_loop()
-        data = b""
-        while b"\n" not in data:
-            data += await loop.run_in_executor(None, os.read, master, 1024)
-        os.close(master)
-        process_file.unlink()
-        pid_file.unlink()
-        assert pid > 0
-        return data
-
-    assert h.run(scenario()).startswith(b"/dev/pts/")

@@ -166,6 +166,6 @@ def test_runc_exec_command_line(tmp_path: Path) -> None:
     from cri_shim.runtime.runc import Runc
 
     runc = Runc("/usr/sbin/runc", tmp_path / "root")
-    cmd = runc.exec_command("cid", tmp_path / "p.json", tmp_path / "p.pid", tmp_path / "console.sock", detach=True)
+    cmd = runc.exec_command("cid", tmp_path / "p.json", tmp_path / "p.pid")
     assert cmd == ["/usr/sbin/runc", f"--root={tmp_path / 'root'}", "exec", "--process", str(tmp_path / "p.json"), "--pid-file",
-                   str(tmp_path / "p.pid"), "--tty", "--console-socket", str(tmp_path / "console.sock"), "--detach", "cid"]
+                   str(tmp_path / "p.pid"), "cid"]
