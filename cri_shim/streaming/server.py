@@ -56,10 +56,6 @@ class StreamingServer:
         self._connections: set[asyncio.Task] = set()
         self.port = cfg.port
 
-    def set_backends(self, backends: Backends) -> None:
-        """Plugs (or replaces) the runtime side; URLs minted before keep working."""
-        self.backends = backends
-
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.cfg.address, self.cfg.port)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -141,8 +137,7 @@ class StreamingServer:
         timeout = float(self.cfg.stream_creation_timeout_seconds)
         if isinstance(cached, PortForwardRequest):
             backend = self.backends.portforward
-            if backend is None:  # checked before the upgrade; backends were swapped since
-                return
+            assert backend is not None  # _route refuses kinds without a backend before the upgrade
             session = SpdySession(transport, portforward.validate, self.cfg.idle_timeout_seconds, peer)
             await session.serve(lambda s: portforward.serve(s, cached, backend, timeout))
         else:
