@@ -68,14 +68,15 @@ class ImageStore:
         with self._flock():
             self.content.open()
             self.layers.open()
-            self._load()
+            self._load(sweep=reconcile)
             self._load_leases()
             if reconcile:
                 self._reconcile()
 
-    def _load(self) -> None:
+    def _load(self, sweep: bool = False) -> None:
+        """Reads the records; sweep (the daemon's start, under the store lock) also drops unfinished writes."""
         self.records = RecordStore("image", self.root / "records", ImageRecord)
-        for path, exc in self.records.load():
+        for path, exc in self.records.load(sweep):
             log.warning("dropping unreadable image record", extra={"path": str(path), "error": str(exc)})
             path.unlink(missing_ok=True)
         self.names.rebuild(list(self.records))

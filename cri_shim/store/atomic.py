@@ -26,6 +26,15 @@ def _temp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def remove_temporaries(directory: Path) -> list[Path]:
+    """Removes what writes a crash cut short left in directory (their targets keep the old
+    content, or never existed); returns them. Only for a directory no one writes to meanwhile."""
+    stray = sorted(directory.glob(".*.tmp"))
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Replaces path with data atomically; durably (fsync of file and directory) unless told not to.
 

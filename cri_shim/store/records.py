@@ -53,12 +53,16 @@ class RecordStore(Generic[R]):
         self._names: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def load(self) -> list[tuple[Path, Exception]]:
+    def load(self, sweep: bool = True) -> list[tuple[Path, Exception]]:
         """Reads every record from disk into memory; returns the files that could not be read.
 
-        A torn or unknown file is reported, not fatal: recovery decides what to clean up.
+        A torn or unknown file is reported, not fatal: recovery decides what to clean up. sweep
+        also removes the temporary files of writes a crash cut short; a store another process may
+        be writing to at the time (the image store, beside an import) must not sweep.
         """
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stray in atomic.remove_temporaries(self.directory) if sweep else []:
+            log.info("removed an unfinished record write", extra={"kind": self.kind, "path": str(stray)})
         bad: list[tuple[Path, Exception]] = []
         for path in sorted(self.directory.glob("*.json")):
             try:

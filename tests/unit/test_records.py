@@ -74,3 +74,18 @@ def test_delete_of_an_absent_record_is_fine(tmp_path: Path) -> None:
     store = RecordStore("thing", tmp_path, Thing)
     store.delete("nothing")
     assert len(store) == 0
+
+
+def test_load_sweeps_writes_a_crash_cut_short_unless_told_not_to(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+    store.load()
+    store.save(Thing("a1", "one"))
+    unfinished = [tmp_path / ".a1.json.tmp", tmp_path / ".b2.json.tmp"]  # a newer a1, a first b2
+    for path in unfinished:
+        path.write_text('{"schema": 1, "rec')
+    shared = RecordStore("thing", tmp_path, Thing)
+    assert shared.load(sweep=False) == [] and all(p.exists() for p in unfinished)
+    again = RecordStore("thing", tmp_path, Thing)
+    assert again.load() == []
+    assert not any(p.exists() for p in unfinished)
+    assert [t.id for t in again] == ["a1"]
