@@ -27,6 +27,7 @@ from cri_shim.errors import FailedPrecondition, Internal
 from cri_shim.runtime import procinfo
 from cri_shim.runtime.exits import ExitWatcher
 from cri_shim.runtime.monitor import Created, MonitorSpec
+from cri_shim.runtime.runc import error_message
 
 log = logging.getLogger("cri_shim.runtime")
 
@@ -146,7 +147,7 @@ class ConmonMonitor:
         except (ValueError, TypeError, AttributeError):
             raise Internal(f"conmon sent an unreadable result: {line[:200]!r}") from None
         if pid <= 0:
-            raise Internal(f"runc create failed: {reply.get('message', '').strip() or self._debug_tail(spec)}")
+            raise Internal(f"runc create failed: {error_message(str(reply.get('message', ''))) or self._debug_tail(spec)}")
         monitor_pid = int((spec.bundle / "conmon.pid").read_text().strip())
         return Created(pid=pid, monitor_pid=monitor_pid, monitor_start_time=procinfo.start_time(monitor_pid))
 

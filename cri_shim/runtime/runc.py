@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,34 @@ class RuncError(Internal):
         return any(text in low for text in _GONE) or "container not running" in low or "process already finished" in low
 
 
-def _message(stderr: bytes) -> str:
-    """runc's error line, without the JSON log framing it sometimes uses."""
-    text = stderr.decode(errors="replace").strip()
-    lines = []
-    for line in text.splitlines():
+# runc's logfmt lines: time="…" level=error msg="…" (the msg quoted with backslash escapes).
+_LOGFMT = re.compile(r'level=(\w+)\s+msg="((?:[^"\\]|\\.)*)"')
+
+
+def _unquote(quoted: str) -> str:
+    """A logfmt value's text: Go quotes it with JSON-compatible escapes for what runc writes."""
+    try:
+        return str(json.loads(f'"{quoted}"'))
+    except ValueError:
+        return quoted
+
+
+def error_message(text: str) -> str:
+    """runc's error, without the JSON or logfmt framing it writes: the messages of its error
+    lines when it marked any (warnings such as "cannot toggle freezer" are dropped), else every
+    line's message. Also for what conmon relays from runc."""
+    found: list[tuple[str, str]] = []
+    for line in text.strip().splitlines():
         try:
-            lines.append(json.loads(line).get("msg", line))
+            entry = json.loads(line)
+            found.append((str(entry.get("level", "")), str(entry.get("msg", line))))
+            continue
         except (ValueError, AttributeError):
-            lines.append(line)
-    return "; ".join(lines)
+            pass
+        match = _LOGFMT.search(line)
+        found.append((match[1], _unquote(match[2])) if match else ("", line))
+    errors = [msg for level, msg in found if level in ("error", "fatal")]
+    return "; ".join(errors or [msg for _, msg in found])
 
 
 class Runc:
@@ -82,7 +101,7 @@ class Runc:
             await proc.wait()
             raise Internal(f"runc {args[0]} timed out after {timeout}s") from None
         if proc.returncode != 0:
-            message = _message(err)
+            message = error_message(err.decode(errors="replace"))
             raise RuncError(f"runc {args[0]} failed: {message}", message)
         return out
 

@@ -169,3 +169,17 @@ def test_runc_exec_command_line(tmp_path: Path) -> None:
     cmd = runc.exec_command("cid", tmp_path / "p.json", tmp_path / "p.pid")
     assert cmd == ["/usr/sbin/runc", f"--root={tmp_path / 'root'}", "exec", "--process", str(tmp_path / "p.json"), "--pid-file",
                    str(tmp_path / "p.pid"), "cid"]
+
+
+def test_runc_errors_lose_their_log_framing() -> None:
+    from cri_shim.runtime.runc import error_message
+
+    logfmt = (
+        'time="2026-12-01T21:12:54Z" level=warning msg="cannot toggle freezer: cgroups not configured for container"\n'
+        'time="2026-12-01T21:12:54Z" level=error msg="runc create failed: unable to start container process: '
+        'exec: \\"sh\\": executable file not found in $PATH"\n'
+    )
+    assert error_message(logfmt) == 'runc create failed: unable to start container process: exec: "sh": executable file not found in $PATH'
+    assert error_message('{"level":"error","msg":"boom"}\n{"level":"info","msg":"x"}') == "boom"
+    assert error_message('time="t" level=warning msg="only a warning"') == "only a warning"
+    assert error_message('container "abc" does not exist\n') == 'container "abc" does not exist'
