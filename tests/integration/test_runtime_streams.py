@@ -73,6 +73,14 @@ def attach_url(server: StreamingServer, container_id: str, tty: bool = False) ->
     return server.url("attach", request)
 
 
+async def until_running(needle: bytes, timeout: float = 30) -> None:
+    """Until a host process whose command line holds needle runs; fails if none does in time."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not host_processes(needle):
+        assert asyncio.get_running_loop().time() < deadline, f"no process {needle!r} within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
 def host_processes(needle: bytes) -> list[int]:
     """Pids of host processes whose command line (NUL-separated) holds needle."""
     found = []
@@ -195,7 +203,7 @@ def test_exec_is_killed_when_the_client_disconnects(h: Harness, running: str) ->
         async with served as server:
             cmd = await RemoteCommand.start(exec_url(server, running, "sh", "-c", "echo started; exec sleep 4321"))
             await cmd.wait_output(b"started")
-            assert host_processes(SLEEPER), "the exec'd process should be running"
+            await until_running(SLEEPER)  # the shell prints, then execs sleep
             await cmd.conn.close()  # mid-command
             return await backend.exits.get()
 
