@@ -2,6 +2,7 @@
 
 Run through scripts/bench (it installs containerd and enters the private namespaces):
     scripts/bench [--iterations N] [--parallel-pods N] [--concurrency N] [--containers N] [--pulls N]
+                  [--network embedded|bridge]
 
 A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
 three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
@@ -17,7 +18,8 @@ is doing weighs on both alike; then emptied and stopped. Measured for each:
   --containers running containers (one a pod); the monitors (conmon, containerd-shim) and the
   sandbox holders (containerd's pause containers; cri-shim pins namespaces instead) apart.
 
-Pods are configured as kubelet does by default: their own network on the runtime's CNI bridge,
+Pods are configured as kubelet does by default: their own network on the runtime's CNI bridge
+(cri-shim's embedded chain, or with --network bridge its bridge plugin alone, for both runtimes),
 a container PID namespace, a cgroup parent per pod. A runtime that answers ListContainers with
 UNIMPLEMENTED gets the sandbox-only workload (and so does the other, to keep the columns alike),
 with a note saying so. Figures are printed, never asserted.
@@ -26,6 +28,7 @@ with a note saying so. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -41,8 +44,9 @@ from typing import TypeVar
 
 import grpc
 
+from cri_shim.config import NetworkConfig
 from tests.support.client import Cri, api
-from tests.support.containerd import Containerd
+from tests.support.containerd import NETWORKS, Containerd, bench_conflist
 from tests.support.daemon import Daemon
 from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
 from tests.support.leftovers import infra_processes, release_leftovers
@@ -133,8 +137,14 @@ def _children(parents: list[int], comm: str) -> list[int]:
 
 
 @contextmanager
-def cri_shim_runtime(registry: Registry) -> Iterator[Runtime]:
+def cri_shim_runtime(registry: Registry, network: str) -> Iterator[Runtime]:
     d = Daemon({"server": {"log_level": "warning"}, "images": {"insecure_registries": [registry.host]}})
+    if network != "embedded":  # with an empty conf_dir, cri-shim serves its embedded chain itself
+        defaults = NetworkConfig()
+        conflist = bench_conflist(network, defaults.default_bridge, defaults.default_subnet, d.dir / "state", "cri-shim-bench")
+        net_d = Path(d.config["network"]["conf_dir"])
+        net_d.mkdir(parents=True, exist_ok=True)
+        (net_d / "10-bench.conflist").write_text(json.dumps(conflist, indent=2))
     d.start()
     assert d.proc is not None
     pid = d.proc.pid
@@ -147,8 +157,8 @@ def cri_shim_runtime(registry: Registry) -> Iterator[Runtime]:
 
 
 @contextmanager
-def containerd_runtime(images: Images, registry: Registry) -> Iterator[Runtime]:
-    c = Containerd(registry.host, images.pause)
+def containerd_runtime(images: Images, registry: Registry, network: str) -> Iterator[Runtime]:
+    c = Containerd(registry.host, images.pause, network=network)
     c.start()
     try:
         yield Runtime("containerd", c.endpoint, c.dir, Procs(c.daemon_pid, c.shim_pids, lambda: _children(c.shim_pids(), "pause")))
@@ -452,6 +462,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--containers", type=int, default=100, help="running containers (one a pod) for the memory figures")
     parser.add_argument("--pulls", type=int, default=5, help="cold pulls, then as many warm re-pulls")
+    parser.add_argument("--network", choices=NETWORKS, default="embedded",
+                        help="the pods' CNI network for both runtimes: cri-shim's embedded chain, or its bridge plugin alone")
     return parser.parse_args()
 
 
@@ -462,14 +474,15 @@ def main() -> None:
         with ExitStack() as stack:  # unwinds: pods removed, containerd, cri-shim, registry stopped
             registry = stack.enter_context(Registry())
             images = publish_images(registry, workdir)
-            ours = stack.enter_context(cri_shim_runtime(registry))
+            ours = stack.enter_context(cri_shim_runtime(registry, args.network))
             containers = serves_containers(ours)
-            theirs = stack.enter_context(containerd_runtime(images, registry))
+            theirs = stack.enter_context(containerd_runtime(images, registry, args.network))
             sides = [stack.enter_context(side(rt, images.pod, containers)) for rt in (ours, theirs)]
             measure(sides, images, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI bridge+portmap+firewall")
+    chain = {"embedded": "bridge (ipMasq) + portmap + firewall", "bridge": "bridge alone"}[args.network]
+    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {chain}")
     report(sides[0].results, sides[1].results, args, containers)
 
 
