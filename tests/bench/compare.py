@@ -28,7 +28,6 @@ with a note saying so. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -45,8 +44,9 @@ from typing import TypeVar
 import grpc
 
 from cri_shim.config import NetworkConfig
+from tests.support import benchnet
 from tests.support.client import Cri, api
-from tests.support.containerd import NETWORKS, Containerd, bench_conflist
+from tests.support.containerd import Containerd
 from tests.support.daemon import Daemon
 from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
 from tests.support.leftovers import infra_processes, release_leftovers
@@ -141,10 +141,8 @@ def cri_shim_runtime(registry: Registry, network: str) -> Iterator[Runtime]:
     d = Daemon({"server": {"log_level": "warning"}, "images": {"insecure_registries": [registry.host]}})
     if network != "embedded":  # with an empty conf_dir, cri-shim serves its embedded chain itself
         defaults = NetworkConfig()
-        conflist = bench_conflist(network, defaults.default_bridge, defaults.default_subnet, d.dir / "state", "cri-shim-bench")
-        net_d = Path(d.config["network"]["conf_dir"])
-        net_d.mkdir(parents=True, exist_ok=True)
-        (net_d / "10-bench.conflist").write_text(json.dumps(conflist, indent=2))
+        benchnet.install(Path(d.config["network"]["conf_dir"]), network, defaults.default_bridge, defaults.default_subnet,
+                         d.dir / "state", "cri-shim-bench")
     d.start()
     assert d.proc is not None
     pid = d.proc.pid
@@ -462,7 +460,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--containers", type=int, default=100, help="running containers (one a pod) for the memory figures")
     parser.add_argument("--pulls", type=int, default=5, help="cold pulls, then as many warm re-pulls")
-    parser.add_argument("--network", choices=NETWORKS, default="embedded",
+    parser.add_argument("--network", choices=list(benchnet.NETWORKS), default="embedded",
                         help="the pods' CNI network for both runtimes: cri-shim's embedded chain, or its bridge plugin alone")
     return parser.parse_args()
 
@@ -481,8 +479,7 @@ def main() -> None:
             measure(sides, images, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    chain = {"embedded": "bridge (ipMasq) + portmap + firewall", "bridge": "bridge alone"}[args.network]
-    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {chain}")
+    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {benchnet.NETWORKS[args.network]}")
     report(sides[0].results, sides[1].results, args, containers)
 
 

@@ -15,7 +15,6 @@ hosts.toml for it, so nothing is ever sent past 127.0.0.1. Plain Python: no gene
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -23,10 +22,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from cri_shim.config import NetworkConfig
-from cri_shim.network.conf import default_network
+from tests.support import benchnet
 from tests.support.daemon import READY_TIMEOUT, toml, version_ok
 from tests.support.leftovers import cgroup_dirs, kill_and_unmount
 
@@ -36,25 +33,6 @@ CNI_BIN_DIR = "/usr/lib/cni"
 BRIDGE = "ctrdbench0"
 SUBNET = "10.77.0.0/16"  # cri-shim's embedded network is 10.88.0.0/16 on crishim0
 HARD_WIRED_DIRS = (Path("/run/containerd"), Path("/var/lib/cni"))
-# The pod networks a benchmark can put both runtimes on (bench_conflist).
-NETWORKS = ("embedded", "bridge")
-
-
-def bench_conflist(network: str, bridge: str, subnet: str, state_dir: Path, name: str) -> dict[str, Any]:
-    """The network a benchmarked runtime's pods join, on the given bridge and subnet.
-
-    "embedded" is cri-shim's shipped chain (bridge with masquerading, portmap, firewall);
-    "bridge" is its bridge plugin alone, without masquerading: pods still get a veth, an address
-    lease and a gateway, but the iptables work the chain does for both runtimes alike (about 170
-    ms a pod cycle here) is left out, so the figures weigh mostly the runtimes' own work.
-    """
-    if network not in NETWORKS:
-        raise ValueError(f"unknown benchmark network {network!r} (one of {', '.join(NETWORKS)})")
-    conf = default_network(NetworkConfig(default_bridge=bridge, default_subnet=subnet), state_dir)
-    conflist = {**conf.conflist, "name": name}
-    if network == "bridge":
-        conflist["plugins"] = [{**conflist["plugins"][0], "ipMasq": False}]
-    return conflist
 
 
 class Containerd:
@@ -109,11 +87,8 @@ class Containerd:
         }
 
     def _network(self, network: str) -> None:
-        """The benchmark network (bench_conflist) on our own bridge and subnet."""
-        conflist = bench_conflist(network, BRIDGE, SUBNET, self.dir / "cni-state", "containerd-bench")
-        net_d = self.dir / "net.d"
-        net_d.mkdir()
-        (net_d / "10-bench.conflist").write_text(json.dumps(conflist, indent=2))
+        """The benchmark network (benchnet) on our own bridge and subnet."""
+        benchnet.install(self.dir / "net.d", network, BRIDGE, SUBNET, self.dir / "cni-state", "containerd-bench")
 
     def _registry(self, host: str) -> None:
         """The test registry, spoken to over http (containerd would try https for an IP host)."""

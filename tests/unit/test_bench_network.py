@@ -8,7 +8,7 @@ import pytest
 
 from cri_shim.config import NetworkConfig
 from cri_shim.network.conf import default_network
-from tests.support.containerd import bench_conflist
+from tests.support.benchnet import bench_conflist
 
 pytestmark = pytest.mark.unit
 
