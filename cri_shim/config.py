@@ -62,6 +62,10 @@ class RuntimeConfig:
     )
     pod_shm_size_bytes: int = _doc("Size of each pod's /dev/shm tmpfs (not made when the pod uses the host IPC).", 64 * MIB)
     seccomp_default_profile: str = _doc("RuntimeDefault seccomp profile (JSON); empty: the shipped one.", "")
+    warm_cgroup_migrations: bool = _doc(
+        "While a container is created, keep the kernel's cgroup migration lock warm, so that runc's moves of the "
+        "container into its cgroups wait no RCU grace period (see cri_shim/cgroups/migration.py).", True
+    )
 
 
 @dataclass

@@ -52,6 +52,37 @@ def detect(mounts: list[mountinfo.Mount] | None = None) -> Hierarchies:
     return Hierarchies(roots=tuple(v1 + v2[:1]), unified=False)
 
 
+def own_procs_file(mounts: list[mountinfo.Mount] | None = None, membership: str | None = None) -> str | None:
+    """cgroup.procs of the cgroup this process is in, in one mounted hierarchy: the unified one
+    where it is mounted, else the first v1 one; None when no mount shows that cgroup.
+
+    membership is the text of /proc/self/cgroup ("id:controllers:path" lines; the unified
+    hierarchy's line is "0::path"). A hierarchy mounted from a subdirectory (a bind mount, a
+    cgroup namespace) shows only the cgroups below its root.
+    """
+    mounts = mountinfo.read() if mounts is None else mounts
+    if membership is None:
+        with open("/proc/self/cgroup") as f:
+            membership = f.read()
+    paths: dict[frozenset[str], str] = {}
+    for line in membership.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) == 3:
+            paths[frozenset(c for c in fields[1].split(",") if c)] = fields[2]
+    candidates = [(m, paths.get(frozenset())) for m in mounts if m.fstype == "cgroup2"]
+    for m in mounts:
+        if m.fstype == "cgroup":
+            options = set(m.super_options)
+            candidates += [(m, path) for controllers, path in paths.items() if controllers and controllers <= options]
+    for m, path in candidates:
+        if path is None:
+            continue
+        root = m.root.rstrip("/")
+        if path == root or path.startswith(root + "/"):
+            return os.path.join(m.mount_point, path[len(root):].lstrip("/"), "cgroup.procs")
+    return None
+
+
 def missing_dirs(h: Hierarchies, path: str) -> list[str]:
     """The directories, parents first, that creating the cgroup at path would make."""
     wanted: list[str] = []

@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups import hierarchy
+from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -73,6 +75,7 @@ class ContainerManager:
         self._attempts = Attempts()
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
+        self.migrations = MigrationWarmer(hierarchy.own_procs_file() if cfg.runtime.warm_cgroup_migrations else None)
         runtime.subscribe(self.events.publish)
         sandboxes.register_containers(self)
 
@@ -102,6 +105,7 @@ class ContainerManager:
         await self._attempts.abandon(ABANDON_WAIT)
         self.events.close()
         self.runtime.close()
+        self.migrations.close()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -154,6 +158,10 @@ class ContainerManager:
         return await self._attempts.join(name, lambda: self._create(name, sb, config, pod_config))
 
     async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
+        with self.migrations.held():  # from the start: its first wait overlaps the rootfs, spec and conmon
+            return await self._make(name, sb, config, pod_config)
+
+    async def _make(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
         image = self.images.resolve(config.image.image)
         image_config = self.images.config(image)
         handler = self.handler(sb)

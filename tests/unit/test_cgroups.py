@@ -120,3 +120,32 @@ def test_prune_keeps_busy_cgroups(tmp_path: Path) -> None:
     busy.mkdir(parents=True)
     hierarchy.prune([str(tmp_path / "parent")])
     assert busy.is_dir()
+
+
+PURE_V1 = """\
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+"""
+
+
+def test_own_cgroup_is_found_in_the_unified_hierarchy_first() -> None:
+    membership = "4:memory:/elsewhere\n0::/system.slice/cri-shim.service\n"
+    found = hierarchy.own_procs_file(mountinfo.parse(HYBRID), membership)
+    assert found == "/sys/fs/cgroup/unified/system.slice/cri-shim.service/cgroup.procs"
+    assert hierarchy.own_procs_file(mountinfo.parse(UNIFIED), "0::/\n") == "/sys/fs/cgroup/cgroup.procs"
+
+
+def test_own_cgroup_on_pure_v1_is_a_hierarchy_whose_controllers_match() -> None:
+    membership = "2:cpu,cpuacct:/pods/a\n1:name=systemd:/user.slice\n"
+    assert hierarchy.own_procs_file(mountinfo.parse(PURE_V1), membership) == "/sys/fs/cgroup/cpu,cpuacct/pods/a/cgroup.procs"
+    assert hierarchy.own_procs_file(mountinfo.parse(PURE_V1), "1:name=systemd:/user.slice\n") == (
+        "/sys/fs/cgroup/systemd/user.slice/cgroup.procs"
+    )
+
+
+def test_own_cgroup_outside_a_mounted_subtree_is_not_found() -> None:
+    nested = "28 23 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+    assert hierarchy.own_procs_file(mountinfo.parse(nested), "0::/kubepods/pod1/c\n") == "/sys/fs/cgroup/c/cgroup.procs"
+    assert hierarchy.own_procs_file(mountinfo.parse(nested), "0::/kubepods/pod1\n") == "/sys/fs/cgroup/cgroup.procs"
+    assert hierarchy.own_procs_file(mountinfo.parse(nested), "0::/kubepods/pod10\n") is None
+    assert hierarchy.own_procs_file(mountinfo.parse(HYBRID), "7:blkio:/x\n") is None
