@@ -55,7 +55,10 @@ class RuntimeConfig:
         "OCI runtimes by RuntimeHandler name.", factory=lambda: {"runc": HandlerConfig()}
     )
     conmon: str = _doc("conmon binary, the per-container monitor.", "conmon")
-    infra: str = _doc("Process that holds a pod-level PID namespace (PID 1 of the pod).", "catatonit")
+    infra: str = _doc(
+        "Statically linked binary run with -P as PID 1 of a pod-level PID namespace, in a confined container of "
+        "the pod's handler whose root holds nothing else.", "catatonit"
+    )
     cgroup_driver: str = _doc("cgroupfs or systemd; reported to kubelet by RuntimeConfig.", "cgroupfs")
     default_cgroup_parent: str = _doc(
         "Pod cgroup parent when a pod names none (a slice such as cri-shim.slice with the systemd driver).", "/cri-shim"

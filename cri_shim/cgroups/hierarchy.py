@@ -124,13 +124,6 @@ def _inherit_cpuset(root: str, leaf: str) -> None:
                 f.write(value)
 
 
-def add_process(h: Hierarchies, path: str, pid: int) -> None:
-    """Moves a process into the cgroup at path in every hierarchy."""
-    for d in h.dirs(path):
-        with open(os.path.join(d, "cgroup.procs"), "w") as f:
-            f.write(str(pid))
-
-
 def processes(h: Hierarchies, path: str) -> set[int]:
     """The pids in the cgroup at path, in any hierarchy (an absent cgroup has none)."""
     pids: set[int] = set()

@@ -105,6 +105,29 @@ class Runc:
             raise RuncError(f"runc {args[0]} failed: {message}", message)
         return out
 
+    async def run_detached(self, container_id: str, bundle: Path, pid_file: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """`run --detach`: a container that needs no monitor. It keeps runc's stdio, so that is
+        /dev/null (a pipe would stay open as long as the container runs) and runc's error comes
+        from its log file in the bundle."""
+        log_file = bundle / "runc.log"
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, *self.global_args(), "--log", str(log_file), "--log-format", "json",
+            "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise Internal(f"runc run timed out after {timeout}s") from None
+        if proc.returncode != 0:
+            try:
+                message = error_message(log_file.read_text(errors="replace")[-4096:])
+            except OSError:
+                message = f"exit status {proc.returncode}"
+            raise RuncError(f"runc run failed: {message}", message)
+
     async def start(self, container_id: str) -> None:
         await self.run("start", container_id)
 

@@ -148,12 +148,11 @@ class SandboxManager:
             await res.make_infra_cgroup(sb)
         await res.make_namespaces(sb, pod)
         steps = []
-        if sb.infra is not None:
-            self.store.save(sb)
-            steps.append(res.join_infra_cgroup(sb))
+        if sb.infra_cgroup is not None:
+            steps.append(self._start_infra(sb))
         if not sb.host_network:
             steps.append(res.attach_network(sb, pod))
-        await gather_all(steps)  # the cgroup move waits on the kernel while CNI runs
+        await gather_all(steps)  # the infra container starts while CNI runs
         await res.write_hosts(sb, pod.hostname)
         if sb.infra is not None and not proc.is_alive(sb.infra.pid, sb.infra.start_time):
             # Its PID namespace died with it: answering READY would hand kubelet a pod no container can join.
@@ -161,6 +160,10 @@ class SandboxManager:
         sb.phase = READY
         self.store.save(sb)
         self.watch_infra(sb)
+
+    async def _start_infra(self, sb: Sandbox) -> None:
+        await self.resources.start_infra(sb)
+        self.store.save(sb)
 
     async def rollback(self, sb: Sandbox, cause: BaseException) -> None:
         log.warning("sandbox creation failed, rolling back", extra={"sandbox": sb.id, "error": str(cause)})

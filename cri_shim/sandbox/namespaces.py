@@ -1,4 +1,4 @@
-"""Making a pod's namespaces on a dedicated thread: pins, hostname, sysctls, lo, and the PID-namespace holder.
+"""Making a pod's namespaces on a dedicated thread: pins, hostname, sysctls, lo.
 
 Namespaces belong to threads. A fresh thread (never one from a pool: cri_shim.linux.threads)
 unshares the pod's net, ipc and uts namespaces, bind-mounts /proc/thread-self/ns/<kind> onto the
@@ -7,12 +7,7 @@ thread's namespaces), brings lo up through a socket made in the new network name
 the namespaces live on only through the pins. That costs about 2 ms; running util-linux
 `unshare --net=F ...` plus a shell for the rest costs about 6 ms.
 
-When the pod has a PID namespace of its own, the same thread also unshares CLONE_NEWPID (which
-applies to the thread's future children only) and spawns the infra process: it becomes PID 1
-of the new PID namespace, inside the pod's net/ipc/uts namespaces, in a session of its own so
-it outlives a daemon restart. The spawn is a plain exec (vfork, no Python runs in the child).
-Moving it into its cgroup is left to the caller: the first cgroup migration waits for an RCU
-grace period (10-20 ms here), which can overlap CNI ADD.
+A pod PID namespace is not made here: the infra container (cri_shim.sandbox.infra) makes it.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ import fcntl
 import os
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +38,11 @@ class SysctlFailed(Exception):
 
 @dataclass
 class NamespaceSpec:
-    """What to make: pins by kind, the hostname (with a uts pin), sysctls, the infra process."""
+    """What to make: pins by kind, the hostname (with a uts pin), sysctls."""
 
     pins: dict[str, str]
     hostname: str
     sysctls: tuple[Sysctl, ...] = ()
-    infra_argv: list[str] | None = None
-    infra_env: dict[str, str] | None = None
 
 
 def pin_path(run_dir: Path, kind: str, sandbox_id: str) -> str:
@@ -83,7 +75,7 @@ def _write_sysctl(s: Sysctl) -> None:
         raise SysctlFailed(s, exc) from None
 
 
-def _in_thread(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
+def _in_thread(spec: NamespaceSpec) -> None:
     """Runs on the dedicated thread; the thread ends right after, taking its namespaces with it."""
     flags = 0
     for kind in spec.pins:
@@ -100,30 +92,12 @@ def _in_thread(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
         _write_sysctl(s)
     if "net" in spec.pins:
         _lo_up()
-    if spec.infra_argv is None:
-        return None
-    syscalls.unshare(syscalls.CLONE_NEWPID)
-    return subprocess.Popen(
-        spec.infra_argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd="/",
-        env=spec.infra_env or {},
-    )
 
 
-async def make(spec: NamespaceSpec) -> subprocess.Popen[bytes] | None:
-    """Makes the namespaces of spec; the infra process when one was asked for.
+async def make(spec: NamespaceSpec) -> None:
+    """Makes the namespaces of spec.
 
     If the caller is cancelled, this still waits for the thread to finish, so that a rollback
-    that follows sees everything the thread made (an infra process already spawned is killed).
+    that follows sees every pin the thread made.
     """
-    return await threads.on_new_thread(lambda: _in_thread(spec), "pod-namespaces", _kill_infra)
-
-
-def _kill_infra(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None:
-        proc.kill()
-        proc.wait()
+    await threads.on_new_thread(lambda: _in_thread(spec), "pod-namespaces", lambda _: None)

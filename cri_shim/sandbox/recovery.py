@@ -6,8 +6,9 @@
 - A ready sandbox stays ready when its pins are still mounted and its infra process (when it has
   one) is the recorded one (pid and start time); otherwise it turns notready, for kubelet's Stop
   and Remove to finish. Its IPs come from the record (the CNI cache if the record lacks them).
-- Leftovers no record owns (pins, cached CNI attachments, sandbox directories, unreadable
-  records, and the infra processes and cgroups of sandboxes named by those) are released.
+- Leftovers no record owns (pins, cached CNI attachments, sandbox directories, infra container
+  state, unreadable records, and the infra processes and cgroups of sandboxes named by those)
+  are released.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ async def _sweep(mgr: SandboxManager) -> None:
 
     # Orphans are named by their directories and pins; their infra processes go first.
     bases = [cfg.run_dir / "sandboxes", cfg.state_dir / "sandboxes", *(cfg.run_dir / "ns" / k for k in NAMESPACE_KINDS)]
-    orphans = {e.name for base in bases if base.is_dir() for e in base.iterdir()} - known
+    orphans = ({e.name for base in bases if base.is_dir() for e in base.iterdir()} | set(mgr.resources.infra.known())) - known
     for sandbox_id in sorted(orphans):
         await mgr.resources.release_orphan_infra(sandbox_id)
     # DEL before unpinning: the bridge plugin finds the pod's addresses (and so its masquerade

@@ -1,7 +1,7 @@
 """Making and releasing the resources of one sandbox, each step idempotent on release.
 
 The manager decides the order and persists the record; this module does the system work:
-files, /dev/shm, the infra cgroup, namespaces (and infra process), the CNI attachment. Every
+files, /dev/shm, the infra cgroup, namespaces, the infra container, the CNI attachment. Every
 release step succeeds when its resource is already gone, so a rollback, a retried Stop or
 Remove, and start-up recovery all run the same code.
 """
@@ -31,7 +31,7 @@ class Resources:
     def __init__(self, cfg: Config, network: PodNetwork) -> None:
         self.cfg = cfg
         self.network = network
-        self.infra = infra.InfraProcesses()
+        self.infra = infra.InfraContainers(cfg)
         self._hierarchies: hierarchy.Hierarchies | None = None
         # Cgroup creation and pruning of shared parents must not interleave.
         self._cgroup_lock = asyncio.Lock()
@@ -82,22 +82,12 @@ class Resources:
             await asyncio.to_thread(hierarchy.create, self.hierarchies, path)
 
     async def make_namespaces(self, sb: Sandbox, plan: PodPlan) -> None:
-        """Pins the namespaces and starts the infra process (recorded in sb.infra)."""
-        spec = namespaces.NamespaceSpec(
-            pins=dict(sb.pins),
-            hostname=plan.hostname,
-            sysctls=plan.sysctls,
-            infra_argv=infra.argv(self.cfg.runtime.infra) if plan.pod_pid else None,
-            infra_env=dict([infra.marker(sb.id).split("=", 1)]),
-        )
-        child = await namespaces.make(spec)
-        if child is not None:
-            sb.infra = self.infra.adopt(child)
+        """Pins the namespaces, with the pod's hostname and sysctls."""
+        await namespaces.make(namespaces.NamespaceSpec(pins=dict(sb.pins), hostname=plan.hostname, sysctls=plan.sysctls))
 
-    async def join_infra_cgroup(self, sb: Sandbox) -> None:
-        assert sb.infra is not None and sb.infra_cgroup is not None
-        path = relative_path(sb.cgroup_driver, sb.infra_cgroup)
-        await asyncio.to_thread(hierarchy.add_process, self.hierarchies, path, sb.infra.pid)
+    async def start_infra(self, sb: Sandbox) -> None:
+        """Runs the infra container in the pinned namespaces and its cgroup (recorded in sb.infra)."""
+        sb.infra = await self.infra.start(sb, self.volatile_dir(sb.id) / "infra")
 
     async def attach_network(self, sb: Sandbox, plan: PodPlan) -> None:
         meta = sb.metadata
@@ -120,16 +110,17 @@ class Resources:
             strays = hierarchy.processes(self.hierarchies, relative_path(sb.cgroup_driver, sb.infra_cgroup))
             if sb.phase == CREATING and sb.infra is None:
                 strays.update(await asyncio.to_thread(proc.with_environment, infra.marker(sb.id)))
-        await self.infra.stop(sb.id, sb.infra, strays)
+        await self.infra.stop(sb.id, sb.runtime_handler, sb.infra, strays)
 
     async def release_orphan_infra(self, sandbox_id: str) -> None:
         """Kills the infra process of a sandbox no record names (found by its marker) and prunes
         its cgroup, and the runtime's default parent when that is left empty."""
         pids = set(await asyncio.to_thread(proc.with_environment, infra.marker(sandbox_id)))
-        if not pids:
+        handler = self.infra.known().get(sandbox_id)
+        if not pids and handler is None:
             return
         leaves = {leaf for pid in pids if (leaf := _cgroup_of(pid, sandbox_id)) is not None}
-        await self.infra.stop(sandbox_id, None, pids)
+        await self.infra.stop(sandbox_id, handler or self.cfg.runtime.default_handler, None, pids)
         driver = self.cfg.runtime.cgroup_driver
         default = parent_path(driver, normalize_parent(driver, self.cfg.runtime.default_cgroup_parent))
         dirs = [d for leaf in leaves for d in self.hierarchies.dirs(leaf)] + self.hierarchies.dirs(default)

@@ -6,7 +6,8 @@ annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit
 annotations; a hostname at most 64 bytes (the kernel's); namespace modes must be known values
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
 (container log paths are joined to it); DNS servers must be IP addresses and search domains and
-options single words (they are written into resolv.conf).
+options single words (they are written into resolv.conf); run_as_user and run_as_group kernel ids
+(the infra process runs as them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from cri_shim.sandbox import sysctl
 MAX_LABELS_BYTES = 256 * 1024
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_HOSTNAME_BYTES = 64
+# The largest uid or gid: (uid_t)-1 means "no change" to the kernel.
+MAX_ID = 2**32 - 2
 
 _PROTOCOLS = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
 
@@ -75,6 +78,13 @@ def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
     return tuple(k for k in ("net", "ipc", "uts") if k in own), options.pid == api.POD
 
 
+def _check_ids(sc: api.LinuxSandboxSecurityContext) -> None:
+    """run_as_user and run_as_group become the infra process's ids: kernel ids or nothing."""
+    for field in ("run_as_user", "run_as_group"):
+        if sc.HasField(field) and not 0 <= getattr(sc, field).value <= MAX_ID:
+            raise InvalidArgument(f"sandbox {field} {getattr(sc, field).value} is not a valid id (0 to {MAX_ID})")
+
+
 def _check_dns(dns: api.DNSConfig) -> None:
     """Each server an IP address, each search domain and option one word: every one becomes a
     line or a word of the pod's resolv.conf, and a newline would add lines of its own."""
@@ -121,6 +131,7 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
     if _size(dict(config.annotations)) > MAX_ANNOTATIONS_BYTES:
         raise InvalidArgument(f"annotations total {_size(dict(config.annotations))} bytes, over the {MAX_ANNOTATIONS_BYTES} limit")
     _check_dns(config.dns_config)
+    _check_ids(config.linux.security_context)
     own, pod_pid = _namespaces(config.linux.security_context.namespace_options)
     hostname = config.hostname or host_name
     if len(hostname.encode()) > MAX_HOSTNAME_BYTES or any(c.isspace() or c == "\x00" for c in hostname):

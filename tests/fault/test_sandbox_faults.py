@@ -190,8 +190,8 @@ def test_calls_during_recovery_answer_unavailable_and_no_pod_is_lost(faulty: tup
 
 def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds() -> None:
     base = Path(tempfile.mkdtemp(prefix="csi", dir="/tmp"))
-    infra = FaultyBinary(base, "catatonit")
-    d = Daemon({"runtime": {"infra": str(infra.path)}})
+    infra = FaultyBinary(base, "runc")  # the handler runs the infra container with `runc run`
+    d = Daemon({"runtime": {"handlers": {"runc": {"path": str(infra.path)}}}})
     try:
         d.start()
         cri = Cri(d.endpoint)
@@ -202,7 +202,7 @@ def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds() ->
         with pytest.raises(grpc.RpcError) as err:
             run_pod(cri, config)
         assert err.value.code() == grpc.StatusCode.INTERNAL and "infra process" in err.value.details(), err.value.details()
-        assert infra.calls() == ["run"]
+        assert "run" in infra.calls()
         assert snapshot(d) == before, d.log_tail()
         infra.clear()
         sid = run_pod(cri, config)

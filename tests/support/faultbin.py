@@ -1,13 +1,11 @@
-"""Wrapper binaries for runc, conmon and the pod infra process that inject faults at a chosen
-step, for fault tests.
+"""Wrapper binaries for runc and conmon that inject faults at a chosen step, for fault tests.
 
 The daemon (or the container harness) is configured with a wrapper's path instead of the real
 binary. A wrapper reads its control file on every call: `<step> <mode>` lines, where step is a
-runc subcommand (create, start, kill, delete, ...) or `run` for conmon and catatonit, and mode is
+runc subcommand (create, start, kill, delete, run, ...) or `run` for conmon, and mode is
   fail   - exit 1 with "injected <tool> failure at <step>" on stderr; nothing was done;
   crash  - runc: run the real command, then die by SIGKILL (the work is done, the answer lost);
-           conmon: die by SIGKILL before starting (so before it writes its pid file); not for
-           catatonit, which runs as PID 1 of the pod's PID namespace and so ignores its own SIGKILL;
+           conmon: die by SIGKILL before starting (so before it writes its pid file);
   hang   - record the wrapper's pid in hung.pid, then sleep until killed; nothing was done.
 Any other call runs the real binary. Every call's step is appended to calls.log. Nothing here
 touches processes or paths outside the wrapper's own directory.
@@ -53,10 +51,10 @@ exec %(real)s "$@"
 
 
 class FaultyBinary:
-    """One wrapper (runc, conmon or catatonit) in its own directory, with its control file and call log."""
+    """One wrapper (runc or conmon) in its own directory, with its control file and call log."""
 
     def __init__(self, base: Path, tool: str) -> None:
-        if tool not in ("runc", "conmon", "catatonit"):
+        if tool not in ("runc", "conmon"):
             raise ValueError(tool)
         self.dir = base / f"fault-{tool}"
         self.dir.mkdir(parents=True, exist_ok=True)

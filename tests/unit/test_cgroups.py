@@ -98,7 +98,7 @@ def test_pure_v2_has_the_one_unified_hierarchy() -> None:
     assert mountinfo.mounted_at(mounts, "nsfs") == {"/run/netns/a b": "nsfs"}
 
 
-def test_create_join_list_and_prune_on_a_plain_tree(tmp_path: Path) -> None:
+def test_create_list_and_prune_on_a_plain_tree(tmp_path: Path) -> None:
     roots = (str(tmp_path / "cpu"), str(tmp_path / "memory"))
     for r in roots:
         Path(r, "kept").mkdir(parents=True)
@@ -107,7 +107,8 @@ def test_create_join_list_and_prune_on_a_plain_tree(tmp_path: Path) -> None:
     assert planned == [f"{roots[0]}/parent", f"{roots[0]}/parent/leaf", f"{roots[1]}/parent", f"{roots[1]}/parent/leaf"]
     hierarchy.create(h, "/parent/leaf")
     assert all(Path(d).is_dir() for d in planned)
-    hierarchy.add_process(h, "/parent/leaf", 4242)
+    for d in h.dirs("/parent/leaf"):
+        Path(d, "cgroup.procs").write_text("4242\n")
     assert hierarchy.processes(h, "/parent/leaf") == {4242}
     for d in h.dirs("/parent/leaf"):
         Path(d, "cgroup.procs").unlink()
