@@ -15,6 +15,8 @@ import signal
 from pathlib import Path
 
 from cri_shim import server
+from cri_shim.cgroups import hierarchy
+from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.config import Config
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
@@ -48,12 +50,16 @@ class Daemon:
         # Pod CIDR from kubelet's UpdateRuntimeConfig; the embedded network uses it as its subnet.
         self.pod_cidr: str | None = None
         self.network = PodNetwork(cfg, lambda: self.pod_cidr)
-        self.sandboxes = SandboxManager(cfg, self.network)
+        # Runs of runc (containers, infra containers) wait on the kernel's cgroup migration lock.
+        self.migrations = MigrationWarmer(hierarchy.own_procs_file() if cfg.runtime.warm_cgroup_migrations else None)
+        self.sandboxes = SandboxManager(cfg, self.network, self.migrations)
         # Images: the store (records, layers, blobs), the puller, and the rootfs API containers use.
         self.images = ImageStore(cfg.state_dir / "images", cfg.images.pinned_images)
         self.puller = Puller(self.images, cfg.images)
         self.rootfs = Rootfs(self.images)
-        self.containers = ContainerManager(cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg))
+        self.containers = ContainerManager(
+            cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg), self.migrations
+        )
         streams = ContainerStreams(self.containers.runtime)
         self.streaming = StreamingServer(cfg.streaming, Backends(
             exec=streams, attach=streams, portforward=PodPortForward(lambda sid: self.sandboxes.get(sid).namespace_path("net")),
@@ -84,6 +90,7 @@ class Daemon:
         await self.streaming.close()
         await self.containers.close()
         await self.sandboxes.close()
+        self.migrations.close()
         await asyncio.to_thread(self.images.close)
 
 

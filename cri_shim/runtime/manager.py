@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.cgroups import hierarchy
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
@@ -64,7 +63,7 @@ class ContainerManager:
     """Creates, runs and removes containers in sandboxes, from images in the store."""
 
     def __init__(self, cfg: Config, sandboxes: SandboxManager, images: ImageStore, rootfs: Rootfs,
-                 runtime: ContainerRuntime) -> None:
+                 runtime: ContainerRuntime, migrations: MigrationWarmer) -> None:
         self.cfg = cfg
         self.sandboxes = sandboxes
         self.images = images
@@ -75,7 +74,7 @@ class ContainerManager:
         self._attempts = Attempts()
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
-        self.migrations = MigrationWarmer(hierarchy.own_procs_file() if cfg.runtime.warm_cgroup_migrations else None)
+        self.migrations = migrations
         runtime.subscribe(self.events.publish)
         sandboxes.register_containers(self)
 
@@ -105,7 +104,6 @@ class ContainerManager:
         await self._attempts.abandon(ABANDON_WAIT)
         self.events.close()
         self.runtime.close()
-        self.migrations.close()
 
     # -- reads ----------------------------------------------------------------------------
 

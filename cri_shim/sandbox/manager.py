@@ -20,6 +20,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
@@ -43,10 +44,10 @@ ABANDON_WAIT = 30.0
 class SandboxManager:
     """Owns the sandbox records and every pod-level resource."""
 
-    def __init__(self, cfg: Config, network: PodNetwork) -> None:
+    def __init__(self, cfg: Config, network: PodNetwork, migrations: MigrationWarmer | None = None) -> None:
         self.cfg = cfg
         self.store: RecordStore[Sandbox] = RecordStore("sandbox", cfg.state_dir / "records" / "sandboxes", Sandbox)
-        self.resources = Resources(cfg, network)
+        self.resources = Resources(cfg, network, migrations or MigrationWarmer(None))
         self.containers: SandboxContainers | None = None
         self._attempts = Attempts()
 

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from cri_shim.cgroups import container_cgroups_path, hierarchy, normalize_parent, relative_path
+from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.cgroups.paths import parent_path
 from cri_shim.config import Config
 from cri_shim.linux import proc
@@ -28,9 +29,10 @@ log = logging.getLogger("cri_shim.sandbox")
 class Resources:
     """The system side of sandboxes: what the manager's steps call."""
 
-    def __init__(self, cfg: Config, network: PodNetwork) -> None:
+    def __init__(self, cfg: Config, network: PodNetwork, migrations: MigrationWarmer) -> None:
         self.cfg = cfg
         self.network = network
+        self.migrations = migrations
         self.infra = infra.InfraContainers(cfg)
         self._hierarchies: hierarchy.Hierarchies | None = None
         # Cgroup creation and pruning of shared parents must not interleave.
@@ -87,7 +89,8 @@ class Resources:
 
     async def start_infra(self, sb: Sandbox) -> None:
         """Runs the infra container in the pinned namespaces and its cgroup (recorded in sb.infra)."""
-        sb.infra = await self.infra.start(sb, self.volatile_dir(sb.id) / "infra")
+        with self.migrations.held():  # runc moves the infra process into its cgroups
+            sb.infra = await self.infra.start(sb, self.volatile_dir(sb.id) / "infra")
 
     async def attach_network(self, sb: Sandbox, plan: PodPlan) -> None:
         meta = sb.metadata

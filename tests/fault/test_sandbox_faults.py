@@ -19,6 +19,7 @@ from tests.support.faultbin import FaultyBinary
 from tests.support.faultcni import FaultyNetwork
 from tests.support.leftovers import infra_processes, release_leftovers
 from tests.support.pods import pod_config, remove_pod, run_pod, snapshot, status, stop_pod, warm_up
+from tests.support.workloads import until
 
 pytestmark = pytest.mark.fault
 
@@ -102,7 +103,7 @@ def test_daemon_killed_during_add_leaves_nothing_after_recovery(faulty: tuple[Da
         api.RunPodSandboxRequest(config=pod_config("crash", port_mappings=[api.PortMapping(container_port=80, host_port=18072)]))
     )
     net.wait_hung()
-    assert infra_processes(d), "the infra process runs before the network is attached"
+    until(lambda: bool(infra_processes(d)), "the infra process runs while the network is attached")
     d.kill()
     net.kill_hung()
     with pytest.raises(grpc.RpcError):
@@ -188,7 +189,9 @@ def test_calls_during_recovery_answer_unavailable_and_no_pod_is_lost(faulty: tup
     cri.close()
 
 
-def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds() -> None:
+@pytest.mark.parametrize("mode", ["fail", "crash"])
+def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds(mode: str) -> None:
+    """fail: runc made nothing; crash: the infra container runs, but its start was never answered."""
     base = Path(tempfile.mkdtemp(prefix="csi", dir="/tmp"))
     infra = FaultyBinary(base, "runc")  # the handler runs the infra container with `runc run`
     d = Daemon({"runtime": {"handlers": {"runc": {"path": str(infra.path)}}}})
@@ -197,7 +200,7 @@ def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds() ->
         cri = Cri(d.endpoint)
         warm_up(cri)
         before = snapshot(d)
-        infra.inject("run", "fail")
+        infra.inject("run", mode)
         config = pod_config("noinfra", port_mappings=[api.PortMapping(container_port=80, host_port=18074)])
         with pytest.raises(grpc.RpcError) as err:
             run_pod(cri, config)
