@@ -1,0 +1,75 @@
+"""The infra container's spec: everything that confines the pod's PID 1, checked field by field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cri_shim.api import api_pb2 as api
+from cri_shim.errors import Internal
+from cri_shim.oci.context import HostInfo
+from cri_shim.sandbox import infra
+from cri_shim.sandbox.record import Sandbox
+
+pytestmark = pytest.mark.unit
+
+
+def sandbox(**sc_fields: int) -> Sandbox:
+    config = api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="p", namespace="n", uid="u"))
+    for field, value in sc_fields.items():
+        getattr(config.linux.security_context, field).value = value
+    return Sandbox(
+        id="a" * 64, name="p/n/u/0", config=config, runtime_handler="", created_at=1, files_dir="/x",
+        cgroup_driver="cgroupfs", cgroup_parent="/cri-shim", infra_cgroup="/cri-shim/" + "a" * 64,
+        pins={"net": "/run/ns/net/a", "ipc": "/run/ns/ipc/a", "uts": "/run/ns/uts/a"},
+    )
+
+
+def test_the_spec_grants_nothing() -> None:
+    spec = infra.spec(sandbox(), "/usr/bin/catatonit", Path("/run/infra/rootfs"), HostInfo(oom_score_adj_min=0))
+    process = spec["process"]
+    assert process["args"] == ["/catatonit", "-P"]
+    assert all(v == [] for v in process["capabilities"].values()) and len(process["capabilities"]) == 5
+    assert process["noNewPrivileges"] is True
+    assert process["user"] == {"uid": infra.DEFAULT_ID, "gid": infra.DEFAULT_ID}
+    assert process["env"] == [infra.marker("a" * 64)]
+    assert process["oomScoreAdj"] == 0  # -998 clamped to what the host allows
+    assert spec["root"] == {"path": "/run/infra/rootfs", "readonly": True}
+    binds = [m for m in spec["mounts"] if m["type"] == "bind"]
+    assert binds == [{"destination": "/catatonit", "type": "bind", "source": "/usr/bin/catatonit",
+                      "options": ["bind", "ro", "nosuid", "nodev"]}]
+    linux = spec["linux"]
+    assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO" and linux["seccomp"]["syscalls"]
+    assert linux["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert linux["cgroupsPath"] == "/cri-shim/" + "a" * 64
+    assert {"type": "pid"} in linux["namespaces"] and {"type": "mount"} in linux["namespaces"]
+    assert {"type": "network", "path": "/run/ns/net/a"} in linux["namespaces"]
+    assert {"type": "cgroup"} not in linux["namespaces"]
+    assert "/proc/kcore" in linux["maskedPaths"] and "/proc/sys" in linux["readonlyPaths"]
+
+
+def test_the_pods_ids_and_a_cgroup_namespace_on_v2() -> None:
+    spec = infra.spec(sandbox(run_as_user=1000, run_as_group=0), "/bin/c", Path("/r"), HostInfo(cgroup_v2=True))
+    assert spec["process"]["user"] == {"uid": 1000, "gid": 0}
+    assert {"type": "cgroup"} in spec["linux"]["namespaces"]
+    assert spec["process"]["oomScoreAdj"] == infra.OOM_SCORE_ADJ
+
+
+def test_the_binary_must_be_static(tmp_path: Path) -> None:
+    catatonit = shutil.which("catatonit")
+    if catatonit is None:
+        pytest.skip("catatonit is not installed")
+    assert infra.static_binary("catatonit") == str(Path(catatonit).resolve())
+    with pytest.raises(Internal, match="dynamically linked"):
+        infra.static_binary(str(Path(shutil.which("ls") or "/bin/ls").resolve()))
+    with pytest.raises(Internal, match="not found"):
+        infra.static_binary(str(tmp_path / "absent"))
+
+
+def test_the_root_holds_mount_points_only(tmp_path: Path) -> None:
+    infra.make_root(tmp_path / "root", "/usr/bin/catatonit")
+    infra.make_root(tmp_path / "root", "/usr/bin/catatonit")
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["catatonit", "dev", "proc"]
+    assert (tmp_path / "root" / "catatonit").stat().st_size == 0
