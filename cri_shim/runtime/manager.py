@@ -9,6 +9,7 @@ pod's containers. Rules it keeps:
   of the container it made (kubelet retries a create whose answer it did not get);
 - the rootfs is mounted before `runc create` and released after the record is gone, so a
   rootfs nothing refers to is a leftover of a crash and is released at start-up;
+- a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata);
 - events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
   runtime records starts and exits, so it publishes those two, a start always before its exit.
 """
@@ -21,6 +22,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from cri_shim import metadata
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import hierarchy
 from cri_shim.cgroups.migration import MigrationWarmer
@@ -54,8 +56,8 @@ def container_name(config: api.ContainerConfig, sandbox: Sandbox) -> str:
 def _validate(config: api.ContainerConfig) -> None:
     if not config.HasField("metadata") or not config.metadata.name:
         raise InvalidArgument("container config must have metadata with a name")
-    if "/" in config.metadata.name or "\x00" in config.metadata.name:
-        raise InvalidArgument(f"container name {config.metadata.name!r} must not contain '/' or NUL")
+    metadata.check_name("container name", config.metadata.name, metadata.MAX_CONTAINER_NAME_BYTES)
+    metadata.check_labels_and_annotations("container", config.labels, config.annotations)
     if not config.image.image:
         raise InvalidArgument("container config must name an image")
 
