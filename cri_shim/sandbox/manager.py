@@ -5,6 +5,14 @@ side effect and saves it again as each result comes in (infra pid, IPs); any fai
 everything and deletes the record. A retried Run with the same metadata joins the attempt in
 flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
 unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
+
+A CNI DEL that fails does not fail Stop, Remove or a rollback. containerd fails StopPodSandbox
+until DEL succeeds, but kubelet's garbage collector removes a pod only after its Stop
+succeeded, so a plugin that never succeeds (one that cannot even be run, say) would keep the
+pod, its namespaces, mounts, cgroups and record forever. Instead the failure is logged, what
+the runtime owns is released, and the CNI cache entry is kept: every later Stop or Remove of
+the pod runs DEL again, and once the record is gone start-up recovery does (for plugins that
+find the pod's addresses through its network namespace, that retry runs without it).
 """
 
 from __future__ import annotations
@@ -200,8 +208,7 @@ class SandboxManager:
             sb.phase = NOTREADY
             sb.infra = None  # its pid may be reused: no PID namespace path must point there
             self.store.save(sb)
-        await self._release_network(sb)
-        if sb.ips:
+        if await self._release_network(sb) and sb.ips:
             sb.ips = []  # released to IPAM: another pod may get them
             self.store.save(sb)
 
@@ -219,11 +226,15 @@ class SandboxManager:
         await self._release_network(sb)
         await self.resources.release_local(sb)
 
-    async def _release_network(self, sb: Sandbox) -> None:
+    async def _release_network(self, sb: Sandbox) -> bool:
+        """CNI DEL of the pod's attachment: True once released; False (logged, the cache entry
+        kept for the next try) when DEL failed."""
         try:
             await self.resources.detach_network(sb)
         except CniError as exc:
-            raise Internal(f"releasing the network of sandbox {sb.id}: {exc}") from exc
+            log.error("pod network not released, CNI DEL will be retried", extra={"sandbox": sb.id, "error": str(exc)})
+            return False
+        return True
 
     # -- infra exits, recovery, shutdown --------------------------------------------------
 
