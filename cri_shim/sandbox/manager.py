@@ -5,6 +5,8 @@ side effect and saves it again as each result comes in (infra pid, IPs); any fai
 everything and deletes the record. A retried Run with the same metadata joins the attempt in
 flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
 unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
+All pods' labels and annotations together are budgeted so that ListPodSandbox stays under the
+gRPC message limit (cri_shim.listbudget): past it, RunPodSandbox is RESOURCE_EXHAUSTED.
 
 A CNI DEL that fails does not fail Stop, Remove or a rollback. containerd fails StopPodSandbox
 until DEL succeeds, but kubelet's garbage collector removes a pod only after its Stop
@@ -32,6 +34,7 @@ from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri_shim.linux import proc
+from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.network.cni import CniError
 from cri_shim.network.pod import PodNetwork
 from cri_shim.sandbox import recovery
@@ -57,6 +60,8 @@ class SandboxManager:
         self.resources = Resources(cfg, network)
         self.containers: SandboxContainers | None = None
         self._attempts = Attempts()
+        self.budget = ListBudget("pods", cfg.server.max_message_bytes,
+                                 lambda: (entry_bytes(sb.config.labels, sb.config.annotations) for sb in self.store))
 
     def register_containers(self, containers: SandboxContainers) -> None:
         """Lets Stop and Remove stop and remove a sandbox's containers first."""
@@ -114,6 +119,10 @@ class SandboxManager:
         return await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
 
     async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
+        with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
+            return await self._make(name, config, handler, pod)
+
+    async def _make(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
         sandbox_id = secrets.token_hex(32)
         res = self.resources
         sb = Sandbox(
