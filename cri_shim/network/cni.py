@@ -4,6 +4,10 @@ A network configuration list is applied plugin by plugin: ADD in order, each plu
 the previous one's result as prevResult; DEL in reverse order with the cached ADD result;
 CHECK in order with it. A plugin is given runtimeConfig entries only for the capabilities it
 declares (e.g. portMappings for portmap). Plugins run with a time limit and are killed past it.
+CNI_ARGS is "K=V;K=V" with no escaping in the spec or in libcni: a key or value holding ';' or
+'=' would add arguments of its own (IP=... picks the pod's address), so check_args() refuses
+such a pair before ADD (sandbox validation refuses those characters in pod metadata first;
+this is the last guard). DEL and CHECK run with exactly what ADD ran with, from the cache.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ class Attachment:
             args=tuple((k, v) for k, v in data["args"]),
             capabilities=data["capabilities"],
         )
+
+
+def check_args(args: tuple[tuple[str, str], ...]) -> None:
+    """CniError when a CNI_ARGS key or value would split into more pairs than it is."""
+    for key, value in args:
+        if not key or any(c in key or c in value for c in ";="):
+            raise CniError(f"CNI_ARGS {key[:64]!r}: keys and values must not contain ';' or '=' (value {value[:64]!r})")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -137,13 +148,16 @@ class CniExec:
         }
         if att.args:
             env["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in att.args)
-        proc = await asyncio.create_subprocess_exec(
-            path,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                path,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:  # E2BIG for an environment past the kernel's limit, ENOEXEC, EACCES
+            raise CniError(f"CNI {command} {plugin_type}: cannot run {path}: {exc.strerror or exc}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(json.dumps(conf).encode()), self.timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 from cri_shim.config import Config
 from cri_shim.network.cache import AttachmentCache, CacheEntry
-from cri_shim.network.cni import Attachment, CniError, CniExec, result_ips
+from cri_shim.network.cni import Attachment, CniError, CniExec, check_args, result_ips
 from cri_shim.network.conf import NetworkConf, NetworkConfError, find_network
 
 log = logging.getLogger("cri_shim.network")
@@ -78,6 +78,7 @@ class PodNetwork:
             ("K8S_POD_INFRA_CONTAINER_ID", sandbox_id),
             ("K8S_POD_UID", pod.uid),
         )
+        check_args(args)
         capabilities: dict[str, Any] = {}
         if ports:
             capabilities["portMappings"] = [p.capability() for p in ports]

@@ -9,6 +9,9 @@ pod's containers. Rules it keeps:
   of the container it made (kubelet retries a create whose answer it did not get);
 - the rootfs is mounted before `runc create` and released after the record is gone, so a
   rootfs nothing refers to is a leftover of a crash and is released at start-up;
+- a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
+  all containers' together by a budget that keeps ListContainers and ListContainerStats under
+  the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
 - events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
   runtime records starts and exits, so it publishes those two, a start always before its exit.
 """
@@ -21,6 +24,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from cri_shim import metadata
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
@@ -28,6 +32,7 @@ from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime import features
@@ -53,8 +58,8 @@ def container_name(config: api.ContainerConfig, sandbox: Sandbox) -> str:
 def _validate(config: api.ContainerConfig) -> None:
     if not config.HasField("metadata") or not config.metadata.name:
         raise InvalidArgument("container config must have metadata with a name")
-    if "/" in config.metadata.name or "\x00" in config.metadata.name:
-        raise InvalidArgument(f"container name {config.metadata.name!r} must not contain '/' or NUL")
+    metadata.check_name("container name", config.metadata.name, metadata.MAX_CONTAINER_NAME_BYTES)
+    metadata.check_labels_and_annotations("container", config.labels, config.annotations)
     if not config.image.image:
         raise InvalidArgument("container config must name an image")
 
@@ -72,6 +77,8 @@ class ContainerManager:
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
         self._attempts = Attempts()
+        self.budget = ListBudget("containers", cfg.server.max_message_bytes,
+                                 lambda: (entry_bytes(r.labels, r.annotations) for r in runtime.store))
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
@@ -156,8 +163,9 @@ class ContainerManager:
         return await self._attempts.join(name, lambda: self._create(name, sb, config, pod_config))
 
     async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
-        with self.migrations.held():  # from the start: its first wait overlaps the rootfs, spec and conmon
-            return await self._make(name, sb, config, pod_config)
+        with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
+            with self.migrations.held():  # from the start: its first wait overlaps the rootfs, spec and conmon
+                return await self._make(name, sb, config, pod_config)
 
     async def _make(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
         image = self.images.resolve(config.image.image)

@@ -5,6 +5,16 @@ side effect and saves it again as each result comes in (infra pid, IPs); any fai
 everything and deletes the record. A retried Run with the same metadata joins the attempt in
 flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
 unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
+All pods' labels and annotations together are budgeted so that ListPodSandbox stays under the
+gRPC message limit (cri_shim.listbudget): past it, RunPodSandbox is RESOURCE_EXHAUSTED.
+
+A CNI DEL that fails does not fail Stop, Remove or a rollback. containerd fails StopPodSandbox
+until DEL succeeds, but kubelet's garbage collector removes a pod only after its Stop
+succeeded, so a plugin that never succeeds (one that cannot even be run, say) would keep the
+pod, its namespaces, mounts, cgroups and record forever. Instead the failure is logged, what
+the runtime owns is released, and the CNI cache entry is kept: every later Stop or Remove of
+the pod runs DEL again, and once the record is gone start-up recovery does (for plugins that
+find the pod's addresses through its network namespace, that retry runs without it).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from cri_shim.linux import proc
+from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.network.cni import CniError
 from cri_shim.network.pod import PodNetwork
 from cri_shim.sandbox import recovery
@@ -50,6 +61,8 @@ class SandboxManager:
         self.resources = Resources(cfg, network, migrations or MigrationWarmer(None))
         self.containers: SandboxContainers | None = None
         self._attempts = Attempts()
+        self.budget = ListBudget("pods", cfg.server.max_message_bytes,
+                                 lambda: (entry_bytes(sb.config.labels, sb.config.annotations) for sb in self.store))
 
     def register_containers(self, containers: SandboxContainers) -> None:
         """Lets Stop and Remove stop and remove a sandbox's containers first."""
@@ -107,6 +120,10 @@ class SandboxManager:
         return await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
 
     async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
+        with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
+            return await self._make(name, config, handler, pod)
+
+    async def _make(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
         sandbox_id = secrets.token_hex(32)
         res = self.resources
         sb = Sandbox(
@@ -204,8 +221,7 @@ class SandboxManager:
             sb.phase = NOTREADY
             sb.infra = None  # its pid may be reused: no PID namespace path must point there
             self.store.save(sb)
-        await self._release_network(sb)
-        if sb.ips:
+        if await self._release_network(sb) and sb.ips:
             sb.ips = []  # released to IPAM: another pod may get them
             self.store.save(sb)
 
@@ -223,11 +239,15 @@ class SandboxManager:
         await self._release_network(sb)
         await self.resources.release_local(sb)
 
-    async def _release_network(self, sb: Sandbox) -> None:
+    async def _release_network(self, sb: Sandbox) -> bool:
+        """CNI DEL of the pod's attachment: True once released; False (logged, the cache entry
+        kept for the next try) when DEL failed."""
         try:
             await self.resources.detach_network(sb)
         except CniError as exc:
-            raise Internal(f"releasing the network of sandbox {sb.id}: {exc}") from exc
+            log.error("pod network not released, CNI DEL will be retried", extra={"sandbox": sb.id, "error": str(exc)})
+            return False
+        return True
 
     # -- infra exits, recovery, shutdown --------------------------------------------------
 

@@ -1,9 +1,8 @@
 """Checking a RunPodSandbox request before anything is made, and deriving what to make.
 
-Every refusal is an InvalidArgument naming the field. Limits: metadata name, namespace and uid
-must be non-empty and free of '/' and NUL (they name files and CNI arguments); labels and
-annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit for a pod's
-annotations; a hostname at most 64 bytes (the kernel's); namespace modes must be known values
+Every refusal is an InvalidArgument naming the field. Limits: metadata name, namespace and uid,
+labels and annotations are bounded as Kubernetes bounds them (cri_shim.metadata: they are
+stored, listed and passed to CNI plugins); a hostname at most 64 bytes (the kernel's); namespace modes must be known values
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
 (container log paths are joined to it); DNS servers must be IP addresses and search domains and
 options single words (they are written into resolv.conf); run_as_user and run_as_group kernel ids
@@ -17,13 +16,12 @@ from dataclasses import dataclass
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import CgroupPathError, normalize_parent
+from cri_shim import metadata
 from cri_shim.config import Config
 from cri_shim.errors import InvalidArgument
 from cri_shim.network.pod import PortMapping
 from cri_shim.sandbox import sysctl
 
-MAX_LABELS_BYTES = 256 * 1024
-MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_HOSTNAME_BYTES = 64
 # The largest uid or gid: (uid_t)-1 means "no change" to the kernel.
 MAX_ID = 2**32 - 2
@@ -48,16 +46,11 @@ class PodPlan:
         return "ipc" in self.own_namespaces
 
 
-def _check_name(field: str, value: str) -> None:
-    if not value:
-        raise InvalidArgument(f"sandbox metadata {field} must not be empty")
-    if "/" in value or "\x00" in value:
-        raise InvalidArgument(f"sandbox metadata {field} {value!r} must not contain '/' or NUL")
-
-
-def _size(pairs: dict[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) for k, v in pairs.items())
-
+_METADATA_BOUNDS = (
+    ("name", metadata.MAX_POD_NAME_BYTES),
+    ("namespace", metadata.MAX_NAMESPACE_BYTES),
+    ("uid", metadata.MAX_UID_BYTES),
+)
 
 _MODES = (api.POD, api.CONTAINER, api.NODE, api.TARGET)
 
@@ -120,16 +113,13 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
     """The PodPlan of a request, or InvalidArgument."""
     if not config.HasField("metadata"):
         raise InvalidArgument("sandbox config has no metadata")
-    for field in ("name", "namespace", "uid"):
-        _check_name(field, getattr(config.metadata, field))
+    for field, max_bytes in _METADATA_BOUNDS:
+        metadata.check_name(f"sandbox metadata {field}", getattr(config.metadata, field), max_bytes)
     if config.log_directory and not config.log_directory.startswith("/"):
         raise InvalidArgument(f"log_directory {config.log_directory!r} must be an absolute path")
     if runtime_handler and runtime_handler not in cfg.runtime.handlers:
         raise InvalidArgument(f"unknown runtime handler {runtime_handler!r} (known: {', '.join(cfg.runtime.handlers)})")
-    if _size(dict(config.labels)) > MAX_LABELS_BYTES:
-        raise InvalidArgument(f"labels total {_size(dict(config.labels))} bytes, over the {MAX_LABELS_BYTES} limit")
-    if _size(dict(config.annotations)) > MAX_ANNOTATIONS_BYTES:
-        raise InvalidArgument(f"annotations total {_size(dict(config.annotations))} bytes, over the {MAX_ANNOTATIONS_BYTES} limit")
+    metadata.check_labels_and_annotations("sandbox", config.labels, config.annotations)
     _check_dns(config.dns_config)
     _check_ids(config.linux.security_context)
     own, pod_pid = _namespaces(config.linux.security_context.namespace_options)

@@ -77,24 +77,6 @@ def test_failed_add_is_rolled_back_and_a_retry_succeeds(faulty: tuple[Daemon, Fa
     cri.close()
 
 
-def test_failed_del_fails_stop_and_remove_until_a_retry_succeeds(faulty: tuple[Daemon, FaultyNetwork]) -> None:
-    d, net = faulty
-    cri, before = _warmed(faulty, "fail-del")
-    sid = run_pod(cri, pod_config("sticky", port_mappings=[api.PortMapping(container_port=80, host_port=18073)]))
-    for call in (stop_pod, remove_pod):
-        with pytest.raises(grpc.RpcError) as err:
-            call(cri, sid)
-        assert err.value.code() == grpc.StatusCode.INTERNAL and "injected failure at DEL" in err.value.details()
-    st, info = status(cri, sid)  # kept, so kubelet's next Stop or Remove finishes the job
-    assert st.state == api.SANDBOX_NOTREADY and info["pid"] == 0
-    net.mode("pass")
-    stop_pod(cri, sid)
-    assert status(cri, sid)[0].network.ip == ""
-    remove_pod(cri, sid)
-    assert snapshot(d) == before, d.log_tail()
-    cri.close()
-
-
 @pytest.mark.restart
 def test_daemon_killed_during_add_leaves_nothing_after_recovery(faulty: tuple[Daemon, FaultyNetwork]) -> None:
     d, net = faulty
@@ -258,15 +240,14 @@ def test_clean_stop_during_add_rolls_the_pod_back(faulty: tuple[Daemon, FaultyNe
     cri.close()
 
 
-def test_hung_del_fails_stop_at_the_plugin_timeout_and_a_retry_finishes() -> None:
+def test_hung_del_is_killed_at_the_plugin_timeout_and_the_next_remove_finishes() -> None:
     with faulty_daemon({"network": {"plugin_timeout_seconds": 1}}) as (d, net):
         cri, before = _warmed((d, net), "pass")
         sid = run_pod(cri, pod_config("slowdel", port_mappings=[api.PortMapping(container_port=80, host_port=18076)]))
         net.mode("hold-del")
-        with pytest.raises(grpc.RpcError) as err:
-            stop_pod(cri, sid)
-        assert err.value.code() == grpc.StatusCode.INTERNAL and "releasing the network" in err.value.details(), err.value.details()
+        stop_pod(cri, sid)  # DEL killed at the timeout: logged, and run again by the next Stop or Remove
         assert status(cri, sid)[0].state == api.SANDBOX_NOTREADY
+        assert "no answer within 1.0s" in d.log_tail(200)
         net.mode("pass")
         remove_pod(cri, sid)
         assert snapshot(d) == before, d.log_tail()

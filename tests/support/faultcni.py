@@ -8,7 +8,9 @@
   hold     - wait until a release file appears, then return the result;
   hold-del - pass ADD, but hold every DEL as `hold` does (to keep start-up recovery, which DELs
              what a crash left attached, in progress while a test calls the daemon);
-  fail-del - pass ADD, but fail every DEL without doing it.
+  fail-del - pass ADD, but fail every DEL without doing it;
+  fail-all - fail ADD as `fail` does and every DEL as `fail-del` does (a rollback that cannot
+             release the network).
 Every ADD is counted in adds.log. The network uses it with portmap and firewall chained.
 """
 
@@ -25,7 +27,7 @@ input=$(cat)
 if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = hold-del ]; then
     echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done
 fi
-if [ "$CNI_COMMAND" = DEL ] && [ "$(cat "$dir/mode")" = fail-del ]; then
+if [ "$CNI_COMMAND" = DEL ] && { [ "$(cat "$dir/mode")" = fail-del ] || [ "$(cat "$dir/mode")" = fail-all ]; }; then
     printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at DEL"}'; exit 1
 fi
 if [ "$CNI_COMMAND" != ADD ]; then
@@ -35,7 +37,7 @@ fi
 echo "$CNI_CONTAINERID" >> "$dir/adds.log"
 out=$(printf '%s' "$input" | /usr/lib/cni/bridge) || { printf '%s' "$out"; exit 1; }
 case "$(cat "$dir/mode")" in
-    fail) printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at ADD"}'; exit 1 ;;
+    fail|fail-all) printf '{"cniVersion":"1.0.0","code":999,"msg":"injected failure at ADD"}'; exit 1 ;;
     crash) kill -9 $$ ;;
     hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
     hold) echo $$ > "$dir/hung.pid"; while [ ! -e "$dir/release" ]; do sleep 0.05; done ;;
