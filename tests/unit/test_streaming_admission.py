@@ -11,7 +11,7 @@ import logging
 import os
 import resource
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -127,7 +127,7 @@ class Harness:
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.listener.port))
         return sock
 
-    async def until(self, predicate) -> None:
+    async def until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await asyncio.sleep(0.01)
 
