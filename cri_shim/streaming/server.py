@@ -110,6 +110,9 @@ class StreamingServer:
         except (httpio.BadRequest, TimeoutError, OSError):
             sock.close()
             return
+        except asyncio.CancelledError:  # the server is closing: the socket is still ours to close
+            sock.close()
+            raise
         try:
             await self._route(request, reader, writer, peer)
         except httpio.Refused as refused:

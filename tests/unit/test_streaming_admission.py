@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from cri_shim import config
 from cri_shim.logs import RateLimited
 from cri_shim.streaming import httpio, listener
 
@@ -27,6 +28,18 @@ def test_the_cap_keeps_connections_within_half_the_open_files():
     assert listener.connection_cap(256, 1024) == 1024 // 2 // per
     assert listener.connection_cap(256, 1024) * per <= 512
     assert listener.connection_cap(256, 3) == 1
+
+
+def test_cap_and_head_timeout_keys(tmp_path):
+    defaults = config.Config().streaming
+    assert (defaults.max_connections, defaults.head_timeout_seconds) == (256, 5)
+    path = tmp_path / "c.toml"
+    path.write_text("[streaming]\nmax_connections = 16\nhead_timeout_seconds = 1\n")
+    assert (config.load(path).streaming.max_connections, config.load(path).streaming.head_timeout_seconds) == (16, 1)
+    for bad in ("max_connections = 0", "head_timeout_seconds = 0"):
+        path.write_text(f"[streaming]\n{bad}\n")
+        with pytest.raises(config.ConfigError, match=bad.split(" ")[0]):
+            config.load(path)
 
 
 def test_accept_failures_back_off_from_5_ms_to_a_second():
