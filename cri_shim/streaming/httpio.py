@@ -2,7 +2,8 @@
 error response or a protocol upgrade (SPDY/3.1 or WebSocket) that takes the socket over.
 
 The request head is read straight from the socket and bounded in size (the server bounds it in
-time); anything unparsable gets a 400 and the connection closes. Responses never redirect (kubelet's SPDY client refuses redirects).
+time); anything unparsable gets a 400 and the connection closes. Responses never redirect
+(kubelet's SPDY client refuses redirects).
 """
 
 from __future__ import annotations

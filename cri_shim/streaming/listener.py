@@ -78,7 +78,7 @@ class Listener:
         self._unsettled: dict[asyncio.Task[None], socket.socket] = {}
         self._accept_failures = RateLimited(log, "streaming server cannot accept connections", LOG_INTERVAL)
         self._over_cap = RateLimited(log, "streaming connection cap reached: connections dropped or refused", LOG_INTERVAL)
-        self._loop: asyncio.Task[None] | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -90,13 +90,13 @@ class Listener:
         return len(self._open)
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._accept_loop())
+        self._accepting = asyncio.create_task(self._accept_loop())
 
     async def close(self) -> None:
         """Stops accepting and ends every open connection."""
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
         self.sock.close()
         for task in list(self._open):
             task.cancel()

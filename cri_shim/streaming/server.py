@@ -61,10 +61,10 @@ class StreamingServer:
         self.port = cfg.port
 
     async def start(self) -> None:
-        cap = listener.connection_cap(self.cfg.max_connections, open_files())
+        limit = open_files()
+        cap = listener.connection_cap(self.cfg.max_connections, limit)
         if cap < self.cfg.max_connections:
-            extra = {"max_connections": cap, "open_files": open_files()}
-            log.warning("streaming connection cap lowered to fit the open-file limit", extra=extra)
+            log.warning("streaming connection cap lowered to fit the open-file limit", extra={"max_connections": cap, "open_files": limit})
         self._listener = listener.Listener(await listener.bind(self.cfg.address, self.cfg.port), self._connection, cap)
         self._listener.start()
         self.port = self._listener.port
