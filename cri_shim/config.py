@@ -84,9 +84,18 @@ class NetworkConfig:
 @dataclass
 class StreamingConfig:
     address: str = _doc(
-        "Address the Exec/Attach/PortForward HTTP server binds; URLs of a wildcard bind name loopback.", "127.0.0.1"
+        "Address the Exec/Attach/PortForward HTTP server binds (as containerd: loopback, which is all kubelet needs; "
+        "any local user can connect, the one-time tokens in the URLs guard it); URLs of a wildcard bind name loopback.",
+        "127.0.0.1",
     )
     port: int = _doc("Port of that server; 0 picks a free one.", 0)
+    max_connections: int = _doc(
+        "Streaming connections open at once. At the cap a new one replaces the oldest still sending its request head, "
+        "or is reset unread; lowered at start to keep them within half the open-file limit.", 256
+    )
+    head_timeout_seconds: int = _doc(
+        "A streaming connection that has not sent its whole request head this long after connecting is closed.", 5
+    )
     token_ttl_seconds: int = _doc("How long an Exec/Attach/PortForward URL stays valid.", 60)
     max_tokens: int = _doc("Outstanding URLs allowed at once.", 1000)
     stream_creation_timeout_seconds: int = _doc(
@@ -176,7 +185,8 @@ def _validate(cfg: Config) -> None:
     st = cfg.streaming
     if not 0 <= st.port <= 65535:
         raise ConfigError("streaming.port must be 0-65535")
-    for key in ("token_ttl_seconds", "max_tokens", "stream_creation_timeout_seconds", "idle_timeout_seconds"):
+    positive = ("token_ttl_seconds", "max_tokens", "max_connections", "head_timeout_seconds", "stream_creation_timeout_seconds", "idle_timeout_seconds")
+    for key in positive:
         if getattr(st, key) <= 0:
             raise ConfigError(f"streaming.{key} must be positive")
 

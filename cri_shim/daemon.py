@@ -21,6 +21,7 @@ from cri_shim.config import Config
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.linux.rlimits import raise_open_files
 from cri_shim.network.pod import PodNetwork
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime.manager import ContainerManager
@@ -107,6 +108,9 @@ def _lock_state_dir(cfg: Config) -> int:
 
 async def run(cfg: Config) -> None:
     """Serves until SIGTERM or SIGINT."""
+    before, after = raise_open_files()
+    if after != before:
+        log.info("open-file limit raised", extra={"from": before, "to": after})
     lock = _lock_state_dir(cfg)
     cfg.run_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
     daemon = Daemon(cfg)

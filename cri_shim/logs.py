@@ -6,6 +6,7 @@ every key that is not a standard LogRecord attribute becomes a field of the line
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -52,3 +53,44 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class RateLimited:
+    """One kind of event that may come thousands of times a second (accept failures under a
+    flood, say): the first is logged at once, the rest at most once per interval as one line
+    with their count, so a storm costs a few lines instead of one each. Needs a running loop."""
+
+    def __init__(self, logger: logging.Logger, message: str, interval: float) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._count = 0
+        self._fields: dict[str, object] = {}
+        self._flush: asyncio.TimerHandle | None = None
+
+    def note(self, **fields: object) -> None:
+        """Counts one event; fields of the latest event go into the line that reports it."""
+        self._count += 1
+        self._fields = fields
+        if self._flush is None:
+            self._emit()
+
+    def _emit(self) -> None:
+        """Logs what was counted, then holds the next line back for an interval."""
+        if not self._count:
+            self._flush = None
+            return
+        self._log()
+        self._flush = asyncio.get_running_loop().call_later(self._interval, self._emit)
+
+    def close(self) -> None:
+        """Logs what is still counted and stops the timer."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._count:
+            self._log()
+
+    def _log(self) -> None:
+        self._logger.warning(self._message, extra={**self._fields, "count": self._count})
+        self._count = 0

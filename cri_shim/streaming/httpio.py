@@ -1,13 +1,15 @@
 """Just enough HTTP/1.1 for the streaming endpoints: one request a connection, then either an
 error response or a protocol upgrade (SPDY/3.1 or WebSocket) that takes the socket over.
 
-The request head is bounded in size and time; anything unparsable gets a 400 and the
-connection closes. Responses never redirect (kubelet's SPDY client refuses redirects).
+The request head is read straight from the socket and bounded in size (the server bounds it in
+time); anything unparsable gets a 400 and the connection closes. Responses never redirect
+(kubelet's SPDY client refuses redirects).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -51,16 +53,26 @@ class Request:
         return self.target.split("?", 1)[0]
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request:
-    """Reads a request head (not the body: upgrade requests have none)."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise BadRequest("request head too large") from None
-    except asyncio.IncompleteReadError as exc:
-        raise BadRequest("connection closed inside the request head") from exc
-    if len(head) > MAX_HEAD:
-        raise BadRequest("request head too large")
+async def read_request(sock: socket.socket) -> tuple[Request, bytes]:
+    """Reads a request head (not the body: upgrade requests have none) straight from the socket,
+    so that no more than MAX_HEAD bytes are ever buffered for a client that has not yet shown a
+    token; returns it with what the client sent after it."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    scanned = 0
+    while (end := data.find(b"\r\n\r\n", scanned)) < 0:
+        if len(data) >= MAX_HEAD:
+            raise BadRequest("request head too large")
+        scanned = max(0, len(data) - 3)
+        chunk = await loop.sock_recv(sock, MAX_HEAD - len(data))
+        if not chunk:
+            raise BadRequest("connection closed inside the request head")
+        data += chunk
+    return parse_request(bytes(data[: end + 4])), bytes(data[end + 4 :])
+
+
+def parse_request(head: bytes) -> Request:
+    """The request of a head that ends with its blank line."""
     text = head.decode("latin-1")
     lines = text[:-4].split("\r\n")
     parts = lines[0].split(" ")

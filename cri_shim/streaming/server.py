@@ -6,6 +6,11 @@ serves them over HTTP, upgrading each to SPDY/3.1 or WebSocket.
 independently of the gRPC call. Exec and attach run against an ExecBackend/AttachBackend,
 port-forward dials through a PortForwardBackend (see backend.py); a kind without a backend
 cannot be minted.
+
+Any local user can reach the port, so what a connection may cost before its token is checked
+is bounded: listener.Listener caps the open connections (and makes room by dropping the oldest
+one still sending its head), the head is read straight from the socket up to httpio.MAX_HEAD,
+and a connection that has not sent it within head_timeout_seconds is closed.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from cri_shim.config import StreamingConfig
 from cri_shim.errors import Unimplemented
-from cri_shim.streaming import httpio, portforward, remotecommand, wschannels
+from cri_shim.linux.rlimits import open_files
+from cri_shim.streaming import httpio, listener, portforward, remotecommand, wschannels
 from cri_shim.streaming.backend import Backends
 from cri_shim.streaming.requests import KINDS, PortForwardRequest, StreamRequest, from_cri
 from cri_shim.streaming.spdy.session import SpdySession
-from cri_shim.streaming.transport import StreamTransport, Transport
+from cri_shim.streaming.transport import StreamTransport, Transport, open_streams
 from cri_shim.streaming.tokens import TokenCache
 from cri_shim.streaming.websocket import WebSocket, WebSocketTransport, server_handshake
 
@@ -32,8 +39,6 @@ log = logging.getLogger("cri_shim.streaming")
 
 # SPDY tunnelled in WebSocket binary messages (client-go's port-forward over WebSocket).
 TUNNEL_PROTOCOLS = tuple("SPDY/3.1+" + p for p in portforward.PROTOCOLS)
-# A client must send its request head within this long of connecting.
-HEAD_TIMEOUT = 30.0
 
 
 def _advertised_host(address: str) -> str:
@@ -52,23 +57,28 @@ class StreamingServer:
         self.cfg = cfg
         self.backends = backends or Backends()
         self.tokens = TokenCache(cfg.token_ttl_seconds, cfg.max_tokens, clock)
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._listener: listener.Listener | None = None
         self.port = cfg.port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.cfg.address, self.cfg.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("streaming server listening", extra={"address": self.cfg.address, "port": self.port})
+        limit = open_files()
+        cap = listener.connection_cap(self.cfg.max_connections, limit)
+        if cap < self.cfg.max_connections:
+            log.warning("streaming connection cap lowered to fit the open-file limit", extra={"max_connections": cap, "open_files": limit})
+        self._listener = listener.Listener(await listener.bind(self.cfg.address, self.cfg.port), self._connection, cap)
+        self._listener.start()
+        self.port = self._listener.port
+        log.info("streaming server listening", extra={"address": self.cfg.address, "port": self.port, "max_connections": cap})
 
     async def close(self) -> None:
         """Stops listening and ends every open stream connection."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._listener is not None:
+            await self._listener.close()
+
+    @property
+    def connections(self) -> int:
+        """Streaming connections open now."""
+        return self._listener.open if self._listener is not None else 0
 
     @property
     def base_url(self) -> str:
@@ -84,21 +94,29 @@ class StreamingServer:
             raise Unimplemented(f"{kind} is not supported by this runtime")
         return f"{self.base_url}/{kind}/{self.tokens.insert(kind, frozen)}"
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._connection(reader, writer))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = str(writer.get_extra_info("peername"))
+    async def _connection(self, sock: socket.socket, peer: str) -> None:
+        """One client: its request head within the head timeout, then the upgraded session."""
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(HEAD_TIMEOUT):
-                request = await httpio.read_request(reader)
+            async with asyncio.timeout(self.cfg.head_timeout_seconds):
+                try:
+                    request, rest = await httpio.read_request(sock)
+                except httpio.BadRequest as exc:
+                    await loop.sock_sendall(sock, httpio.response(400, body=str(exc)))
+                    raise
+            assert self._listener is not None  # it runs this
+            self._listener.settled()
+            reader, writer = await open_streams(sock, rest)
+        except (httpio.BadRequest, TimeoutError, OSError):
+            sock.close()
+            return
+        except asyncio.CancelledError:  # the server is closing: the socket is still ours to close
+            sock.close()
+            raise
+        try:
             await self._route(request, reader, writer, peer)
         except httpio.Refused as refused:
             writer.write(refused.reply)
-        except httpio.BadRequest as exc:
-            writer.write(httpio.response(400, body=str(exc)))
         except (TimeoutError, ConnectionError, OSError):
             pass
         except Exception:  # one broken connection must never take the server down

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Protocol
 
 # How long we wait, after our GOAWAY and half-close, for the client to close its side.
@@ -19,6 +20,17 @@ async def linger(reader: asyncio.Task) -> None:
         return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(reader), CLOSE_LINGER)
+
+
+async def open_streams(sock: socket.socket, buffered: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio streams over an accepted socket whose first bytes were read already (what came
+    after the request head); they own the socket from then on."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    reader.feed_data(buffered)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class Transport(Protocol):

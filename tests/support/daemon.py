@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -77,7 +78,10 @@ def version_ok(endpoint: str) -> bool:
 class Daemon:
     """One cri-shim process and the directories it owns; restartable, killable."""
 
-    def __init__(self, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None, nofile: tuple[int, int] | None = None
+    ) -> None:
+        """nofile: the (soft, hard) RLIMIT_NOFILE the process starts with; the test's own by default."""
         # A short path: conmon's attach sockets must fit in sun_path (108 bytes).
         self.dir = Path(tempfile.mkdtemp(prefix="cs", dir="/tmp"))
         self.socket = self.dir / "cri.sock"
@@ -93,6 +97,7 @@ class Daemon:
         self.config_path = self.dir / "cri-shim.toml"
         self.config_path.write_text(toml(self.config))
         self.env = env or {}
+        self.nofile = nofile
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,10 +111,15 @@ class Daemon:
             stdout=log,
             stderr=log,
             env={**os.environ, **self.env},
+            preexec_fn=self._limit if self.nofile else None,
         )
         log.close()
         if wait:
             self.wait_ready()
+
+    def _limit(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Waits until Version answers OK (recovery finished), or fails with the daemon's log."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 from hypothesis import given, settings
@@ -23,11 +24,15 @@ pytestmark = pytest.mark.unit
 
 
 def parse(head: bytes) -> httpio.Request:
+    """The request a client sending head (and then closing) gets read from its socket."""
+
     async def go() -> httpio.Request:
-        reader = asyncio.StreamReader()
-        reader.feed_data(head)
-        reader.feed_eof()
-        return await httpio.read_request(reader)
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            theirs.sendall(head)
+            theirs.shutdown(socket.SHUT_WR)
+            return (await httpio.read_request(ours))[0]
 
     return asyncio.run(go())
 
