@@ -2,7 +2,7 @@
 
 Run through scripts/bench (it installs containerd and enters the private namespaces):
     scripts/bench [--iterations N] [--parallel-pods N] [--concurrency N] [--containers N] [--pulls N]
-                  [--network embedded|bridge]
+                  [--network embedded|bridge] [--pid container|pod]
 
 A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
 three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
@@ -20,7 +20,9 @@ is doing weighs on both alike; then emptied and stopped. Measured for each:
 
 Pods are configured as kubelet does by default: their own network on the runtime's CNI bridge
 (cri-shim's embedded chain, or with --network bridge its bridge plugin alone, for both runtimes),
-a container PID namespace, a cgroup parent per pod. A runtime that answers ListContainers with
+a container PID namespace (with --pid pod, one PID namespace for the pod, as shareProcessNamespace
+asks: cri-shim then runs its confined infra container, containerd its pause container as always),
+a cgroup parent per pod. A runtime that answers ListContainers with
 UNIMPLEMENTED gets the sandbox-only workload (and so does the other, to keep the columns alike),
 with a note saying so. Figures are printed, never asserted.
 """
@@ -58,6 +60,7 @@ CONTAINER_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 86400 & 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10
 START_RPCS = ("RunPodSandbox", "CreateContainer", "StartContainer")
+PID_MODES = {"container": api.CONTAINER, "pod": api.POD}
 SETTLE_SECONDS = 3.0  # after the last start, before memory is read
 PARALLEL_ROUND = 3  # concurrent pods go in turns of this many times the concurrency
 T = TypeVar("T")
@@ -207,11 +210,12 @@ class Pod:
 class Workload:
     """The kubelet-like calls for one pod, the same for every runtime."""
 
-    def __init__(self, cri: Cri, runtime: Runtime, image: str, containers: bool) -> None:
+    def __init__(self, cri: Cri, runtime: Runtime, image: str, containers: bool, pid: int) -> None:
         self.cri = cri
         self.runtime = runtime
         self.image = image
         self.containers = containers
+        self.pid = pid
         self.logs = runtime.dir / "pods"
 
     def sandbox_config(self, name: str) -> api.PodSandboxConfig:
@@ -225,7 +229,7 @@ class Workload:
             log_directory=str(log_directory),
             linux=api.LinuxPodSandboxConfig(cgroup_parent=f"/{self.runtime.dir.name}/pod{uid}"),
         )
-        config.linux.security_context.namespace_options.pid = api.CONTAINER
+        config.linux.security_context.namespace_options.pid = self.pid
         return config
 
     def start(self, name: str) -> Pod:
@@ -234,7 +238,7 @@ class Workload:
         config = self.sandbox_config(name)
         container = api.ContainerConfig(metadata=api.ContainerMetadata(name="app"), image=api.ImageSpec(image=self.image),
                                         command=CONTAINER_COMMAND, log_path="app.log")
-        container.linux.security_context.namespace_options.pid = api.CONTAINER
+        container.linux.security_context.namespace_options.pid = self.pid
         rt = self.cri.runtime
         pod = Pod(Laps(), log=Path(config.log_directory) / container.log_path)
         pod.sandbox_id = pod.laps("RunPodSandbox", rt.RunPodSandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
@@ -332,10 +336,10 @@ class Side:
 
 
 @contextmanager
-def side(runtime: Runtime, pod_image: str, containers: bool) -> Iterator[Side]:
+def side(runtime: Runtime, pod_image: str, containers: bool, pid: int) -> Iterator[Side]:
     """A client on a just started runtime; on the way out, whatever pods remain are removed."""
     cri = Cri(runtime.endpoint)
-    s = Side(runtime, cri, Workload(cri, runtime, pod_image, containers), Results(rss_started=memory_of([runtime.procs.daemon()])))
+    s = Side(runtime, cri, Workload(cri, runtime, pod_image, containers, pid), Results(rss_started=memory_of([runtime.procs.daemon()])))
     try:
         yield s
     finally:
@@ -462,6 +466,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pulls", type=int, default=5, help="cold pulls, then as many warm re-pulls")
     parser.add_argument("--network", choices=list(benchnet.NETWORKS), default="embedded",
                         help="the pods' CNI network for both runtimes: cri-shim's embedded chain, or its bridge plugin alone")
+    parser.add_argument("--pid", choices=list(PID_MODES), default="container",
+                        help="the pods' PID namespace: one per container (kubelet's default) or one for the pod")
     return parser.parse_args()
 
 
@@ -475,11 +481,12 @@ def main() -> None:
             ours = stack.enter_context(cri_shim_runtime(registry, args.network))
             containers = serves_containers(ours)
             theirs = stack.enter_context(containerd_runtime(images, registry, args.network))
-            sides = [stack.enter_context(side(rt, images.pod, containers)) for rt in (ours, theirs)]
+            sides = [stack.enter_context(side(rt, images.pod, containers, PID_MODES[args.pid])) for rt in (ours, theirs)]
             measure(sides, images, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {benchnet.NETWORKS[args.network]}")
+    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {benchnet.NETWORKS[args.network]}, "
+          f"a PID namespace per {args.pid}")
     report(sides[0].results, sides[1].results, args, containers)
 
 
