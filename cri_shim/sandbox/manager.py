@@ -5,6 +5,9 @@ side effect and saves it again as each result comes in (infra pid, IPs); any fai
 everything and deletes the record. A retried Run with the same metadata joins the attempt in
 flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
 unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
+A sandbox's own events go to the publisher the container manager registers, as containerd
+sends them: CREATED then STARTED once it is ready, STOPPED when it turns notready (Stop, or its
+infra process died), DELETED once its record is gone.
 All pods' labels and annotations together are budgeted so that ListPodSandbox stays under the
 gRPC message limit (cri_shim.listbudget): past it, RunPodSandbox is RESOURCE_EXHAUSTED.
 
@@ -51,6 +54,9 @@ log = logging.getLogger("cri_shim.sandbox")
 # How long shutdown waits for abandoned creations to roll back.
 ABANDON_WAIT = 30.0
 
+# Publishes a sandbox's own event: (a ContainerEventType, the sandbox as it is now).
+SandboxPublisher = Callable[[int, Sandbox], None]
+
 
 class SandboxManager:
     """Owns the sandbox records and every pod-level resource."""
@@ -60,6 +66,7 @@ class SandboxManager:
         self.store: RecordStore[Sandbox] = RecordStore("sandbox", cfg.state_dir / "records" / "sandboxes", Sandbox)
         self.resources = Resources(cfg, network, migrations or MigrationWarmer(None))
         self.containers: SandboxContainers | None = None
+        self._publish: SandboxPublisher = lambda event_type, sb: None
         self._attempts = Attempts()
         self.budget = ListBudget("pods", cfg.server.max_message_bytes,
                                  lambda: (entry_bytes(sb.config.labels, sb.config.annotations) for sb in self.store))
@@ -67,6 +74,10 @@ class SandboxManager:
     def register_containers(self, containers: SandboxContainers) -> None:
         """Lets Stop and Remove stop and remove a sandbox's containers first."""
         self.containers = containers
+
+    def register_events(self, publish: SandboxPublisher) -> None:
+        """Sends the sandboxes' own events to the one event bus (the container manager owns it)."""
+        self._publish = publish
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -177,6 +188,8 @@ class SandboxManager:
             raise Internal(f"the pod's infra process ({self.cfg.runtime.infra}) exited during sandbox setup")
         sb.phase = READY
         self.store.save(sb)
+        self._publish(api.CONTAINER_CREATED_EVENT, sb)
+        self._publish(api.CONTAINER_STARTED_EVENT, sb)
         self.watch_infra(sb)
 
     async def _start_infra(self, sb: Sandbox) -> None:
@@ -217,10 +230,13 @@ class SandboxManager:
         if self.containers is not None:
             await self.containers.stop_sandbox_containers(sb.id)
         await self.resources.kill_infra(sb)
-        if sb.phase != NOTREADY or sb.infra is not None:
+        was_ready = sb.phase == READY
+        if was_ready or sb.infra is not None:
             sb.phase = NOTREADY
             sb.infra = None  # its pid may be reused: no PID namespace path must point there
             self.store.save(sb)
+        if was_ready:
+            self._publish(api.CONTAINER_STOPPED_EVENT, sb)
         if await self._release_network(sb) and sb.ips:
             sb.ips = []  # released to IPAM: another pod may get them
             self.store.save(sb)
@@ -231,6 +247,7 @@ class SandboxManager:
             await self.containers.remove_sandbox_containers(sb.id)
         await self.resources.release_local(sb)
         self.store.delete(sb.id)
+        self._publish(api.CONTAINER_DELETED_EVENT, sb)
         log.info("sandbox removed", extra={"sandbox": sb.id})
 
     async def _release(self, sb: Sandbox) -> None:
@@ -264,6 +281,7 @@ class SandboxManager:
             if sb is not None and sb.phase == READY:
                 sb.phase = NOTREADY
                 self.store.save(sb)
+                self._publish(api.CONTAINER_STOPPED_EVENT, sb)
                 log.warning("sandbox not ready: its infra process is gone", extra={"sandbox": sandbox_id})
 
     async def recover(self) -> None:
