@@ -149,6 +149,16 @@ class ContainerManager:
             raise FailedPrecondition(f"container {record.id} is not running")
         return record
 
+    def measurable(self, id_or_prefix: str) -> ContainerRecord:
+        """The record of a container that has metrics, i.e. a running one; NotFound for one not
+        started yet or exited, as containerd answers (it has metrics only for a live task) rather
+        than report counters of a cgroup that is gone or empty."""
+        record = self.get(id_or_prefix)
+        if record.state != CONTAINER_RUNNING:
+            state = api.ContainerState.Name(record.state).removeprefix("CONTAINER_").lower()
+            raise NotFound(f"no metrics for container {record.id}: it is not running ({state})")
+        return record
+
     # -- CreateContainer ------------------------------------------------------------------
 
     async def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig | None) -> str:

@@ -63,3 +63,34 @@ def test_host_network_pod_with_its_own_hostname_is_refused(cri: Cri, daemon: Dae
     # As kubelet sends a host-network pod: no hostname, the node's.
     remove_pod(cri, run_pod(cri, host_network()))
     assert changes(before, snapshot(daemon)) == {}
+
+
+def stats_of(cri: Cri, container_id: str) -> api.ContainerStats:
+    return cri.runtime.ContainerStats(api.ContainerStatsRequest(container_id=container_id)).stats
+
+
+def listed_stats(cri: Cri, **f: Any) -> set[str]:
+    request = api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(**f))
+    return {s.attributes.id for s in cri.runtime.ListContainerStats(request).stats}
+
+
+def test_container_stats_only_of_a_running_container(pulled: Pulled) -> None:
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "stats-states")
+    sid = run_pod(cri, pod)
+    created = create(cri, sid, pod, container_config("created", "true", image=pulled.image))
+    running = run_container(cri, sid, pod, container_config("running", "sh", "-c", FOREVER, image=pulled.image))
+    exited = run_container(cri, sid, pod, container_config("exited", "sh", "-c", FOREVER, image=pulled.image))
+    stop(cri, exited)
+    wait_state(cri, exited, api.CONTAINER_EXITED)
+
+    assert stats_of(cri, running).memory.timestamp > 0
+    for cid, state in ((created, "created"), (exited, "exited")):
+        err = refused(lambda: stats_of(cri, cid))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, err.details()
+        assert cid in err.details() and state in err.details()
+    # ListContainerStats as before: the running ones, or what an id names.
+    assert listed_stats(cri) == {running}
+    assert listed_stats(cri, id=created) == {created} and listed_stats(cri, id=exited) == {exited}
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
