@@ -2,12 +2,13 @@
 
 Run persists the record (phase creating, naming every resource it will make) before the first
 side effect and saves it again as each result comes in (infra pid, IPs); any failure releases
-everything and deletes the record. A retried Run with the same metadata joins the attempt in
-flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
-unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
-A sandbox's own events go to the publisher the container manager registers, as containerd
-sends them: CREATED then STARTED once it is ready, STOPPED when it turns notready (Stop, or its
-infra process died), DELETED once its record is gone.
+everything and deletes the record. A retried Run with the same metadata and config joins the
+attempt in flight, or gets the id of the finished sandbox; with another config it is
+ALREADY_EXISTS, naming the sandbox that holds the name. Stop and Remove are idempotent and
+succeed for unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from
+memory. A sandbox's own events go to the publisher the container manager registers, as
+containerd sends them: CREATED then STARTED once it is ready, STOPPED when it turns notready
+(Stop, or its infra process died), DELETED once its record is gone.
 All pods' labels and annotations together are budgeted so that ListPodSandbox stays under the
 gRPC message limit (cri_shim.listbudget): past it, RunPodSandbox is RESOURCE_EXHAUSTED.
 
@@ -125,10 +126,15 @@ class SandboxManager:
         if name not in self._attempts:
             existing = self.store.by_name(name)
             if existing is not None:
-                if existing.phase == READY:
-                    return existing.id
-                raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
-        return await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
+                if existing.phase != READY:
+                    raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
+                _check_retry(existing, config, runtime_handler)
+                return existing.id
+        sandbox_id = await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
+        made = self.store.get(sandbox_id)
+        if made is not None:  # a retry that joined an attempt in flight must ask for the same pod too
+            _check_retry(made, config, runtime_handler)
+        return sandbox_id
 
     async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
         with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
@@ -310,6 +316,16 @@ class SandboxManager:
             "config": json_format.MessageToDict(sb.config),
             "cniResult": self.resources.network.cached_result(sb.id),
         }
+
+
+def _check_retry(sb: Sandbox, config: api.PodSandboxConfig, runtime_handler: str) -> None:
+    """A RunPodSandbox for a name that has a sandbox is a retry only when it asks for the same
+    pod (the same config bytes, serialized deterministically, and handler); anything else would
+    be answered with a sandbox that ignores what was asked."""
+    if (sb.runtime_handler != runtime_handler
+            or sb.config.SerializeToString(deterministic=True) != config.SerializeToString(deterministic=True)):
+        raise AlreadyExists(f"sandbox name {sb.name!r} is reserved by {sb.id} ({sb.phase}), "
+                            "made with a different config or runtime handler")
 
 
 def _as_cri_error(exc: BaseException) -> BaseException:

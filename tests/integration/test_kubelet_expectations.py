@@ -94,3 +94,47 @@ def test_container_stats_only_of_a_running_container(pulled: Pulled) -> None:
     assert listed_stats(cri, id=created) == {created} and listed_stats(cri, id=exited) == {exited}
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_run_with_a_ready_pods_metadata_is_a_retry_only_with_the_same_config(cri: Cri, daemon: Daemon) -> None:
+    warm_up(cri)
+    before = snapshot(daemon)
+    config = pod_config("retried", labels={"app": "one"}, annotations={"a": "1"})
+    sid = run_pod(cri, config)
+    again = api.PodSandboxConfig()
+    again.CopyFrom(config)  # the same message built again: the same bytes
+    assert run_pod(cri, again) == sid
+
+    other = api.PodSandboxConfig()
+    other.CopyFrom(config)
+    other.labels["app"] = "two"
+    err = refused(lambda: run_pod(cri, other))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err.details()
+    assert sid in err.details()
+    assert pod_ids(cri) == [sid]
+    status = cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sid)).status
+    assert dict(status.labels) == {"app": "one"}
+    remove_pod(cri, sid)
+    assert changes(before, snapshot(daemon)) == {}
+
+
+def test_concurrent_runs_of_one_pod_with_two_configs_make_one_pod(cri: Cri, daemon: Daemon) -> None:
+    warm_up(cri)
+    before = snapshot(daemon)
+    configs = [pod_config("raced", labels={"version": str(n)}) for n in (1, 2)]
+
+    def attempt(config: api.PodSandboxConfig) -> str | grpc.RpcError:
+        try:
+            return run_pod(cri, config)
+        except grpc.RpcError as err:
+            return err
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(attempt, configs))
+    made = [o for o in outcomes if isinstance(o, str)]
+    errors = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+    assert len(made) == 1 and len(errors) == 1, outcomes
+    assert errors[0].code() == grpc.StatusCode.ALREADY_EXISTS and made[0] in errors[0].details()
+    assert pod_ids(cri) == made
+    remove_pod(cri, made[0])
+    assert changes(before, snapshot(daemon)) == {}
