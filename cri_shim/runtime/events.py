@@ -1,4 +1,11 @@
-"""Container events for GetContainerEvents: a fan-out of (event type, record) to every subscriber.
+"""Container events for GetContainerEvents: a fan-out of events to every subscriber.
+
+Containers' events carry their record; a sandbox's own events (containerd sends CREATED,
+STARTED, STOPPED and DELETED with the sandbox's id as the container id, and kubelet's evented
+PLEG relies on them) carry a copy of the sandbox record and its containers' records as they
+were when it happened, so a DELETED event still names the pod it deleted. Every event is
+stamped with the time it was published: kubelet keeps a pod's cached status only when an event
+is newer than it.
 
 kubelet's evented PLEG keeps one GetContainerEvents stream open and relists when it breaks,
 so a subscriber that falls far behind is dropped (its stream ends) rather than let memory grow
@@ -9,28 +16,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
+from cri_shim.sandbox.record import Sandbox
 from cri_shim.store.records import ContainerRecord
 
 log = logging.getLogger("cri_shim.events")
 
-Event = tuple[int, ContainerRecord]
+
+@dataclass(frozen=True)
+class SandboxChange:
+    """What a sandbox's own event reports: the sandbox and its containers at the time."""
+
+    sandbox: Sandbox
+    containers: tuple[ContainerRecord, ...]
+
+
+class Event(NamedTuple):
+    type: int  # a ContainerEventType
+    subject: ContainerRecord | SandboxChange
+    at: int  # when it was published, in ns since the epoch
+
+
 # Events a subscriber may have pending before it is dropped.
 BACKLOG = 10000
 _END = None
 
 
 class EventBus:
-    """Publishes container events to the streams open at the time."""
+    """Publishes container and sandbox events, in one order, to the streams open at the time."""
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[Event | None]] = set()
 
-    def publish(self, event_type: int, record: ContainerRecord) -> None:
+    def publish(self, event_type: int, subject: ContainerRecord | SandboxChange) -> None:
+        event = Event(event_type, subject, time.time_ns())
         for queue in list(self._queues):
             try:
-                queue.put_nowait((event_type, record))
+                queue.put_nowait(event)
             except asyncio.QueueFull:
                 log.warning("dropping a container event subscriber that fell behind")
                 self._end(queue)

@@ -14,10 +14,12 @@ pod's containers. Rules it keeps:
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
 - events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
   runtime records starts and exits, so it publishes those two, a start always before its exit.
+  The sandbox manager's own events for a pod go to the same bus, with the pod's containers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import shutil
@@ -36,7 +38,7 @@ from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime import features
-from cri_shim.runtime.events import EventBus
+from cri_shim.runtime.events import Event, EventBus, SandboxChange
 from cri_shim.runtime.features import HandlerFeatures
 from cri_shim.sandbox import Sandbox, SandboxManager
 from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
@@ -84,6 +86,7 @@ class ContainerManager:
         self.migrations = migrations
         runtime.subscribe(self.events.publish)
         sandboxes.register_containers(self)
+        sandboxes.register_events(self._publish_sandbox)
 
     # -- start-up and shutdown ------------------------------------------------------------
 
@@ -144,6 +147,16 @@ class ContainerManager:
         record = self.get(id_or_prefix)
         if record.state != CONTAINER_RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running")
+        return record
+
+    def measurable(self, id_or_prefix: str) -> ContainerRecord:
+        """The record of a container that has metrics, i.e. a running one; NotFound for one not
+        started yet or exited, as containerd answers (it has metrics only for a live task) rather
+        than report counters of a cgroup that is gone or empty."""
+        record = self.get(id_or_prefix)
+        if record.state != CONTAINER_RUNNING:
+            state = api.ContainerState.Name(record.state).removeprefix("CONTAINER_").lower()
+            raise NotFound(f"no metrics for container {record.id}: it is not running ({state})")
         return record
 
     # -- CreateContainer ------------------------------------------------------------------
@@ -270,8 +283,14 @@ class ContainerManager:
 
     # -- GetContainerEvents ---------------------------------------------------------------
 
-    def subscribe(self) -> AsyncIterator[tuple[int, ContainerRecord]]:
+    def subscribe(self) -> AsyncIterator[Event]:
         return self.events.subscribe()
+
+    def _publish_sandbox(self, event_type: int, sb: Sandbox) -> None:
+        """A sandbox's own event: a copy of its record (the manager changes it in place later) and
+        its containers' records as they are now, as containerd reports them."""
+        containers = tuple(self.runtime.refresh(r) for r in self.of_sandbox(sb.id) if r.created_at)
+        self.events.publish(event_type, SandboxChange(dataclasses.replace(sb), containers))
 
 
 def _image_name(config: api.ContainerConfig, image_id: str, repo_tags: list[str]) -> str:

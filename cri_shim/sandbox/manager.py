@@ -2,9 +2,13 @@
 
 Run persists the record (phase creating, naming every resource it will make) before the first
 side effect and saves it again as each result comes in (infra pid, IPs); any failure releases
-everything and deletes the record. A retried Run with the same metadata joins the attempt in
-flight, or gets the id of the finished sandbox. Stop and Remove are idempotent and succeed for
-unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from memory.
+everything and deletes the record. A retried Run with the same metadata and config joins the
+attempt in flight, or gets the id of the finished sandbox; with another config it is
+ALREADY_EXISTS, naming the sandbox that holds the name. Stop and Remove are idempotent and
+succeed for unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from
+memory. A sandbox's own events go to the publisher the container manager registers, as
+containerd sends them: CREATED then STARTED once it is ready, STOPPED when it turns notready
+(Stop, or its infra process died), DELETED once its record is gone.
 All pods' labels and annotations together are budgeted so that ListPodSandbox stays under the
 gRPC message limit (cri_shim.listbudget): past it, RunPodSandbox is RESOURCE_EXHAUSTED.
 
@@ -51,6 +55,9 @@ log = logging.getLogger("cri_shim.sandbox")
 # How long shutdown waits for abandoned creations to roll back.
 ABANDON_WAIT = 30.0
 
+# Publishes a sandbox's own event: (a ContainerEventType, the sandbox as it is now).
+SandboxPublisher = Callable[[int, Sandbox], None]
+
 
 class SandboxManager:
     """Owns the sandbox records and every pod-level resource."""
@@ -60,6 +67,7 @@ class SandboxManager:
         self.store: RecordStore[Sandbox] = RecordStore("sandbox", cfg.state_dir / "records" / "sandboxes", Sandbox)
         self.resources = Resources(cfg, network, migrations or MigrationWarmer(None))
         self.containers: SandboxContainers | None = None
+        self._publish: SandboxPublisher = lambda event_type, sb: None
         self._attempts = Attempts()
         self.budget = ListBudget("pods", cfg.server.max_message_bytes,
                                  lambda: (entry_bytes(sb.config.labels, sb.config.annotations) for sb in self.store))
@@ -67,6 +75,10 @@ class SandboxManager:
     def register_containers(self, containers: SandboxContainers) -> None:
         """Lets Stop and Remove stop and remove a sandbox's containers first."""
         self.containers = containers
+
+    def register_events(self, publish: SandboxPublisher) -> None:
+        """Sends the sandboxes' own events to the one event bus (the container manager owns it)."""
+        self._publish = publish
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -114,10 +126,15 @@ class SandboxManager:
         if name not in self._attempts:
             existing = self.store.by_name(name)
             if existing is not None:
-                if existing.phase == READY:
-                    return existing.id
-                raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
-        return await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
+                if existing.phase != READY:
+                    raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
+                _check_retry(existing, config, runtime_handler)
+                return existing.id
+        sandbox_id = await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
+        made = self.store.get(sandbox_id)
+        if made is not None:  # a retry that joined an attempt in flight must ask for the same pod too
+            _check_retry(made, config, runtime_handler)
+        return sandbox_id
 
     async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
         with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
@@ -177,6 +194,8 @@ class SandboxManager:
             raise Internal(f"the pod's infra process ({self.cfg.runtime.infra}) exited during sandbox setup")
         sb.phase = READY
         self.store.save(sb)
+        self._publish(api.CONTAINER_CREATED_EVENT, sb)
+        self._publish(api.CONTAINER_STARTED_EVENT, sb)
         self.watch_infra(sb)
 
     async def _start_infra(self, sb: Sandbox) -> None:
@@ -217,10 +236,13 @@ class SandboxManager:
         if self.containers is not None:
             await self.containers.stop_sandbox_containers(sb.id)
         await self.resources.kill_infra(sb)
-        if sb.phase != NOTREADY or sb.infra is not None:
+        was_ready = sb.phase == READY
+        if was_ready or sb.infra is not None:
             sb.phase = NOTREADY
             sb.infra = None  # its pid may be reused: no PID namespace path must point there
             self.store.save(sb)
+        if was_ready:
+            self._publish(api.CONTAINER_STOPPED_EVENT, sb)
         if await self._release_network(sb) and sb.ips:
             sb.ips = []  # released to IPAM: another pod may get them
             self.store.save(sb)
@@ -231,6 +253,7 @@ class SandboxManager:
             await self.containers.remove_sandbox_containers(sb.id)
         await self.resources.release_local(sb)
         self.store.delete(sb.id)
+        self._publish(api.CONTAINER_DELETED_EVENT, sb)
         log.info("sandbox removed", extra={"sandbox": sb.id})
 
     async def _release(self, sb: Sandbox) -> None:
@@ -264,6 +287,7 @@ class SandboxManager:
             if sb is not None and sb.phase == READY:
                 sb.phase = NOTREADY
                 self.store.save(sb)
+                self._publish(api.CONTAINER_STOPPED_EVENT, sb)
                 log.warning("sandbox not ready: its infra process is gone", extra={"sandbox": sandbox_id})
 
     async def recover(self) -> None:
@@ -292,6 +316,16 @@ class SandboxManager:
             "config": json_format.MessageToDict(sb.config),
             "cniResult": self.resources.network.cached_result(sb.id),
         }
+
+
+def _check_retry(sb: Sandbox, config: api.PodSandboxConfig, runtime_handler: str) -> None:
+    """A RunPodSandbox for a name that has a sandbox is a retry only when it asks for the same
+    pod (the same config bytes, serialized deterministically, and handler); anything else would
+    be answered with a sandbox that ignores what was asked."""
+    if (sb.runtime_handler != runtime_handler
+            or sb.config.SerializeToString(deterministic=True) != config.SerializeToString(deterministic=True)):
+        raise AlreadyExists(f"sandbox name {sb.name!r} is reserved by {sb.id} ({sb.phase}), "
+                            "made with a different config or runtime handler")
 
 
 def _as_cri_error(exc: BaseException) -> BaseException:

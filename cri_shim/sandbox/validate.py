@@ -2,7 +2,8 @@
 
 Every refusal is an InvalidArgument naming the field. Limits: metadata name, namespace and uid,
 labels and annotations are bounded as Kubernetes bounds them (cri_shim.metadata: they are
-stored, listed and passed to CNI plugins); a hostname at most 64 bytes (the kernel's); namespace modes must be known values
+stored, listed and passed to CNI plugins); a hostname at most 64 bytes (the kernel's), and only
+for a pod with a UTS namespace of its own (not host-network); namespace modes must be known values
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
 (container log paths are joined to it); DNS servers must be IP addresses and search domains and
 options single words (they are written into resolv.conf); run_as_user and run_as_group kernel ids
@@ -123,6 +124,10 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
     _check_dns(config.dns_config)
     _check_ids(config.linux.security_context)
     own, pod_pid = _namespaces(config.linux.security_context.namespace_options)
+    if config.hostname and "uts" not in own:
+        # Setting it would rename the node; kubelet sends no hostname for host-network pods.
+        raise InvalidArgument(f"hostname {config.hostname!r} needs the pod's own UTS namespace, "
+                              "but a host-network pod uses the node's")
     hostname = config.hostname or host_name
     if len(hostname.encode()) > MAX_HOSTNAME_BYTES or any(c.isspace() or c == "\x00" for c in hostname):
         raise InvalidArgument(f"hostname {config.hostname!r} is invalid (at most {MAX_HOSTNAME_BYTES} bytes, no spaces)")

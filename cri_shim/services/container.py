@@ -11,6 +11,7 @@ from google.protobuf import json_format
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
+from cri_shim.runtime.events import Event, SandboxChange
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.sandbox import SandboxManager
 from cri_shim.services.sandbox import sandbox_status
@@ -83,15 +84,24 @@ class ContainerService:
         return api.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
 
     async def GetContainerEvents(self, request: api.GetEventsRequest, context: Any) -> AsyncIterator[api.ContainerEventResponse]:
-        async for event_type, record in self.containers.subscribe():
-            response = api.ContainerEventResponse(container_id=record.id, container_event_type=event_type,
-                                                  created_at=record.created_at)
-            sb = self.sandboxes.find(record.sandbox_id)
-            if sb is not None:
-                response.pod_sandbox_status.CopyFrom(sandbox_status(sb))
-            if event_type != api.CONTAINER_DELETED_EVENT:
-                response.containers_statuses.append(container_status(record))
-            yield response
+        async for event in self.containers.subscribe():
+            yield self._event_response(event)
+
+    def _event_response(self, event: Event) -> api.ContainerEventResponse:
+        response = api.ContainerEventResponse(container_event_type=event.type, created_at=event.at)
+        if isinstance(event.subject, SandboxChange):  # a sandbox's own event: its id as the container's
+            response.container_id = event.subject.sandbox.id
+            response.pod_sandbox_status.CopyFrom(sandbox_status(event.subject.sandbox))
+            response.containers_statuses.extend(container_status(r) for r in event.subject.containers)
+            return response
+        record = event.subject
+        response.container_id = record.id
+        sb = self.sandboxes.find(record.sandbox_id)
+        if sb is not None:
+            response.pod_sandbox_status.CopyFrom(sandbox_status(sb))
+        if event.type != api.CONTAINER_DELETED_EVENT:
+            response.containers_statuses.append(container_status(record))
+        return response
 
 
 def _metadata(record: ContainerRecord) -> api.ContainerMetadata:

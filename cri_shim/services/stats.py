@@ -4,6 +4,8 @@ CPU usage in nano cores is a rate: each container's previous sample is kept in m
 the rate is taken between two calls (kubelet polls every few seconds), as cAdvisor does. A
 pod's CPU and memory come from its own cgroup when it has one (kubelet always gives one);
 a pod on the runtime's shared default parent reports the sum of its containers.
+ContainerStats answers NOT_FOUND for a container that is not running; ListContainerStats lists
+what its filter names (a created or exited container by id, with its writable layer alone).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class StatsService:
         self._cpu: dict[str, tuple[int, int]] = {}
 
     async def ContainerStats(self, request: api.ContainerStatsRequest, context: Any) -> api.ContainerStatsResponse:
-        record = self.containers.get(request.container_id)
+        record = self.containers.measurable(request.container_id)
         return api.ContainerStatsResponse(stats=await self._container(record))
 
     async def ListContainerStats(self, request: api.ListContainerStatsRequest, context: Any) -> api.ListContainerStatsResponse:
