@@ -128,12 +128,12 @@ class SandboxManager:
             if existing is not None:
                 if existing.phase != READY:
                     raise AlreadyExists(f"sandbox name {name!r} is reserved by {existing.id} ({existing.phase})")
-                _check_retry(existing, config, runtime_handler)
+                _check_retry(existing, config, runtime_handler, self.cfg.runtime.default_handler)
                 return existing.id
         sandbox_id = await self._attempts.join(name, lambda: self._create(name, config, runtime_handler, pod))
         made = self.store.get(sandbox_id)
         if made is not None:  # a retry that joined an attempt in flight must ask for the same pod too
-            _check_retry(made, config, runtime_handler)
+            _check_retry(made, config, runtime_handler, self.cfg.runtime.default_handler)
         return sandbox_id
 
     async def _create(self, name: str, config: api.PodSandboxConfig, handler: str, pod: PodPlan) -> str:
@@ -318,11 +318,11 @@ class SandboxManager:
         }
 
 
-def _check_retry(sb: Sandbox, config: api.PodSandboxConfig, runtime_handler: str) -> None:
+def _check_retry(sb: Sandbox, config: api.PodSandboxConfig, runtime_handler: str, default_handler: str) -> None:
     """A RunPodSandbox for a name that has a sandbox is a retry only when it asks for the same
-    pod (the same config bytes, serialized deterministically, and handler); anything else would
-    be answered with a sandbox that ignores what was asked."""
-    if (sb.runtime_handler != runtime_handler
+    pod (the same config bytes, serialized deterministically, and handler, "" meaning the
+    default); anything else would be answered with a sandbox that ignores what was asked."""
+    if ((sb.runtime_handler or default_handler) != (runtime_handler or default_handler)
             or sb.config.SerializeToString(deterministic=True) != config.SerializeToString(deterministic=True)):
         raise AlreadyExists(f"sandbox name {sb.name!r} is reserved by {sb.id} ({sb.phase}), "
                             "made with a different config or runtime handler")
