@@ -75,13 +75,15 @@ class ContainerRuntime:
     """Creates and runs containers under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
-                 bundle_root: Path, host: HostInfo, seccomp_profile: str = "") -> None:
+                 bundle_root: Path, host: HostInfo, seccomp_profile: str, exec_output_limit: int) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
         self.bundle_root = bundle_root
         self.host = host
         self.seccomp_profile = seccomp_profile
+        # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.
+        self.exec_output_limit = exec_output_limit
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
         # Containers whose `runc start` runs: their exits wait until the start is recorded.
         self._starting: set[str] = set()
@@ -94,7 +96,8 @@ class ContainerRuntime:
         runtimes = {name: Runc(h.path, Path(h.root), systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()}
         monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s")
         store: RecordStore[ContainerRecord] = RecordStore("container", cfg.state_dir / "containers", ContainerRecord)
-        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), cfg.runtime.seccomp_default_profile)
+        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), cfg.runtime.seccomp_default_profile,
+                   execsync.output_limit(cfg.server.max_message_bytes))
 
     async def open(self) -> None:
         """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
@@ -320,7 +323,8 @@ class ContainerRuntime:
 
     async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
         record = self.running(container_id)
-        return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout)
+        return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout,
+                                        self.exec_output_limit)
 
     async def reopen_log(self, container_id: str) -> None:
         """Synchronous log reopen: returns once the new file exists (errors if not running)."""
