@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import signal
 import time
@@ -27,13 +26,13 @@ from google.protobuf import json_format
 from cri_shim.api import api_pb2
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
-from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.errors import FailedPrecondition, Internal, NotFound
 from cri_shim.linux import proc
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
-from cri_shim.oci.spec import build_spec
-from cri_shim.runtime import execsync, procinfo, recovery
+from cri_shim.oci.spec import Defaults, build_spec
+from cri_shim.runtime import execsync, logfile, procinfo, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
@@ -49,24 +48,6 @@ DISCARD_WAIT = 5.0
 UNKNOWN_EXIT = 255
 
 
-def _log_path(log_directory: str, log_path: str) -> str:
-    """The container's log file: log_path below the pod's log_directory, never outside it."""
-    if not log_path:
-        return ""
-    if "\x00" in log_path:
-        raise InvalidArgument("log path must not contain NUL")
-    if not log_directory:
-        if not os.path.isabs(log_path):
-            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
-        return os.path.normpath(log_path)
-    if os.path.isabs(log_path):
-        raise InvalidArgument(f"log path {log_path!r} must be relative to the pod's log_directory")
-    joined = os.path.normpath(os.path.join(log_directory, log_path))
-    if not joined.startswith(os.path.normpath(log_directory).rstrip("/") + "/"):
-        raise InvalidArgument(f"log path {log_path!r} escapes the pod's log_directory")
-    return joined
-
-
 def _pb_dict(message: object) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
@@ -75,13 +56,15 @@ class ContainerRuntime:
     """Creates and runs containers under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
-                 bundle_root: Path, host: HostInfo, seccomp_profile: str = "") -> None:
+                 bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
         self.bundle_root = bundle_root
         self.host = host
-        self.seccomp_profile = seccomp_profile
+        self.spec_defaults = spec_defaults
+        # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.
+        self.exec_output_limit = exec_output_limit
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
         # Containers whose `runc start` runs: their exits wait until the start is recorded.
         self._starting: set[str] = set()
@@ -92,9 +75,14 @@ class ContainerRuntime:
         """The runtime laid out under the configured directories (nothing is touched yet)."""
         systemd = cfg.runtime.cgroup_driver == "systemd"
         runtimes = {name: Runc(h.path, Path(h.root), systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()}
-        monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s")
+        monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s",
+                                log_size_max=cfg.runtime.log_size_max_bytes)
         store: RecordStore[ContainerRecord] = RecordStore("container", cfg.state_dir / "containers", ContainerRecord)
-        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), cfg.runtime.seccomp_default_profile)
+        defaults = Defaults(seccomp_profile=cfg.runtime.seccomp_default_profile,
+                            seccomp_when_unset=cfg.runtime.seccomp_default_when_unset,
+                            pids_limit=cfg.runtime.default_pids_limit)
+        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), defaults,
+                   execsync.output_limit(cfg.server.max_message_bytes))
 
     async def open(self) -> None:
         """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
@@ -127,10 +115,11 @@ class ContainerRuntime:
         runc = self.runtimes.get(runtime_handler)
         if runc is None:
             raise NotFound(f"runtime handler {runtime_handler!r} is not configured")
+        # Before build_spec, which makes host directories of mounts: a bad log path leaves nothing.
+        log_path = logfile.verify(sandbox_config.log_directory, config.log_path)
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
-                           image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
+                           image_name=image_name, target_pid_ns=target_pid_ns, defaults=self.spec_defaults)
         bundle = self.bundle_root / container_id
-        log_path = _log_path(sandbox_config.log_directory, config.log_path)
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
             attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
@@ -146,11 +135,12 @@ class ContainerRuntime:
             bundle.mkdir(parents=True, mode=0o700)
             # The bundle lives in the volatile run dir: a power cut takes the container with it.
             atomic.write_json(bundle / "config.json", built.spec, durable=False)
-            created = await self.monitor.create(MonitorSpec(
-                container_id=container_id, name=name, bundle=bundle,
-                log_path=Path(log_path) if log_path else bundle / "console.log", runtime=runc,
-                stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-            ), CREATE_TIMEOUT)
+            log_file = logfile.for_create(log_path) if log_path else logfile.in_directory(bundle, "console.log")
+            with log_file as (log_dir, log_name):
+                created = await self.monitor.create(MonitorSpec(
+                    container_id=container_id, name=name, bundle=bundle, log_dir=log_dir, log_name=log_name,
+                    runtime=runc, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+                ), CREATE_TIMEOUT)
         except BaseException:
             try:
                 await self.discard(record)
@@ -320,13 +310,16 @@ class ContainerRuntime:
 
     async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
         record = self.running(container_id)
-        return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout)
+        return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout,
+                                        self.exec_output_limit)
 
     async def reopen_log(self, container_id: str) -> None:
-        """Synchronous log reopen: returns once the new file exists (errors if not running)."""
+        """Synchronous log reopen: returns once the new file exists (errors if not running, or
+        when the log's directory is gone or was replaced, by a symlink or otherwise)."""
         record = self.running(container_id)
         if record.log_path:
-            await self.monitor.reopen_log(Path(record.bundle), Path(record.log_path), REOPEN_TIMEOUT)
+            with logfile.for_reopen(record.log_path) as (log_dir, log_name):
+                await self.monitor.reopen_log(Path(record.bundle), log_dir, log_name, record.monitor_pid, REOPEN_TIMEOUT)
 
     async def update_resources(self, container_id: str, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
         """Applies new cgroup limits with `runc update`, then records them."""

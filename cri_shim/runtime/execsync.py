@@ -4,8 +4,11 @@ It uses `runc exec` directly (not conmon's exec mode): one process fewer per pro
 pid file tells us the exec'd process's host pid. On timeout that process itself is killed
 with SIGKILL; runc, its parent, reaps it and exits, so nothing is left behind in the
 container (critest checks `pgrep sleep` afterwards), and the caller gets DeadlineExceeded.
-stdout and stderr are read separately and each capped at 16 MiB (the gRPC message limit);
-output beyond the cap is drained and dropped so the process never blocks on a full pipe.
+stdout and stderr are read separately but share one budget, the gRPC message limit less room
+for the rest of the reply: the answer always fits, so a command that prints too much still
+reports its exit code, with its output truncated (kubelet's probes and CRI-O alike cap the
+output and keep the exit code). Output beyond the budget is drained and dropped, so the
+process never blocks on a full pipe; the truncation is logged.
 
 The process files, the kill and the reading of runc's outcome are shared with streaming exec
 (cri_shim.runtime.execstream), which runs the same `runc exec` wired to a client instead.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import uuid
@@ -27,7 +31,11 @@ from typing import Any
 from cri_shim.errors import DeadlineExceeded, Internal
 from cri_shim.runtime.runc import Runc
 
-MAX_OUTPUT = 16 * 1024 * 1024
+log = logging.getLogger("cri_shim.runtime")
+
+# What an ExecSyncResponse holds besides the output: two length-prefixed fields and an int32 exit
+# code take at most 21 bytes; the rest is headroom.
+RESPONSE_RESERVE = 4096
 # After the process exits, how long background children may keep the pipes open.
 DRAIN_GRACE = 0.5
 # How long runc gets to write the pid file when a timeout must kill the process.
@@ -41,14 +49,33 @@ class ExecResult:
     exit_code: int
 
 
-async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
+def output_limit(max_message_bytes: int) -> int:
+    """How many bytes of stdout and stderr together an ExecSync reply of at most
+    max_message_bytes can carry."""
+    return max(0, max_message_bytes - RESPONSE_RESERVE)
+
+
+class _Budget:
+    """The bytes stdout and stderr may still keep between them, first come first kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.dropped = 0
+
+    def take(self, chunk: bytes) -> bytes:
+        kept = chunk[: self.left]
+        self.left -= len(kept)
+        self.dropped += len(chunk) - len(kept)
+        return kept
+
+
+async def _read_capped(stream: asyncio.StreamReader, budget: _Budget) -> bytes:
     buf = bytearray()
     while True:
         chunk = await stream.read(65536)
         if not chunk:
             return bytes(buf)
-        if len(buf) < limit:
-            buf += chunk[: limit - len(buf)]
+        buf += budget.take(chunk)
 
 
 def exec_process(spec_process: dict[str, Any], argv: list[str], tty: bool = False) -> dict[str, Any]:
@@ -110,8 +137,10 @@ async def kill_exec(pid_file: Path, runc_proc: asyncio.subprocess.Process) -> No
         await runc_proc.wait()
 
 
-async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str], timeout: float | None) -> ExecResult:
-    """Runs argv in the container; timeout None or 0 waits for ever."""
+async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str], timeout: float | None,
+                    limit: int) -> ExecResult:
+    """Runs argv in the container, keeping at most limit bytes of its stdout and stderr together;
+    timeout None or 0 waits for ever."""
     if not argv:
         raise Internal("exec needs a command")
     with process_files(bundle, argv) as (process_file, pid_file):
@@ -120,7 +149,8 @@ async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str]
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stderr is not None
-        readers = [asyncio.ensure_future(_read_capped(s, MAX_OUTPUT)) for s in (proc.stdout, proc.stderr)]
+        budget = _Budget(limit)
+        readers = [asyncio.ensure_future(_read_capped(s, budget)) for s in (proc.stdout, proc.stderr)]
         try:
             returncode = await asyncio.wait_for(proc.wait(), timeout or None)
         except TimeoutError:
@@ -136,4 +166,8 @@ async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str]
             r.cancel()
         out = readers[0].result() if readers[0] in done else b""
         err = readers[1].result() if readers[1] in done else b""
-        return ExecResult(stdout=out, stderr=err, exit_code=outcome(pid_file, returncode, err))
+        exit_code = outcome(pid_file, returncode, err)
+        if budget.dropped:
+            log.warning("exec output truncated to fit the reply", extra={
+                "container": container_id, "kept_bytes": limit, "dropped_bytes": budget.dropped})
+        return ExecResult(stdout=out, stderr=err, exit_code=exit_code)

@@ -5,9 +5,9 @@ labels and annotations are bounded as Kubernetes bounds them (cri_shim.metadata:
 stored, listed and passed to CNI plugins); a hostname at most 64 bytes (the kernel's), and only
 for a pod with a UTS namespace of its own (not host-network); namespace modes must be known values
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
-(container log paths are joined to it); DNS servers must be IP addresses and search domains and
-options single words (they are written into resolv.conf); run_as_user and run_as_group kernel ids
-(the infra process runs as them).
+and free of NUL (container log paths are joined to it); DNS servers must be IP addresses and
+search domains and options single words (they are written into resolv.conf); run_as_user and
+run_as_group kernel ids (the infra process runs as them).
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
         metadata.check_name(f"sandbox metadata {field}", getattr(config.metadata, field), max_bytes)
     if config.log_directory and not config.log_directory.startswith("/"):
         raise InvalidArgument(f"log_directory {config.log_directory!r} must be an absolute path")
+    if "\x00" in config.log_directory:
+        raise InvalidArgument("log_directory must not contain NUL")
     if runtime_handler and runtime_handler not in cfg.runtime.handlers:
         raise InvalidArgument(f"unknown runtime handler {runtime_handler!r} (known: {', '.join(cfg.runtime.handlers)})")
     metadata.check_labels_and_annotations("sandbox", config.labels, config.annotations)

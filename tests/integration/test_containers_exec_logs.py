@@ -8,7 +8,6 @@ import time
 import pytest
 
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition
-from cri_shim.runtime.execsync import MAX_OUTPUT
 from tests.support import crilog
 from tests.support.containers import Harness, module_harness
 
@@ -50,9 +49,9 @@ def test_exec_sync_timeout_kills_and_reaps_the_process(h: Harness, running: str)
         assert b"sleep\x004321" not in cmd
 
 
-def test_exec_sync_caps_output_at_16_mib(h: Harness, running: str) -> None:
+def test_exec_sync_caps_output_below_the_message_limit(h: Harness, running: str) -> None:
     result = h.run(h.runtime.exec_sync(running, ["sh", "-c", "head -c 20000000 /dev/zero"], 60))
-    assert len(result.stdout) == MAX_OUTPUT and result.exit_code == 0
+    assert len(result.stdout) == h.runtime.exec_output_limit and result.exit_code == 0
 
 
 def test_exec_sync_in_stopped_container_fails(h: Harness) -> None:

@@ -1,0 +1,49 @@
+"""ExecSync output that would not fit a gRPC reply: truncated to fit, the exit code kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cri_shim.runtime.execsync import output_limit
+from tests.support.pods import changes, remove_pod, run_pod, snapshot
+from tests.support.registry import Registry
+from tests.support.workloads import Pulled, container_config, exec_sync, logged_pod, pulled_daemon, pulling_from, run_container
+
+pytestmark = pytest.mark.integration
+_ = pulled_daemon  # the `pulled` fixture
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def daemon_overrides(registry: Registry) -> dict[str, Any]:
+    return pulling_from(registry)
+
+
+def test_output_over_the_message_limit_is_truncated_and_the_exit_code_kept(pulled: Pulled) -> None:
+    cri, d = pulled.cri, pulled.daemon
+    pod = logged_pod(d, "bigexec")
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, container_config("app", "sleep", "600", image=pulled.name))
+    limit = output_limit(16 * MIB)  # the daemon's default max_message_bytes
+
+    # 16 MiB of stdout alone used to overflow the reply and lose the exit code.
+    answer = exec_sync(cri, cid, "sh", "-c", "head -c 16777216 /dev/zero; exit 7", timeout=60)
+    assert answer.exit_code == 7
+    assert len(answer.stdout) == limit and answer.stderr == b""
+
+    # Both streams share the budget: 10 MiB of each still fits in one reply.
+    answer = exec_sync(cri, cid, "sh", "-c", "head -c 10485760 /dev/zero; head -c 10485760 /dev/zero >&2; exit 3",
+                       timeout=60)
+    assert answer.exit_code == 3
+    assert len(answer.stdout) + len(answer.stderr) == limit
+
+    # Output under the limit is untouched.
+    answer = exec_sync(cri, cid, "sh", "-c", "echo -n out; echo -n err >&2; exit 1")
+    assert (answer.stdout, answer.stderr, answer.exit_code) == (b"out", b"err", 1)
+
+    assert "exec output truncated" in d.log_path.read_text()
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}
