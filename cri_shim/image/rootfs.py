@@ -7,6 +7,8 @@ The API the container code calls (all idempotent, safe to repeat after a crash):
     await rootfs.release(container_dir)                     # unmount, remove upper/work/rootfs
     used_bytes, inodes = await rootfs.writable_usage(container_dir)
     rootfs.mounted(container_dir) -> bool
+    await rootfs.mount_image(record, target)                # the image alone, read-only, at target
+    await rootfs.release_image(target)
 
 container_dir belongs to the caller (it should be on the same disk as the image store, not
 tmpfs, since the writable layer lives in it: container_dir/upper and container_dir/work).
@@ -29,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from cri_shim.errors import Internal, InvalidArgument
+from cri_shim.image.records import ImageRecord
 from cri_shim.image.store import ImageStore
 from cri_shim.image.usage import disk_usage
 
@@ -36,13 +39,18 @@ log = logging.getLogger("cri_shim.image.rootfs")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
+_MS_RDONLY = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _HAS_INDEX = Path("/sys/module/overlay/parameters/index").exists()
 
 
-def _mount_overlay(target: Path, lowers: list[Path], upper: Path, work: Path) -> None:
-    tail = f",upperdir={upper},workdir={work}" + (",index=off" if _HAS_INDEX else "")
-    for path in [*lowers, upper, work]:
+def _mount_overlay(target: Path, lowers: list[Path], upper: Path | None = None, work: Path | None = None) -> None:
+    """An overlay of lowers (topmost first) at target: writable through upper and work, or read-only
+    (MS_RDONLY, no writable layer at all) without them."""
+    writable = [upper, work] if upper is not None and work is not None else []
+    tail = f",upperdir={upper},workdir={work}" + (",index=off" if _HAS_INDEX else "") if writable else ""
+    flags = 0 if writable else _MS_RDONLY
+    for path in [*lowers, *writable]:
         if any(c in str(path) for c in ",:\n"):
             raise InvalidArgument(f"overlay paths must not contain ',' or ':': {path}")
     fds: list[int] = []
@@ -53,9 +61,9 @@ def _mount_overlay(target: Path, lowers: list[Path], upper: Path, work: Path) ->
             options = "lowerdir=" + ":".join(f"/proc/self/fd/{fd}" for fd in fds) + tail
         if len(options) >= _PAGE:
             raise Internal(f"image has {len(lowers)} layers, more than one overlay mount can stack")
-        if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode()) != 0:
+        if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, options.encode()) != 0:
             err = ctypes.get_errno()
-            raise Internal(f"mounting the overlay rootfs at {target}: {os.strerror(err)}")
+            raise Internal(f"mounting an overlay at {target}: {os.strerror(err)}")
     finally:
         for fd in fds:
             os.close(fd)
@@ -77,7 +85,6 @@ class Rootfs:
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
-        self._empty = store.root / "empty"
 
     @staticmethod
     def mounted(container_dir: Path) -> bool:
@@ -104,8 +111,7 @@ class Rootfs:
             d.mkdir(parents=True, exist_ok=True, mode=0o755)
         lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)]
         if not lowers:
-            self._empty.mkdir(exist_ok=True, mode=0o755)
-            lowers = [self._empty]
+            lowers = [self.store.empty]
         _mount_overlay(target, lowers, upper, work)
 
     async def release(self, container_dir: Path) -> None:
@@ -118,9 +124,41 @@ class Rootfs:
                 shutil.rmtree(container_dir / name, ignore_errors=True)
 
         await asyncio.to_thread(cleanup)
-        chains = self.store.unlease(container_dir)
+        await self._unlease(container_dir)
+
+    async def mount_image(self, record: ImageRecord, target: Path) -> None:
+        """Mounts the image's layers read-only at target: an overlay with no writable layer, its
+        layers leased under target as a rootfs's are under its container directory."""
+        if os.path.ismount(target):
+            return
+        await self.store.lease_layers(target, record)
+        try:
+            await asyncio.to_thread(self._mount_readonly, record.chain_ids, target)
+        except BaseException:
+            await self.release_image(target)
+            raise
+        log.info("image mounted read-only", extra={"image": record.image_id, "path": str(target)})
+
+    def _mount_readonly(self, chains: list[str], target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True, mode=0o755)
+        # Without an upper layer overlayfs wants two lower ones: the empty directory is the bottom one.
+        lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)] + [self.store.empty]
+        _mount_overlay(target, lowers)
+
+    async def release_image(self, target: Path) -> None:
+        """Unmounts and removes what mount_image made at target; nothing there is not an error."""
+        def cleanup() -> None:
+            if target.exists():
+                _unmount(target)
+                target.rmdir()
+
+        await asyncio.to_thread(cleanup)
+        await self._unlease(target)
+
+    async def _unlease(self, leased_dir: Path) -> None:
+        chains = self.store.unlease(leased_dir)
         if chains:
-            # Layers of an image removed while this container ran go now.
+            # Layers of an image removed while they were mounted go now.
             await self.store.discard_unused(chains, [])
 
     async def writable_usage(self, container_dir: Path) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """The image store: records, names, layers, blobs and leases under one directory.
 
 Layout under <state_dir>/images: blobs/ and ingest/ (content), layers/ (unpacked layers),
-records/ (one JSON file an image), leases/ (root filesystems in use), lock and generation.
+records/ (one JSON file an image), leases/ (root filesystems in use), empty/ (the bottom layer
+of overlays that have no other), lock and generation.
 
 Writers are the daemon and `cri-shim images import`, which may run at the same time: every
 change of records, layers or blobs is made holding an flock on `lock` (short sections only:
@@ -46,6 +47,7 @@ class ImageStore:
         self.records: RecordStore[ImageRecord] = RecordStore("image", root / "records", ImageRecord)
         self.names = NameIndex()
         self.lease_dir = root / "leases"
+        self.empty = root / "empty"
         self.leases: dict[str, list[str]] = {}
         self._pending: Counter[str] = Counter()
         self._configs: dict[str, ImageConfig] = {}
@@ -65,6 +67,7 @@ class ImageStore:
         images with missing content); an importer running beside the daemon must not."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.lease_dir.mkdir(exist_ok=True, mode=0o700)
+        self.empty.mkdir(exist_ok=True, mode=0o755)
         with self._flock():
             self.content.open()
             self.layers.open()

@@ -132,16 +132,22 @@ def pod_mounts(sandbox: SandboxInfo, readonly_rootfs: bool, host_ipc: bool) -> l
     return out
 
 
-def image_volumes(rootfs: Path, volumes: list[str], covered: set[str]) -> None:
-    """Creates the image's declared volumes as directories in the rootfs (CRI-O's "mkdir")."""
+def image_volumes(rootfs: Path, volumes: list[str], covered: set[str]) -> dict[str, str]:
+    """Creates the image's declared volumes (VOLUME) that no mount covers as directories in the
+    rootfs (CRI-O's "mkdir"; containerd copies them to a directory of their own and binds that):
+    what the container writes there lands in its writable layer, which lives as long as it does.
+    Returns each one's directory on the host, as verbose ContainerStatus reports it."""
+    made = {}
     for volume in volumes:
         if os.path.normpath(volume) not in covered:
-            rootpath.mkdir_all(rootfs, volume)
+            made[os.path.normpath(volume)] = str(rootpath.mkdir_all(rootfs, volume))
+    return made
 
 
 def build(config: api_pb2.ContainerConfig, sandbox: SandboxInfo, rootfs: Path, image_volume_paths: list[str],
-          privileged: bool, cgroup_v2: bool, host_ipc: bool) -> tuple[list[Mount], str | None]:
-    """All mounts of the container, parents before children, and the rootfs propagation."""
+          privileged: bool, cgroup_v2: bool, host_ipc: bool) -> tuple[list[Mount], str | None, dict[str, str]]:
+    """All mounts of the container, parents before children; the rootfs propagation; and the
+    host directories of the image's volumes made in the rootfs."""
     validate(list(config.mounts))
     readonly_rootfs = config.linux.security_context.readonly_rootfs
     cri = [cri_mount(m) for m in config.mounts]
@@ -149,6 +155,6 @@ def build(config: api_pb2.ContainerConfig, sandbox: SandboxInfo, rootfs: Path, i
     extra = [m for m in pod_mounts(sandbox, readonly_rootfs, host_ipc) if m["destination"] not in covered]
     covered |= {m["destination"] for m in extra}
     defaults = [m for m in default_mounts(privileged, cgroup_v2) if m["destination"] not in covered]
-    image_volumes(rootfs, image_volume_paths, covered)
+    volume_dirs = image_volumes(rootfs, image_volume_paths, covered)
     chosen = defaults + sorted(extra + cri, key=lambda m: len(Path(m["destination"]).parts))
-    return chosen, rootfs_propagation(list(config.mounts))
+    return chosen, rootfs_propagation(list(config.mounts)), volume_dirs

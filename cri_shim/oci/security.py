@@ -7,7 +7,8 @@ from pathlib import Path
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
 
-# containerd's defaults, used when kubelet sends none (kubelet sends its own for procMount Default).
+# The OCI defaults (kubelet's for procMount Default too), for containers cri-shim makes itself: the infra
+# container. A CRI container gets the lists it is sent, as with containerd.
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
     "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
@@ -20,12 +21,16 @@ _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
 
 
 def paths(sc: api_pb2.LinuxContainerSecurityContext, privileged: bool) -> tuple[list[str], list[str]]:
-    """(maskedPaths, readonlyPaths): none for privileged containers, else CRI's or the defaults."""
+    """(maskedPaths, readonlyPaths): none for privileged containers, else exactly the lists sent.
+
+    kubelet sends its defaults for procMount Default and empty lists for Unmasked; on the wire an empty
+    repeated field cannot be told from an absent one, so an empty list means none, as containerd reads it
+    (it clears its spec defaults and applies the CRI lists): defaults put back would make Unmasked mean
+    Default.
+    """
     if privileged:
         return [], []
-    masked = list(sc.masked_paths) or list(MASKED_PATHS)
-    readonly = list(sc.readonly_paths) or list(READONLY_PATHS)
-    return masked, readonly
+    return list(sc.masked_paths), list(sc.readonly_paths)
 
 
 def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> str | None:

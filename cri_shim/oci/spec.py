@@ -38,6 +38,7 @@ class ContainerSpec:
     spec: dict[str, Any]
     user: user.ResolvedUser
     stop_signal: int
+    image_volumes: dict[str, str]  # the image's VOLUME paths -> their directories on the host
 
 
 def _annotations(container_id: str, config: api_pb2.ContainerConfig, sandbox_config: api_pb2.PodSandboxConfig,
@@ -95,7 +96,7 @@ def build_spec(
     if profile:
         proc["apparmorProfile"] = profile
 
-    all_mounts, propagation = mounts.build(config, sandbox, rootfs, image.volumes, privileged, host.cgroup_v2, host_ipc)
+    all_mounts, propagation, volume_dirs = mounts.build(config, sandbox, rootfs, image.volumes, privileged, host.cgroup_v2, host_ipc)
     res = resources.build(config.linux.resources, host.swap_accounting, host.cgroup_v2)
     pids = resources.pids(config.linux.resources, defaults.pids_limit)
     if pids:
@@ -134,4 +135,5 @@ def build_spec(
     }
     if not host_network and sandbox.hostname:
         spec["hostname"] = sandbox.hostname
-    return ContainerSpec(spec=spec, user=who, stop_signal=signals.stop_signal(config, image.stop_signal))
+    return ContainerSpec(spec=spec, user=who, stop_signal=signals.stop_signal(config, image.stop_signal),
+                         image_volumes=volume_dirs)

@@ -128,7 +128,7 @@ class ContainerRuntime:
             mounts=[_pb_dict(m) for m in config.mounts], resources=_pb_dict(config.linux.resources),
             user={"uid": built.user.uid, "gid": built.user.gid, "supplemental_groups": built.user.additional_gids},
             stop_signal=built.stop_signal, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-            cgroups_path=built.spec["linux"]["cgroupsPath"],
+            cgroups_path=built.spec["linux"]["cgroupsPath"], image_volumes=built.image_volumes,
         )
         self.store.save(record)
         try:

@@ -2,13 +2,14 @@
 
 ContainerRuntime (containers.py) runs a container from a SandboxInfo, a rootfs and an image
 config, and knows nothing of sandboxes or images. This module joins the three: it resolves
-the image, mounts the container's overlay rootfs, describes the pod to the spec builder,
-reserves the container name, and gives the sandbox manager the hooks that stop and remove a
-pod's containers. Rules it keeps:
+the image, mounts the container's overlay rootfs and its image volumes, describes the pod to
+the spec builder, reserves the container name, and gives the sandbox manager the hooks that stop
+and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
-- the rootfs is mounted before `runc create` and released after the record is gone, so a
-  rootfs nothing refers to is a leftover of a crash and is released at start-up;
+- the rootfs and image volumes are mounted before `runc create` and released after the record
+  is gone, so a container directory nothing refers to is a leftover of a crash and is released
+  at start-up;
 - a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
   all containers' together by a budget that keeps ListContainers and ListContainerStats under
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
@@ -32,6 +33,7 @@ from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
+from cri_shim.image.imagevolumes import ImageVolumes
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
 from cri_shim.listbudget import ListBudget, entry_bytes
@@ -75,6 +77,7 @@ class ContainerManager:
         self.sandboxes = sandboxes
         self.images = images
         self.rootfs = rootfs
+        self.image_volumes = ImageVolumes(images, rootfs)
         self.runtime = runtime
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
@@ -187,6 +190,7 @@ class ContainerManager:
         handler = self.handler(sb)
         if any(m.recursive_read_only for m in config.mounts) and not self.features(handler).recursive_read_only_mounts:
             raise InvalidArgument(f"runtime handler {handler!r} does not support recursive read-only mounts")
+        volume_images = self.image_volumes.check(list(config.mounts))
         container_id = secrets.token_hex(32)
         target_pid_ns = None
         ns = config.linux.security_context.namespace_options
@@ -195,6 +199,7 @@ class ContainerManager:
         container_dir = self.rootfs_root / container_id
         try:
             rootfs = await self.rootfs.prepare(image.image_id, container_dir)
+            config = await self.image_volumes.mount(container_dir, config, volume_images)
             record = await self.runtime.create(
                 container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=pod_config,
                 config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
@@ -262,6 +267,7 @@ class ContainerManager:
 
     async def _release_rootfs(self, container_id: str) -> None:
         container_dir = self.rootfs_root / container_id
+        await self.image_volumes.release(container_dir)
         await self.rootfs.release(container_dir)
         shutil.rmtree(container_dir, ignore_errors=True)
 

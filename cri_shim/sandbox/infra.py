@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cri_shim.api import api_pb2
 from cri_shim.config import Config
 from cri_shim.errors import Internal
 from cri_shim.linux import proc
@@ -100,7 +99,6 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
     namespaces += [{"type": kinds[kind], "path": path} for kind, path in sorted(sb.pins.items())]
     if host.cgroup_v2:
         namespaces.append({"type": "cgroup"})
-    masked, readonly = security.paths(api_pb2.LinuxContainerSecurityContext(), privileged=False)
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -123,8 +121,8 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
             "namespaces": namespaces,
             "cgroupsPath": sb.infra_cgroup,
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "maskedPaths": masked,
-            "readonlyPaths": readonly,
+            "maskedPaths": list(security.MASKED_PATHS),
+            "readonlyPaths": list(security.READONLY_PATHS),
             "seccomp": seccomp.runtime_default([], arch=host.arch),
         },
     }

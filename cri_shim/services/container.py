@@ -62,6 +62,7 @@ class ContainerService:
                 "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.runtime_handler,
                 "bundle": record.bundle, "monitorPid": record.monitor_pid, "cgroupsPath": record.cgroups_path,
                 "stdin": record.stdin, "stdinOnce": record.stdin_once, "tty": record.tty,
+                "imageVolumes": [{"containerPath": k, "hostPath": v} for k, v in sorted(record.image_volumes.items())],
             })
         return response
 

@@ -162,8 +162,9 @@ class ContainerRecord:
     The state is derived from the timestamps, as containerd does (finished_at set: EXITED;
     started_at set: RUNNING; created_at set: CREATED); a record persisted before `runc
     create` finished has created_at 0 and reads UNKNOWN, which recovery cleans up. Times are
-    nanoseconds since the epoch. mounts are the CRI mounts exactly as requested
-    (ContainerStatus echoes them); user is the resolved uid, gid and groups.
+    nanoseconds since the epoch. mounts are the CRI mounts as requested (ContainerStatus echoes
+    them), image volumes with the host path they were given; user is the resolved uid, gid and
+    groups; image_volumes maps the image's VOLUME paths to their directories on the host.
     """
 
     id: str
@@ -196,6 +197,7 @@ class ContainerRecord:
     monitor_pid: int = 0
     monitor_start_time: int = 0
     cgroups_path: str = ""
+    image_volumes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def state(self) -> int:
