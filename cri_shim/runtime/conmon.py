@@ -8,6 +8,15 @@ container: k8s-file log, attach socket <socket dir>/<id>/attach, control FIFO <b
 ("1 h w" resize, "2 0 0" reopen log), exit code in <exit dir>/<id> and <bundle>/exit, and
 <bundle>/oom when the container's memory cgroup reported an OOM kill (cgroup v1 eventfd;
 2.1.6 is unreliable on v2, so the caller also checks memory.events itself).
+
+The log: conmon opens its k8s-file by name and follows symlinks, at create (O_CREAT|O_APPEND)
+and at each reopen (<name>.tmp with O_CREAT|O_TRUNC, then renamed over <name>); it takes no
+descriptor. So it starts in the log's directory, reached through the descriptor the caller
+verified (cwd /proc/self/fd/<fd>: the chdir happens in the child before exec, and the
+descriptor itself, close-on-exec, never reaches conmon or runc), and gets the bare file name.
+Every name it opens is then looked up in that directory, for its whole life, whatever the
+directory's path names later. Nothing else of conmon's is relative: the bundle, pid files,
+exit and socket directories, and the runtime binary are absolute paths.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -66,7 +76,8 @@ class ConmonMonitor:
     """Monitor implementation with one conmon process per container."""
 
     def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info") -> None:
-        self.binary = binary
+        # Absolute: conmon starts in the log's directory, where a bare name would be looked up.
+        self.binary = shutil.which(binary) or binary
         self.socket_dir = socket_dir
         self.log_level = log_level
         self.exits = ExitWatcher(exit_dir)
@@ -94,7 +105,7 @@ class ConmonMonitor:
             "-b", str(spec.bundle), "-c", spec.container_id, "-u", spec.container_id, "-n", spec.name,
             "-r", spec.runtime.binary,
             "--exit-dir", str(self.exits.directory), "--persist-dir", str(spec.bundle),
-            "-l", f"k8s-file:{spec.log_path}", "--log-level", self.log_level,
+            "-l", f"k8s-file:{spec.log_name}", "--log-level", self.log_level,
             "-P", str(spec.bundle / "conmon.pid"), "-p", str(spec.bundle / "pidfile"),
             "--socket-dir-path", str(self.socket_dir),
         ]
@@ -109,6 +120,9 @@ class ConmonMonitor:
         return args
 
     async def create(self, spec: MonitorSpec, timeout: float) -> Created:
+        for binary in (self.binary, spec.runtime.binary):
+            if not os.path.isabs(binary):  # it would be looked up in the log's directory
+                raise Internal(f"{binary} is not found in PATH")
         sync_parent, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         start_parent, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = {
@@ -116,11 +130,10 @@ class ConmonMonitor:
             "_OCI_SYNCPIPE": str(sync_child.fileno()),
             "_OCI_STARTPIPE": str(start_child.fileno()),
         }
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         debug_log = open(spec.bundle / "conmon.log", "ab")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.args(spec), cwd=spec.bundle, env=env, stdin=asyncio.subprocess.DEVNULL,
+                *self.args(spec), cwd=f"/proc/self/fd/{spec.log_dir}", env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=debug_log, stderr=debug_log, pass_fds=(sync_child.fileno(), start_child.fileno()),
             )
         finally:
@@ -171,24 +184,33 @@ class ConmonMonitor:
         finally:
             os.close(fd)
 
-    async def reopen_log(self, bundle: Path, log_path: Path, timeout: float) -> None:
-        """conmon replaces log_path with a new file (a rename over it); wait until it has."""
+    async def reopen_log(self, bundle: Path, log_dir: int, log_name: str, monitor_pid: int, timeout: float) -> None:
+        """conmon makes <log_name>.tmp in its working directory and renames it over log_name: check
+        that log_dir is that directory, clear a <log_name>.tmp someone else put there (conmon would
+        open it, following a symlink), then wait until the rename has happened."""
         try:
-            before = os.stat(log_path).st_ino
+            cwd = os.stat(f"/proc/{monitor_pid}/cwd")
+        except OSError:
+            raise FailedPrecondition("the container's monitor is not running") from None
+        here = os.fstat(log_dir)
+        if (cwd.st_dev, cwd.st_ino) != (here.st_dev, here.st_ino):
+            raise FailedPrecondition("the container's log directory was replaced after the container was created")
+        try:
+            os.unlink(f"{log_name}.tmp", dir_fd=log_dir)
         except FileNotFoundError:
-            before = None
+            pass
+        except OSError as exc:
+            raise FailedPrecondition(f"{log_name}.tmp in the log directory cannot be cleared: {exc.strerror}") from None
+        before = _inode(log_dir, log_name)
         self._write_ctl(bundle, REOPEN_LOG)
         deadline = time.monotonic() + timeout
         delay = 0.001
         while time.monotonic() < deadline:
-            try:
-                if os.stat(log_path).st_ino != before:
-                    return
-            except FileNotFoundError:
-                pass
+            if _inode(log_dir, log_name) not in (before, None):
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-        raise Internal(f"conmon did not reopen {log_path} within {timeout}s")
+        raise Internal(f"conmon did not reopen {log_name} within {timeout}s")
 
     async def resize(self, bundle: Path, height: int, width: int) -> None:
         self._write_ctl(bundle, f"1 {height} {width}\n".encode())
@@ -198,6 +220,14 @@ class ConmonMonitor:
 
     def oom_killed(self, bundle: Path) -> bool:
         return (bundle / "oom").exists()
+
+
+def _inode(directory: int, name: str) -> int | None:
+    """The inode of name in the directory open as directory (None when absent); a symlink's own."""
+    try:
+        return os.stat(name, dir_fd=directory, follow_symlinks=False).st_ino
+    except FileNotFoundError:
+        return None
 
 
 async def _read_line(sock: socket.socket) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import signal
 import time
@@ -27,13 +26,13 @@ from google.protobuf import json_format
 from cri_shim.api import api_pb2
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
-from cri_shim.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.errors import FailedPrecondition, Internal, NotFound
 from cri_shim.linux import proc
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import build_spec
-from cri_shim.runtime import execsync, procinfo, recovery
+from cri_shim.runtime import execsync, logfile, procinfo, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
@@ -47,24 +46,6 @@ KILL_WAIT = 30.0
 REOPEN_TIMEOUT = 10.0
 DISCARD_WAIT = 5.0
 UNKNOWN_EXIT = 255
-
-
-def _log_path(log_directory: str, log_path: str) -> str:
-    """The container's log file: log_path below the pod's log_directory, never outside it."""
-    if not log_path:
-        return ""
-    if "\x00" in log_path:
-        raise InvalidArgument("log path must not contain NUL")
-    if not log_directory:
-        if not os.path.isabs(log_path):
-            raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
-        return os.path.normpath(log_path)
-    if os.path.isabs(log_path):
-        raise InvalidArgument(f"log path {log_path!r} must be relative to the pod's log_directory")
-    joined = os.path.normpath(os.path.join(log_directory, log_path))
-    if not joined.startswith(os.path.normpath(log_directory).rstrip("/") + "/"):
-        raise InvalidArgument(f"log path {log_path!r} escapes the pod's log_directory")
-    return joined
 
 
 def _pb_dict(message: object) -> dict:
@@ -130,10 +111,11 @@ class ContainerRuntime:
         runc = self.runtimes.get(runtime_handler)
         if runc is None:
             raise NotFound(f"runtime handler {runtime_handler!r} is not configured")
+        # Before build_spec, which makes host directories of mounts: a bad log path leaves nothing.
+        log_path = logfile.verify(sandbox_config.log_directory, config.log_path)
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
                            image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
         bundle = self.bundle_root / container_id
-        log_path = _log_path(sandbox_config.log_directory, config.log_path)
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
             attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
@@ -149,11 +131,12 @@ class ContainerRuntime:
             bundle.mkdir(parents=True, mode=0o700)
             # The bundle lives in the volatile run dir: a power cut takes the container with it.
             atomic.write_json(bundle / "config.json", built.spec, durable=False)
-            created = await self.monitor.create(MonitorSpec(
-                container_id=container_id, name=name, bundle=bundle,
-                log_path=Path(log_path) if log_path else bundle / "console.log", runtime=runc,
-                stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-            ), CREATE_TIMEOUT)
+            log_file = logfile.for_create(log_path) if log_path else logfile.in_directory(bundle, "console.log")
+            with log_file as (log_dir, log_name):
+                created = await self.monitor.create(MonitorSpec(
+                    container_id=container_id, name=name, bundle=bundle, log_dir=log_dir, log_name=log_name,
+                    runtime=runc, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+                ), CREATE_TIMEOUT)
         except BaseException:
             try:
                 await self.discard(record)
@@ -327,10 +310,12 @@ class ContainerRuntime:
                                         self.exec_output_limit)
 
     async def reopen_log(self, container_id: str) -> None:
-        """Synchronous log reopen: returns once the new file exists (errors if not running)."""
+        """Synchronous log reopen: returns once the new file exists (errors if not running, or
+        when the log's directory is gone or was replaced, by a symlink or otherwise)."""
         record = self.running(container_id)
         if record.log_path:
-            await self.monitor.reopen_log(Path(record.bundle), Path(record.log_path), REOPEN_TIMEOUT)
+            with logfile.for_reopen(record.log_path) as (log_dir, log_name):
+                await self.monitor.reopen_log(Path(record.bundle), log_dir, log_name, record.monitor_pid, REOPEN_TIMEOUT)
 
     async def update_resources(self, container_id: str, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
         """Applies new cgroup limits with `runc update`, then records them."""

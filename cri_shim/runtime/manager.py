@@ -31,7 +31,7 @@ from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
-from cri_shim.runtime import features
+from cri_shim.runtime import features, logfile
 from cri_shim.runtime.events import EventBus
 from cri_shim.runtime.features import HandlerFeatures
 from cri_shim.sandbox import Sandbox, SandboxManager
@@ -155,6 +155,7 @@ class ContainerManager:
             if existing is not None and existing.created_at:
                 return existing.id
         pod_config = sandbox_config if sandbox_config is not None and sandbox_config.HasField("metadata") else sb.config
+        logfile.verify(pod_config.log_directory, config.log_path)  # before the rootfs is made
         return await self._attempts.join(name, lambda: self._create(name, sb, config, pod_config))
 
     async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:

@@ -21,13 +21,16 @@ class MonitorSpec:
     """What a monitor needs to create one container.
 
     bundle holds config.json and doubles as the container's persistent directory: the
-    monitor leaves its pid file, control FIFOs, "exit" and "oom" files there.
+    monitor leaves its pid file, control FIFOs, "exit" and "oom" files there. The log is the
+    file log_name in the directory open as log_dir (cri_shim.runtime.logfile verified it): the
+    monitor writes it there for the container's life, whatever that directory's path names later.
     """
 
     container_id: str
     name: str
     bundle: Path
-    log_path: Path
+    log_dir: int
+    log_name: str
     runtime: Runc
     stdin: bool = False
     stdin_once: bool = False
@@ -56,8 +59,10 @@ class Monitor(Protocol):
         """Runs `runtime create` under a new monitor; returns once the container exists."""
         ...
 
-    async def reopen_log(self, bundle: Path, log_path: Path, timeout: float) -> None:
-        """Makes the monitor write to a fresh file at log_path; returns once it exists."""
+    async def reopen_log(self, bundle: Path, log_dir: int, log_name: str, monitor_pid: int, timeout: float) -> None:
+        """Makes the monitor write to a fresh file log_name in the directory open as log_dir (its
+        path verified again by the caller); returns once it exists. FailedPrecondition when that
+        is not the directory the monitor writes in."""
         ...
 
     async def resize(self, bundle: Path, height: int, width: int) -> None:

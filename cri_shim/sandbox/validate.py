@@ -5,7 +5,7 @@ must be non-empty and free of '/' and NUL (they name files and CNI arguments); l
 annotations may each total at most 256 KiB (keys plus values), Kubernetes' limit for a pod's
 annotations; a hostname at most 64 bytes (the kernel's); namespace modes must be known values
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
-(container log paths are joined to it); DNS servers must be IP addresses and search domains and
+and free of NUL (container log paths are joined to it); DNS servers must be IP addresses and search domains and
 options single words (they are written into resolv.conf).
 """
 
@@ -114,6 +114,8 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
         _check_name(field, getattr(config.metadata, field))
     if config.log_directory and not config.log_directory.startswith("/"):
         raise InvalidArgument(f"log_directory {config.log_directory!r} must be an absolute path")
+    if "\x00" in config.log_directory:
+        raise InvalidArgument("log_directory must not contain NUL")
     if runtime_handler and runtime_handler not in cfg.runtime.handlers:
         raise InvalidArgument(f"unknown runtime handler {runtime_handler!r} (known: {', '.join(cfg.runtime.handlers)})")
     if _size(dict(config.labels)) > MAX_LABELS_BYTES:
