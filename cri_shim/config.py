@@ -62,6 +62,21 @@ class RuntimeConfig:
     )
     pod_shm_size_bytes: int = _doc("Size of each pod's /dev/shm tmpfs (not made when the pod uses the host IPC).", 64 * MIB)
     seccomp_default_profile: str = _doc("RuntimeDefault seccomp profile (JSON); empty: the shipped one.", "")
+    seccomp_default_when_unset: bool = _doc(
+        "Give a container whose config names no seccomp profile at all the RuntimeDefault one (kubelet's "
+        "--seccomp-default, CRI-O's seccomp_use_default_when_empty); an explicit Unconfined stays unconfined, "
+        "privileged containers get none. Off, as kubelet's SeccompDefault is.", False
+    )
+    default_pids_limit: int = _doc(
+        "Most processes a container may have (linux.resources.pids) unless its config sets pids.max (cgroup v2 "
+        "unified); -1 (CRI-O's pids_limit default) or 0: unlimited. kubelet's --pod-pids-limit bounds the whole pod.", -1
+    )
+    log_size_max_bytes: int = _doc(
+        "conmon --log-size-max: a container log reaching this size is started afresh by conmon, its content "
+        "dropped (CRI-O's log_size_max); -1: unlimited, otherwise at least 8192 (conmon's read buffer). kubelet's "
+        "containerLogMaxSize rotation keeps old content and is the usual limit; conmon's own restart makes "
+        "<log>.tmp by name in the log directory, unchecked, unlike ReopenContainerLog.", -1
+    )
     warm_cgroup_migrations: bool = _doc(
         "While a container is created, keep the kernel's cgroup migration lock warm, so that runc's moves of the "
         "container into its cgroups wait no RCU grace period (see cri_shim/cgroups/migration.py).", True
@@ -168,6 +183,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"runtime.default_cgroup_parent: {exc}") from None
     if cfg.runtime.default_handler not in cfg.runtime.handlers:
         raise ConfigError(f"runtime.default_handler {cfg.runtime.default_handler!r} is not in runtime.handlers")
+    if cfg.runtime.default_pids_limit < -1:
+        raise ConfigError("runtime.default_pids_limit must be -1, 0 (unlimited) or a positive number")
+    if cfg.runtime.log_size_max_bytes != -1 and cfg.runtime.log_size_max_bytes < 8192:
+        raise ConfigError("runtime.log_size_max_bytes must be -1 (unlimited) or at least 8192")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
     st = cfg.streaming

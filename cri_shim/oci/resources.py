@@ -2,7 +2,8 @@
 
 Memory swap follows containerd: an unset swap limit equals the memory limit (no swap
 beyond it), and swap is left out on hosts without swap accounting, where runc would fail.
-oom_score_adj is raised to the lowest value this host lets us set: without
+The operator's default pids limit applies unless the container sets pids.max itself (cgroup v2
+unified; CRI has no other field for it). oom_score_adj is raised to the lowest value this host lets us set: without
 CAP_SYS_RESOURCE a process cannot go below its own value (kubelet asks -997 for critical
 pods; the container gets the floor instead of failing to start).
 """
@@ -55,3 +56,11 @@ def build(r: api_pb2.LinuxContainerResources, swap_accounting: bool, cgroup_v2: 
             raise InvalidArgument("unified cgroup resources need cgroup v2")
         out["unified"] = dict(r.unified)
     return out
+
+
+def pids(r: api_pb2.LinuxContainerResources, default_limit: int) -> dict[str, int] | None:
+    """linux.resources.pids: the operator's default limit (0 or -1: none), unless the container
+    sets pids.max itself."""
+    if default_limit <= 0 or "pids.max" in r.unified:
+        return None
+    return {"limit": default_limit}

@@ -2,7 +2,8 @@
 
 Choice, as containerd makes it: privileged containers get none; the `seccomp` field wins
 over the deprecated `seccomp_profile_path` string ("runtime/default", "docker/default",
-"unconfined", "localhost/<abs path>"); no profile at all means unconfined. A Localhost
+"unconfined", "localhost/<abs path>"); no profile at all means unconfined, or RuntimeDefault
+when the operator asks for it (runtime.seccomp_default_when_unset). A Localhost
 profile is an absolute path to an OCI LinuxSeccomp JSON document, used as written. The
 RuntimeDefault profile is ours (cri_shim/data/seccomp-default.json), in a small format whose
 rules may depend on the container's capabilities and the host architecture; it is turned
@@ -96,11 +97,14 @@ def runtime_default(caps: list[str], profile_path: str = "", arch: str = "") -> 
 
 
 def build(sc: api_pb2.LinuxContainerSecurityContext, privileged: bool, caps: list[str],
-          default_profile: str = "") -> dict[str, Any] | None:
-    """linux.seccomp for the container, or None for no filter."""
+          default_profile: str = "", default_when_unset: bool = False) -> dict[str, Any] | None:
+    """linux.seccomp for the container, or None for no filter; default_when_unset gives the
+    RuntimeDefault profile to a container that names none (not to an explicit Unconfined)."""
     if privileged:
         return None
     kind, path = choose(sc)
+    if kind == UNCONFINED and default_when_unset and not sc.HasField("seccomp") and not sc.seccomp_profile_path:
+        kind = RUNTIME_DEFAULT
     if kind == UNCONFINED:
         return None
     if kind == RUNTIME_DEFAULT:

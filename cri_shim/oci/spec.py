@@ -23,6 +23,15 @@ OCI_VERSION = "1.0.2"
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What the operator's configuration puts in every container's spec (the runtime.* keys)."""
+
+    seccomp_profile: str = ""  # the RuntimeDefault profile file; "" for the shipped one
+    seccomp_when_unset: bool = False
+    pids_limit: int = -1
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """The spec and the facts about it that the container record keeps."""
 
@@ -59,7 +68,7 @@ def build_spec(
     *,
     image_name: str = "",
     target_pid_ns: str | None = None,
-    seccomp_profile: str = "",
+    defaults: Defaults = Defaults(),
 ) -> ContainerSpec:
     """The config.json dict for a container; raises InvalidArgument for requests that must fail."""
     sc = config.linux.security_context
@@ -88,6 +97,9 @@ def build_spec(
 
     all_mounts, propagation = mounts.build(config, sandbox, rootfs, image.volumes, privileged, host.cgroup_v2, host_ipc)
     res = resources.build(config.linux.resources, host.swap_accounting, host.cgroup_v2)
+    pids = resources.pids(config.linux.resources, defaults.pids_limit)
+    if pids:
+        res["pids"] = pids
     if privileged:
         res["devices"] = [{"allow": True, "access": "rwm"}]
         device_nodes = devices.host_devices()
@@ -108,7 +120,7 @@ def build_spec(
         linux["sysctl"] = sysctl
     if propagation:
         linux["rootfsPropagation"] = propagation
-    filt = seccomp.build(sc, privileged, caps, seccomp_profile)
+    filt = seccomp.build(sc, privileged, caps, defaults.seccomp_profile, defaults.seccomp_when_unset)
     if filt is not None:
         linux["seccomp"] = filt
 

@@ -75,11 +75,13 @@ async def version(binary: str) -> tuple[int, int, int]:
 class ConmonMonitor:
     """Monitor implementation with one conmon process per container."""
 
-    def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info") -> None:
+    def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info",
+                 log_size_max: int = -1) -> None:
         # Absolute: conmon starts in the log's directory, where a bare name would be looked up.
         self.binary = shutil.which(binary) or binary
         self.socket_dir = socket_dir
         self.log_level = log_level
+        self.log_size_max = log_size_max  # bytes; -1 for no limit
         self.exits = ExitWatcher(exit_dir)
         # An id is 64 hex characters; the attach socket path must still fit in sun_path.
         longest = len(str(socket_dir / ("0" * 64) / ATTACH))
@@ -109,6 +111,8 @@ class ConmonMonitor:
             "-P", str(spec.bundle / "conmon.pid"), "-p", str(spec.bundle / "pidfile"),
             "--socket-dir-path", str(self.socket_dir),
         ]
+        if self.log_size_max > 0:
+            args += ["--log-size-max", str(self.log_size_max)]
         for arg in spec.runtime.global_args():
             args += ["--runtime-arg", arg]
         if spec.tty:

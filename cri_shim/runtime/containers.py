@@ -31,7 +31,7 @@ from cri_shim.linux import proc
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
-from cri_shim.oci.spec import build_spec
+from cri_shim.oci.spec import Defaults, build_spec
 from cri_shim.runtime import execsync, logfile, procinfo, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
@@ -56,13 +56,13 @@ class ContainerRuntime:
     """Creates and runs containers under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
-                 bundle_root: Path, host: HostInfo, seccomp_profile: str, exec_output_limit: int) -> None:
+                 bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
         self.bundle_root = bundle_root
         self.host = host
-        self.seccomp_profile = seccomp_profile
+        self.spec_defaults = spec_defaults
         # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.
         self.exec_output_limit = exec_output_limit
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
@@ -75,9 +75,13 @@ class ContainerRuntime:
         """The runtime laid out under the configured directories (nothing is touched yet)."""
         systemd = cfg.runtime.cgroup_driver == "systemd"
         runtimes = {name: Runc(h.path, Path(h.root), systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()}
-        monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s")
+        monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s",
+                                log_size_max=cfg.runtime.log_size_max_bytes)
         store: RecordStore[ContainerRecord] = RecordStore("container", cfg.state_dir / "containers", ContainerRecord)
-        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), cfg.runtime.seccomp_default_profile,
+        defaults = Defaults(seccomp_profile=cfg.runtime.seccomp_default_profile,
+                            seccomp_when_unset=cfg.runtime.seccomp_default_when_unset,
+                            pids_limit=cfg.runtime.default_pids_limit)
+        return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), defaults,
                    execsync.output_limit(cfg.server.max_message_bytes))
 
     async def open(self) -> None:
@@ -114,7 +118,7 @@ class ContainerRuntime:
         # Before build_spec, which makes host directories of mounts: a bad log path leaves nothing.
         log_path = logfile.verify(sandbox_config.log_directory, config.log_path)
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
-                           image_name=image_name, target_pid_ns=target_pid_ns, seccomp_profile=self.seccomp_profile)
+                           image_name=image_name, target_pid_ns=target_pid_ns, defaults=self.spec_defaults)
         bundle = self.bundle_root / container_id
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from tests.support.client import Cri, api
-from tests.support.crilog import parse
+from tests.support.crilog import written
 from tests.support.pods import changes, files_under, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
 from tests.support.workloads import (
@@ -93,7 +93,7 @@ def test_a_log_directory_swapped_after_create_is_never_written_through(pulled: P
     sid = run_pod(cri, pod)
     cid = run_container(cri, sid, pod, printer(pulled.name))
     log = logs / "app_0.log"
-    until(lambda: log.exists() and parse(log), "the first log line")
+    until(lambda: bool(written(log)), "the first log line")
 
     # Swapped for a symlink: refused, nothing made where it points, conmon keeps its directory.
     moved = logs.with_name("swap.moved")
@@ -117,7 +117,7 @@ def test_a_log_directory_swapped_after_create_is_never_written_through(pulled: P
     os.rename(log, logs / "app_0.log.1")
     reopen(cri, cid)
     assert log.is_file() and not log.is_symlink() and os.listdir(target) == []
-    until(lambda: bool(parse(log)), "a line in the reopened log")
+    until(lambda: bool(written(log)), "a line in the reopened log")
     assert status(cri, cid).state == api.CONTAINER_RUNNING
 
     remove_pod(cri, sid)

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from tests.support.client import Cri, api
-from tests.support.crilog import parse
+from tests.support.crilog import written
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
 from tests.support.workloads import Pulled, container_config, logged_pod, pulled_daemon, pulling_from, run_container, until
@@ -34,7 +34,7 @@ def test_reopen_after_a_restart_checks_the_path_and_reaches_the_same_monitor(pul
     cid = run_container(cri, sid, pod, container_config(
         "app", "sh", "-c", "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done", image=pulled.name))
     log = logs / "app_0.log"
-    until(lambda: log.exists() and bool(parse(log)), "the first log line")
+    until(lambda: bool(written(log)), "the first log line")
     d.kill()
     d.start()
     cri = Cri(d.endpoint)
@@ -42,7 +42,7 @@ def test_reopen_after_a_restart_checks_the_path_and_reaches_the_same_monitor(pul
 
     os.rename(log, logs / "app_0.log.1")
     cri.runtime.ReopenContainerLog(reopen)
-    until(lambda: log.exists() and bool(parse(log)), "a line in the reopened log")
+    until(lambda: bool(written(log)), "a line in the reopened log")
 
     logs.rename(logs.with_name("relog.moved"))
     logs.symlink_to(d.dir)

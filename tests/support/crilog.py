@@ -50,6 +50,16 @@ def parse(path: Path) -> list[Entry]:
     return [parse_line(line) for line in path.read_text().splitlines(keepends=True) if line.strip()]
 
 
+def written(path: Path) -> list[Entry]:
+    """The entries of a log file a monitor is still writing: only its finished lines (none when the
+    file does not exist, or was just replaced)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [parse_line(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+
+
 def messages(entries: list[Entry], stream: str | None = None) -> list[str]:
     """Whole lines, partial chunks joined with the entry that completes them."""
     out: list[str] = []
