@@ -42,6 +42,8 @@ def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> s
             kind, name = api_pb2.SecurityProfile.Localhost, profile
     else:
         return None
+    if kind not in api_pb2.SecurityProfile.ProfileType.values():  # proto3 keeps unknown enum numbers
+        raise InvalidArgument(f"unknown apparmor profile type {kind}")
     if kind == api_pb2.SecurityProfile.Unconfined:
         return None
     if not host_enabled:
