@@ -29,6 +29,7 @@ from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.oci import values
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime import features
@@ -58,6 +59,7 @@ def _validate(config: api.ContainerConfig) -> None:
         raise InvalidArgument(f"container name {config.metadata.name!r} must not contain '/' or NUL")
     if not config.image.image:
         raise InvalidArgument("container config must name an image")
+    values.check_config(config)
 
 
 class ContainerManager:
