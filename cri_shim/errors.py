@@ -2,11 +2,21 @@
 
 Domain code raises these; the server's call wrapper (cri_shim.server) turns them into a gRPC
 status. kubelet branches on NOT_FOUND and UNIMPLEMENTED, so those two must be exact.
+
+Messages echo what the request named (ids, paths, names), and a request may name 16 MiB of it:
+every message and every logged field is clipped here (clip), so a 100 KB id answers NOT_FOUND
+instead of overflowing the client's metadata limit (RESOURCE_EXHAUSTED), and a log line stays
+a line.
 """
 
 from __future__ import annotations
 
+import errno
+
 import grpc
+
+# How much of a status message or log field is kept: enough for an id, a path and a reason.
+ECHO_LIMIT = 512
 
 
 class CriError(Exception):
@@ -75,10 +85,27 @@ class Internal(CriError):
     code = grpc.StatusCode.INTERNAL
 
 
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """text cut to about limit characters from its middle, saying how much was left out: the
+    head says what failed, the tail usually why (echoed input sits in between)."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return f"{text[:limit - tail]}...({len(text) - limit} characters left out)...{text[-tail:]}"
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status code and message a failed call answers with."""
+    """The gRPC status code and (clipped) message a failed call answers with."""
+    code, message = _status(exc)
+    return code, clip(message)
+
+
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, CriError):
         return exc.code, str(exc)
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "operation timed out"
+    if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
+        # The runtime's own command lines are short: one too long for execve carries request fields.
+        return grpc.StatusCode.INVALID_ARGUMENT, f"a command line made from the request is too long for the kernel: {exc}"
     return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}"

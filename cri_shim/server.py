@@ -4,7 +4,9 @@ Handlers are plain async methods on service objects (cri_shim.services), named e
 RPCs. This module binds them to the RPCs listed in the API descriptor, so an RPC no service
 implements answers UNIMPLEMENTED (kubelet and cri-client have fallbacks for that code). Every
 call goes through one wrapper, the only place that maps exceptions to gRPC status codes, logs
-the call and answers UNAVAILABLE until start-up recovery is done.
+the call and answers UNAVAILABLE until start-up recovery is done. A request that does not parse
+reaches the wrapper as Malformed (grpc.aio would answer UNKNOWN and log a traceback for a
+deserializer that raises) and is answered INVALID_ARGUMENT with one short log line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from cri_shim.api import api_pb2
 from cri_shim.config import Config
@@ -36,10 +39,37 @@ class Gate:
         self.ready = asyncio.Event()
 
 
+class Malformed:
+    """What a request that does not parse as its message type is deserialized to, so that the
+    call wrapper, not grpc.aio, answers it."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _parser(request_type: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def parse(data: bytes) -> Message | Malformed:
+        try:
+            return request_type.FromString(data)
+        except DecodeError as exc:
+            return Malformed(exc)
+
+    return parse
+
+
+async def _admit(name: str, request: Any, context: grpc.aio.ServicerContext, gate: Gate) -> None:
+    """Aborts the call while recovery runs, or when its request did not parse."""
+    if not gate.ready.is_set():
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "cri-shim is recovering its state, retry shortly")
+    if isinstance(request, Malformed):
+        message = f"malformed request: {request.error}"  # protobuf names the type, never the bytes
+        log.info("rpc failed", extra={"rpc": name, "code": "INVALID_ARGUMENT", "error": message})
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 def _wrap_unary(name: str, impl: Callable[..., Any], gate: Gate) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if not gate.ready.is_set():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "cri-shim is recovering its state, retry shortly")
+        await _admit(name, request, context, gate)
         started = time.perf_counter()
         try:
             response = await impl(request, context)
@@ -58,8 +88,7 @@ def _wrap_unary(name: str, impl: Callable[..., Any], gate: Gate) -> Callable[...
 
 def _wrap_stream(name: str, impl: Callable[..., AsyncIterator[Any]], gate: Gate) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        if not gate.ready.is_set():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "cri-shim is recovering its state, retry shortly")
+        await _admit(name, request, context, gate)
         started = time.perf_counter()
         try:
             async for item in impl(request, context):
@@ -102,13 +131,13 @@ def service_handler(service_name: str, implementations: list[object], gate: Gate
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method.name, impl, gate),
-                request_deserializer=request_type.FromString,
+                request_deserializer=_parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method.name, impl, gate),
-                request_deserializer=request_type.FromString,
+                request_deserializer=_parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )
     return grpc.method_handlers_generic_handler(f"{PACKAGE}.{service_name}", handlers)

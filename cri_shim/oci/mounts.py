@@ -4,7 +4,8 @@ CRI mounts follow containerd: the host path is resolved through symlinks and cre
 directory when missing; every bind is "rbind" (a read-only bind keeps writable submounts,
 which is what critest's non-recursive read-only spec checks); propagation maps to
 rprivate/rslave/rshared and raises the rootfs propagation to match, after checking that the
-host side can propagate at all. Recursive read-only ("rro") needs a private, read-only mount.
+host side can propagate at all. Bidirectional propagation is for privileged containers only, as
+Kubernetes validates it: a mount made inside reaches the host's mount table. Recursive read-only ("rro") needs a private, read-only mount.
 A CRI mount at the same destination as a default replaces it; the pod's /etc/hosts,
 /etc/resolv.conf, /etc/hostname and /dev/shm are added unless a CRI mount already covers them.
 """
@@ -74,7 +75,7 @@ def _check_propagation(source: str, propagation: int) -> None:
         raise FailedPrecondition(f"path {source!r} is mounted on a mount that is neither shared nor slave (needed for host-to-container propagation)")
 
 
-def validate(mounts: list[api_pb2.Mount]) -> None:
+def validate(mounts: list[api_pb2.Mount], privileged: bool) -> None:
     """Rejects what must fail at create time, before anything is created."""
     for m in mounts:
         if not m.container_path.startswith("/"):
@@ -92,6 +93,8 @@ def validate(mounts: list[api_pb2.Mount]) -> None:
                 raise InvalidArgument(f"recursive read-only mount {m.container_path!r} needs private propagation")
         if m.propagation not in PROPAGATION:
             raise InvalidArgument(f"unknown mount propagation {m.propagation}")
+        if m.propagation == api_pb2.PROPAGATION_BIDIRECTIONAL and not privileged:
+            raise InvalidArgument(f"mount {m.container_path!r}: bidirectional propagation is only for privileged containers")
 
 
 def cri_mount(m: api_pb2.Mount) -> Mount:
@@ -148,7 +151,7 @@ def build(config: api_pb2.ContainerConfig, sandbox: SandboxInfo, rootfs: Path, i
           privileged: bool, cgroup_v2: bool, host_ipc: bool) -> tuple[list[Mount], str | None, dict[str, str]]:
     """All mounts of the container, parents before children; the rootfs propagation; and the
     host directories of the image's volumes made in the rootfs."""
-    validate(list(config.mounts))
+    validate(list(config.mounts), privileged)
     readonly_rootfs = config.linux.security_context.readonly_rootfs
     cri = [cri_mount(m) for m in config.mounts]
     covered = {m["destination"] for m in cri}

@@ -36,7 +36,10 @@ def choose(sc: api_pb2.LinuxContainerSecurityContext) -> tuple[str, str]:
             return RUNTIME_DEFAULT, ""
         if p.profile_type == api_pb2.SecurityProfile.Unconfined:
             return UNCONFINED, ""
-        return "localhost", _absolute(p.localhost_ref)
+        if p.profile_type == api_pb2.SecurityProfile.Localhost:
+            return "localhost", _absolute(p.localhost_ref)
+        # proto3 keeps enum numbers it does not know: never read one as some profile
+        raise InvalidArgument(f"unknown seccomp profile type {p.profile_type}")
     path = sc.seccomp_profile_path
     if path in ("", UNCONFINED):
         return UNCONFINED, ""

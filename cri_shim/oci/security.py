@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
+from cri_shim.sandbox import sysctl
 
 # The OCI defaults (kubelet's for procMount Default too), for containers cri-shim makes itself: the infra
 # container. A CRI container gets the lists it is sent, as with containerd.
@@ -14,10 +15,6 @@ MASKED_PATHS = [
     "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-
-# Sysctls by the namespace they live in, as runc validates them.
-_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 
 
 def paths(sc: api_pb2.LinuxContainerSecurityContext, privileged: bool) -> tuple[list[str], list[str]]:
@@ -47,6 +44,8 @@ def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> s
             kind, name = api_pb2.SecurityProfile.Localhost, profile
     else:
         return None
+    if kind not in api_pb2.SecurityProfile.ProfileType.values():  # proto3 keeps unknown enum numbers
+        raise InvalidArgument(f"unknown apparmor profile type {kind}")
     if kind == api_pb2.SecurityProfile.Unconfined:
         return None
     if not host_enabled:
@@ -69,15 +68,15 @@ def loaded_apparmor_profiles() -> set[str]:
 
 
 def sysctls(values: dict[str, str], host_network: bool, host_ipc: bool) -> dict[str, str]:
-    """linux.sysctl: pod sysctls that belong to namespaces the container does not share with the host."""
+    """linux.sysctl: the pod's sysctls in dot form, named and classified as the pod's own were
+    (cri_shim.sandbox.sysctl), refused when the container shares that namespace with the host."""
     out = {}
     for key, value in values.items():
-        is_ipc = key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")
-        is_net = key.startswith("net.")
-        is_uts = key in ("kernel.hostname", "kernel.domainname")
-        if not (is_ipc or is_net or is_uts):
-            raise InvalidArgument(f"sysctl {key!r} is not namespaced")
-        if is_ipc and host_ipc or (is_net or is_uts) and host_network:
+        try:
+            s = sysctl.parse(key, value)
+        except sysctl.SysctlError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if s.kind == sysctl.IPC and host_ipc or s.kind == sysctl.NET and host_network:
             raise InvalidArgument(f"sysctl {key!r} would change the host's namespace")
-        out[key] = value
+        out[s.name] = s.value
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
-from cri_shim.oci import capabilities, devices, mounts, namespaces, process, resources, seccomp, security, signals, user
+from cri_shim.oci import capabilities, devices, mounts, namespaces, process, resources, seccomp, security, signals, user, values
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
 
@@ -92,6 +92,7 @@ def build_spec(
         "noNewPrivileges": sc.no_new_privs,
         "oomScoreAdj": resources.clamp_oom_score_adj(config.linux.resources.oom_score_adj, host.oom_score_adj_min),
     }
+    values.check_exec(proc["args"], proc["env"])
     profile = security.apparmor(sc, host.apparmor_enabled) if not privileged else None
     if profile:
         proc["apparmorProfile"] = profile

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
-from cri_shim.oci import rootpath
+from cri_shim.oci import rootpath, values
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,6 @@ def resolve(rootfs: Path, sc: api_pb2.LinuxContainerSecurityContext, image_user:
             if entry is None:
                 raise InvalidArgument(f"image user {user!r} not found in the image's /etc/passwd")
             uid = entry.uid
-    if uid < 0:
-        raise InvalidArgument(f"uid {uid} is negative")
     if sc.HasField("run_as_group"):
         if not sc.HasField("run_as_user") and not sc.run_as_username:
             raise InvalidArgument("run_as_group is set without run_as_user or run_as_username")
@@ -126,4 +124,7 @@ def resolve(rootfs: Path, sc: api_pb2.LinuxContainerSecurityContext, image_user:
     for g in extra:
         if g not in seen:
             seen.append(g)
+    values.check_id("uid", uid)
+    for g in seen:
+        values.check_id("gid", g)
     return ResolvedUser(uid=uid, gid=gid, additional_gids=seen, username=name)

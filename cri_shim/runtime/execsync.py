@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim.errors import DeadlineExceeded, Internal
+from cri_shim.oci import values
 from cri_shim.runtime.runc import Runc
 
 log = logging.getLogger("cri_shim.runtime")
@@ -90,6 +91,7 @@ def exec_process(spec_process: dict[str, Any], argv: list[str], tty: bool = Fals
 def write_process(bundle: Path, argv: list[str], tty: bool = False) -> tuple[Path, Path]:
     """Writes an exec's process.json next to config.json; returns it and its pid file path."""
     spec = json.loads((bundle / "config.json").read_text())
+    values.check_exec(argv, spec["process"].get("env", []))
     name = f"exec-{uuid.uuid4().hex[:12]}"
     process_file = bundle / f"{name}.json"
     process_file.write_text(json.dumps(exec_process(spec["process"], argv, tty)))

@@ -37,6 +37,7 @@ from cri_shim.image.imagevolumes import ImageVolumes
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
 from cri_shim.listbudget import ListBudget, entry_bytes
+from cri_shim.oci import values
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime import features, logfile
@@ -66,6 +67,7 @@ def _validate(config: api.ContainerConfig) -> None:
     metadata.check_labels_and_annotations("container", config.labels, config.annotations)
     if not config.image.image:
         raise InvalidArgument("container config must name an image")
+    values.check_config(config)
 
 
 class ContainerManager:
@@ -164,8 +166,13 @@ class ContainerManager:
 
     # -- CreateContainer ------------------------------------------------------------------
 
-    async def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig | None) -> str:
-        """Makes a CREATED container, or returns the one this name already has."""
+    async def create(self, sandbox_id: str, config: api.ContainerConfig) -> str:
+        """Makes a CREATED container, or returns the one this name already has.
+
+        Everything about the pod (privileged, log_directory, sysctls, names) is read from the
+        stored sandbox, never from the sandbox_config a CreateContainer request carries: that
+        copy is the caller's word, and a client could claim a privileged pod with it.
+        """
         _validate(config)
         sb = self.sandboxes.get(sandbox_id)
         if sb.state != api.SANDBOX_READY:
@@ -175,16 +182,15 @@ class ContainerManager:
             existing = self.runtime.store.by_name(name)
             if existing is not None and existing.created_at:
                 return existing.id
-        pod_config = sandbox_config if sandbox_config is not None and sandbox_config.HasField("metadata") else sb.config
-        logfile.verify(pod_config.log_directory, config.log_path)  # before the rootfs is made
-        return await self._attempts.join(name, lambda: self._create(name, sb, config, pod_config))
+        logfile.verify(sb.config.log_directory, config.log_path)  # before the rootfs is made
+        return await self._attempts.join(name, lambda: self._create(name, sb, config))
 
-    async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
+    async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig) -> str:
         with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
             with self.migrations.held():  # from the start: its first wait overlaps the rootfs, spec and conmon
-                return await self._make(name, sb, config, pod_config)
+                return await self._make(name, sb, config)
 
-    async def _make(self, name: str, sb: Sandbox, config: api.ContainerConfig, pod_config: api.PodSandboxConfig) -> str:
+    async def _make(self, name: str, sb: Sandbox, config: api.ContainerConfig) -> str:
         image = self.images.resolve(config.image.image)
         image_config = self.images.config(image)
         handler = self.handler(sb)
@@ -192,16 +198,14 @@ class ContainerManager:
             raise InvalidArgument(f"runtime handler {handler!r} does not support recursive read-only mounts")
         volume_images = self.image_volumes.check(list(config.mounts))
         container_id = secrets.token_hex(32)
-        target_pid_ns = None
         ns = config.linux.security_context.namespace_options
-        if ns.pid == api.TARGET:
-            target_pid_ns = self.runtime.pid_namespace(self.running(ns.target_id).id)
+        target_pid_ns = self._target_pid_namespace(sb, ns.target_id) if ns.pid == api.TARGET else None
         container_dir = self.rootfs_root / container_id
         try:
             rootfs = await self.rootfs.prepare(image.image_id, container_dir)
             config = await self.image_volumes.mount(container_dir, config, volume_images)
             record = await self.runtime.create(
-                container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=pod_config,
+                container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=sb.config,
                 config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
                 image_ref=image.image_id, image_id=image.image_id, runtime_handler=handler,
                 target_pid_ns=target_pid_ns,
@@ -212,6 +216,19 @@ class ContainerManager:
             raise
         self.events.publish(api.CONTAINER_CREATED_EVENT, record)
         return container_id
+
+    def _target_pid_namespace(self, sb: Sandbox, target_id: str) -> str:
+        """The PID namespace a TARGET container joins: that of a running container of the same pod.
+
+        As in containerd, the target must exist, run, and belong to the sandbox the new container
+        is created in; a container of another pod is refused, whatever its id or prefix.
+        """
+        if not target_id:
+            raise InvalidArgument("pid namespace mode TARGET needs target_id")
+        target = self.get(target_id)
+        if target.sandbox_id != sb.id:
+            raise InvalidArgument(f"target container {target.id} does not belong to sandbox {sb.id}")
+        return self.runtime.pid_namespace(target.id)
 
     def features(self, handler: str) -> HandlerFeatures:
         """What a runtime handler offers (nothing for one that is not configured)."""

@@ -2,8 +2,10 @@
 
 Only sysctls that belong to a namespace the pod owns may be set, as Kubernetes allows them:
 net.* in the network namespace, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* in the
-IPC namespace. Names use '.' or '/' as the separator ("net/ipv4/conf/eth0.1/forwarding" names
-an interface with a dot), as kubelet and runc accept them.
+IPC namespace. Names use '.' or '/' as the separator, the first separator telling which, as
+kubelet and sysctl(8) read them: "net/ipv4/conf/eth0.1/forwarding" and its dot form
+"net.ipv4.conf.eth0/1.forwarding" name the same file. Both forms are normalised to the dot form,
+so the pod and its containers' specs (runc turns dots into slashes) agree on every name.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class SysctlError(ValueError):
 
 @dataclass(frozen=True)
 class Sysctl:
-    """One sysctl to set: its name as given, the namespace kind it belongs to, its /proc/sys path."""
+    """One sysctl to set: its name in dot form, the namespace kind it belongs to, its /proc/sys path."""
 
     name: str
     value: str
@@ -33,7 +35,8 @@ class Sysctl:
 
 def parse(name: str, value: str) -> Sysctl:
     """The sysctl, or SysctlError when the name is malformed or not namespaced."""
-    parts = name.split("/") if "/" in name else name.split(".")
+    first = next((c for c in name if c in "./"), ".")
+    parts = name.split("/") if first == "/" else [p.replace("/", ".") for p in name.split(".")]
     if not name or any(p in ("", ".", "..") or not _SEGMENT.match(p) for p in parts):
         raise SysctlError(f"invalid sysctl name {name!r}")
     if any(c in value for c in "\x00\n"):
@@ -46,4 +49,5 @@ def parse(name: str, value: str) -> Sysctl:
         kind = IPC
     else:
         raise SysctlError(f"sysctl {name!r} is not namespaced: a pod may set only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.*")
-    return Sysctl(name=name, value=value, kind=kind, path="/proc/sys/" + "/".join(parts))
+    dotted = ".".join(p.replace(".", "/") for p in parts)
+    return Sysctl(name=dotted, value=value, kind=kind, path="/proc/sys/" + "/".join(parts))

@@ -30,8 +30,7 @@ class ContainerService:
             raise InvalidArgument("pod_sandbox_id must not be empty")
         if not request.HasField("config"):
             raise InvalidArgument("container config must be set")
-        sandbox_config = request.sandbox_config if request.HasField("sandbox_config") else None
-        container_id = await self.containers.create(request.pod_sandbox_id, request.config, sandbox_config)
+        container_id = await self.containers.create(request.pod_sandbox_id, request.config)
         return api.CreateContainerResponse(container_id=container_id)
 
     async def StartContainer(self, request: api.StartContainerRequest, context: Any) -> api.StartContainerResponse:

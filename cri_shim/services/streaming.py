@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.oci import values
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.sandbox import SandboxManager
 from cri_shim.streaming import StreamingServer
@@ -26,6 +27,7 @@ class StreamingService:
 
     async def Exec(self, request: api.ExecRequest, context: Any) -> api.ExecResponse:
         self.containers.running(request.container_id)
+        values.check_exec(request.cmd)
         url = self.server.url(EXEC, request)
         return api.ExecResponse(url=url)
 

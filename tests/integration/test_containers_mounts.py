@@ -75,10 +75,10 @@ def test_mount_propagation(h: Harness, shared_dir: Path, propagation: int) -> No
 def test_propagation_needs_a_propagating_host_mount(h: Harness) -> None:
     d = h.dir / "private-vol"
     d.mkdir(exist_ok=True)
-    cfg = h.config("true")
+    cfg, sc = privileged(h, "true")
     cfg.mounts.add(container_path="/mnt", host_path=str(d), propagation=api.PROPAGATION_BIDIRECTIONAL)
     with pytest.raises(FailedPrecondition, match="shared"):
-        h.create(cfg)
+        h.create(cfg, sandbox_config=sc)
 
 
 def test_readonly_bind_is_not_recursive_but_rro_is(h: Harness) -> None:

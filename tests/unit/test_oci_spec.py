@@ -119,16 +119,20 @@ def test_cri_mounts(rootfs: Path, tmp_path: Path) -> None:
 
 def test_propagation_sets_rootfs_propagation(monkeypatch: pytest.MonkeyPatch, rootfs: Path, tmp_path: Path) -> None:
     monkeypatch.setattr(mounts, "host_propagation", lambda path: {"shared"})
+    pod = api.PodSandboxConfig()
+    pod.linux.security_context.privileged = True  # bidirectional propagation is for privileged containers
     for prop, option in ((api.PROPAGATION_HOST_TO_CONTAINER, "rslave"), (api.PROPAGATION_BIDIRECTIONAL, "rshared")):
         cfg = api.ContainerConfig()
+        cfg.linux.security_context.privileged = True
         cfg.mounts.add(container_path="/m", host_path=str(tmp_path), propagation=prop)
-        spec = build(rootfs, cfg)
+        spec = build(rootfs, cfg, pod)
         assert find_mount(spec, "/m")["options"][1] == option and spec["linux"]["rootfsPropagation"] == option
     monkeypatch.setattr(mounts, "host_propagation", lambda path: {"master"})
     cfg = api.ContainerConfig()
+    cfg.linux.security_context.privileged = True
     cfg.mounts.add(container_path="/m", host_path=str(tmp_path), propagation=api.PROPAGATION_BIDIRECTIONAL)
     with pytest.raises(FailedPrecondition):
-        build(rootfs, cfg)
+        build(rootfs, cfg, pod)
 
 
 @pytest.mark.parametrize("kw", [{"readonly": False}, {"readonly": True, "propagation": api.PROPAGATION_HOST_TO_CONTAINER},
