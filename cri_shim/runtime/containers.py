@@ -56,7 +56,8 @@ class ContainerRuntime:
     """Creates and runs containers under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
-                 bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int) -> None:
+                 bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int,
+                 exec_drain: float | None) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
@@ -65,6 +66,8 @@ class ContainerRuntime:
         self.spec_defaults = spec_defaults
         # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.
         self.exec_output_limit = exec_output_limit
+        # How long an exec's output is read after it exited (None: until the pipes close).
+        self.exec_drain = exec_drain
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
         # Containers whose `runc start` runs: their exits wait until the start is recorded.
         self._starting: set[str] = set()
@@ -82,7 +85,8 @@ class ContainerRuntime:
                             seccomp_when_unset=cfg.runtime.seccomp_default_when_unset,
                             pids_limit=cfg.runtime.default_pids_limit)
         return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), defaults,
-                   execsync.output_limit(cfg.server.max_message_bytes))
+                   execsync.output_limit(cfg.server.max_message_bytes),
+                   cfg.runtime.drain_exec_sync_io_timeout_ms / 1000 or None)
 
     async def open(self) -> None:
         """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
@@ -311,7 +315,7 @@ class ContainerRuntime:
     async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
         record = self.running(container_id)
         return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout,
-                                        self.exec_output_limit)
+                                        self.exec_output_limit, self.exec_drain)
 
     async def reopen_log(self, container_id: str) -> None:
         """Synchronous log reopen: returns once the new file exists (errors if not running, or
