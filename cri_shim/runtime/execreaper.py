@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.stderr.write(f"cannot become a child subreaper: {os.strerror(ctypes.get_errno())}\n")
         return OWN_FAILURE
-    runc_pid = os.posix_spawn(runc[0], runc, os.environ)
+    runc_pid = os.posix_spawnp(runc[0], runc, os.environ)
     _, wait_status = os.waitpid(runc_pid, 0)
     if wait_status != 0:
         return _status(wait_status)  # runc said why on stderr
