@@ -10,7 +10,7 @@ container's; the client's stdin EOF becomes ^D and each resize is applied to the
 signalled to runc, which copies it into the container's terminal.
 
 When the client leaves first, the process is killed through runc's pid file (execsync.kill_exec);
-nobody would see the rest of its output. When the process exits (runc's exit, execproc), the
+nobody would see the rest of its output. When the process exits (its parent's exit, execproc), the
 rest of its output is read for the drain timeout, as for ExecSync, and then the stream ends
 with its exit code, even while a background child it left holds the pipes (our ends are closed).
 """
@@ -46,7 +46,6 @@ class _Pump:
         self._read = read
         self._sink = sink
         self._keep = keep
-        self.chunks = 0
         self.waiting = False  # blocked on the source, not on the client
         self.task = asyncio.create_task(self._run())
 
@@ -57,7 +56,6 @@ class _Pump:
             self.waiting = False
             if not chunk:
                 return
-            self.chunks += 1
             if self._keep is not None:
                 self._keep += chunk
                 del self._keep[:-ERROR_TAIL]
