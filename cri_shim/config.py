@@ -80,6 +80,13 @@ class RuntimeConfig:
         "containerLogMaxSize rotation keeps old content and is the usual limit; conmon's own restart makes "
         "<log>.tmp by name in the log directory, unchecked, unlike ReopenContainerLog.", -1
     )
+    drain_exec_sync_io_timeout_ms: int = _doc(
+        "After an exec'd command exits (ExecSync, streaming Exec), how long its output is still read while a "
+        "background child it left holds the pipes, before the exit code and the output so far are reported "
+        "(containerd's drain_exec_sync_io_timeout); never past an ExecSync's own timeout. 0: until the pipes "
+        "close, containerd's default, which makes an exec probe whose command leaves a child run into its timeout.",
+        500,
+    )
     warm_cgroup_migrations: bool = _doc(
         "While a container is created, keep the kernel's cgroup migration lock warm, so that runc's moves of the "
         "container into its cgroups wait no RCU grace period (see cri_shim/cgroups/migration.py).", True
@@ -199,6 +206,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.default_pids_limit must be -1, 0 (unlimited) or a positive number")
     if cfg.runtime.log_size_max_bytes != -1 and cfg.runtime.log_size_max_bytes < 8192:
         raise ConfigError("runtime.log_size_max_bytes must be -1 (unlimited) or at least 8192")
+    if cfg.runtime.drain_exec_sync_io_timeout_ms < 0:
+        raise ConfigError("runtime.drain_exec_sync_io_timeout_ms must be 0 (until the pipes close) or positive")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
     st = cfg.streaming

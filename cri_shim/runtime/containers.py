@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -28,6 +29,7 @@ from cri_shim.cgroups import stats
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal, NotFound
 from cri_shim.linux import proc
+from cri_shim.oci import bundlespec
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
@@ -56,7 +58,8 @@ class ContainerRuntime:
     """Creates and runs containers under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
-                 bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int) -> None:
+                 bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int,
+                 exec_drain: float | None, spec_limit: int) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
@@ -65,6 +68,10 @@ class ContainerRuntime:
         self.spec_defaults = spec_defaults
         # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.
         self.exec_output_limit = exec_output_limit
+        # How long an exec's output is read after it exited (None: until the pipes close).
+        self.exec_drain = exec_drain
+        # The largest runtimeSpec verbose ContainerStatus reports (bundlespec).
+        self.spec_limit = spec_limit
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
         # Containers whose `runc start` runs: their exits wait until the start is recorded.
         self._starting: set[str] = set()
@@ -82,7 +89,9 @@ class ContainerRuntime:
                             seccomp_when_unset=cfg.runtime.seccomp_default_when_unset,
                             pids_limit=cfg.runtime.default_pids_limit)
         return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), defaults,
-                   execsync.output_limit(cfg.server.max_message_bytes))
+                   execsync.output_limit(cfg.server.max_message_bytes),
+                   cfg.runtime.drain_exec_sync_io_timeout_ms / 1000 or None,
+                   bundlespec.spec_limit(cfg.server.max_message_bytes))
 
     async def open(self) -> None:
         """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
@@ -308,10 +317,24 @@ class ContainerRuntime:
             raise FailedPrecondition(f"container {record.id} is not running")
         return record
 
+    def verbose_info(self, record: ContainerRecord) -> dict[str, Any]:
+        """What verbose ContainerStatus reports beside the status, with containerd's names where
+        it has them: the spec runc runs the container with (runtimeSpec, bounded), its process
+        (pid), its sandbox, its handler and, as runtimeType, the OCI runtime binary the handler
+        runs (containerd names its shim type there; ours is runc under conmon)."""
+        runtime = self.runtimes.get(record.runtime_handler)
+        return {
+            "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.runtime_handler,
+            "runtimeType": runtime.binary if runtime else "", "bundle": record.bundle, "monitorPid": record.monitor_pid,
+            "cgroupsPath": record.cgroups_path, "stdin": record.stdin, "stdinOnce": record.stdin_once, "tty": record.tty,
+            "imageVolumes": [{"containerPath": k, "hostPath": v} for k, v in sorted(record.image_volumes.items())],
+            **bundlespec.verbose_entries(Path(record.bundle), self.spec_limit),
+        }
+
     async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
         record = self.running(container_id)
         return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout,
-                                        self.exec_output_limit)
+                                        self.exec_output_limit, self.exec_drain)
 
     async def reopen_log(self, container_id: str) -> None:
         """Synchronous log reopen: returns once the new file exists (errors if not running, or

@@ -1,15 +1,18 @@
 """Streaming exec: `runc exec` of a command in a running container, wired to a client.
 
 The process is the one ExecSync runs (execsync.process_files: the container's user, env, cwd
-and capabilities), and runc runs in the foreground, as for ExecSync, so it stays the process's
-parent and exits with its status. Without a terminal the process gets pipes: stdin if the
-client sends it (its EOF closes the pipe), stdout if asked for, and stderr always, since
-runc's own errors come there too. With a terminal runc relays between a host pty (ptyio) and
-the container's; the client's stdin EOF becomes ^D and each resize is applied to the host pty
-and signalled to runc, which copies it into the container's terminal.
+and capabilities). Without a terminal it runs as for ExecSync, under execreaper, which exits
+with its status, and gets our pipes: stdin if the client sends it (its EOF closes the pipe),
+stdout if asked for, and stderr always, since runc's own errors come there too. With a
+terminal runc runs in the foreground, staying the process's parent and exiting with its status
+(it does not wait for the terminal to be let go), and relays between a host pty (ptyio) and the
+container's; the client's stdin EOF becomes ^D and each resize is applied to the host pty and
+signalled to runc, which copies it into the container's terminal.
 
 When the client leaves first, the process is killed through runc's pid file (execsync.kill_exec);
-nobody would see the rest of its output.
+nobody would see the rest of its output. When the process exits (its parent's exit, execproc), the
+rest of its output is read for the drain timeout, as for ExecSync, and then the stream ends
+with its exit code, even while a background child it left holds the pipes (our ends are closed).
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cri_shim.runtime import execsync, ptyio
+from cri_shim.runtime.execproc import ExecProcess, reaped_command, spawn
+from cri_shim.runtime.runc import Runc
 from cri_shim.streaming.backend import InputStream, OutputStream, StreamIO
 from cri_shim.streaming.terminal import set_window_size
 
 CHUNK = 65536
+# Past the drain timeout, how often an output still being delivered to a slow client is looked at.
+DELIVERY_POLL = 0.05
 # How much of runc's stderr is kept for the error message when it cannot start the process.
 ERROR_TAIL = 4096
 
@@ -39,7 +46,6 @@ class _Pump:
         self._read = read
         self._sink = sink
         self._keep = keep
-        self.chunks = 0
         self.waiting = False  # blocked on the source, not on the client
         self.task = asyncio.create_task(self._run())
 
@@ -50,7 +56,6 @@ class _Pump:
             self.waiting = False
             if not chunk:
                 return
-            self.chunks += 1
             if self._keep is not None:
                 self._keep += chunk
                 del self._keep[:-ERROR_TAIL]
@@ -61,29 +66,34 @@ class _Pump:
                     self._sink = None
 
 
-async def _drain(pumps: list[_Pump], left: asyncio.Event) -> None:
-    """Once the process has exited: waits for the rest of its output, to the end, or until every
-    output still open has had nothing to read for DRAIN_GRACE (a background child holds it), or
-    until the client has left. A slow client is waited for: the output is delivered whole."""
-    while (pending := [p for p in pumps if not p.task.done()]) and not left.is_set():
-        seen = [p.chunks for p in pending]
-        await asyncio.wait([p.task for p in pending], timeout=execsync.DRAIN_GRACE)
-        if all(p.task.done() or (p.waiting and p.chunks == n) for p, n in zip(pending, seen)):
+async def _drain(pumps: list[_Pump], left: asyncio.Task, grace: float | None) -> None:
+    """Once the process has exited: waits for the rest of its output, to the end of every output,
+    for at most grace (None: no bound), or until the client has left. Past the grace an output
+    is given up once it waits on its source (a background child holds it); one still being
+    written to a slow client is waited for, so that what was read is delivered whole."""
+    loop = asyncio.get_running_loop()
+    end = None if grace is None else loop.time() + grace
+    while (pending := [p for p in pumps if not p.task.done()]) and not left.done():
+        now = loop.time()
+        if end is not None and now >= end and all(p.waiting for p in pending):
             return
+        timeout = None if end is None else max(end - now, DELIVERY_POLL)
+        await asyncio.wait([left, *(p.task for p in pending)], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
 
-async def _supervise(proc: asyncio.subprocess.Process, pid_file: Path, io: StreamIO, pumps: list[_Pump],
-                     helpers: list[asyncio.Task], runc_stderr: bytearray) -> int:
+async def _supervise(proc: ExecProcess, pid_file: Path, io: StreamIO, pumps: list[_Pump],
+                     helpers: list[asyncio.Task], runc_stderr: bytearray, drain: float | None) -> int:
     """Waits for the process to exit, killing it if the client leaves first; then for the rest
-    of its output. Its exit code; whatever ends this early (an error, cancellation) kills it."""
-    exited = asyncio.create_task(proc.wait())
+    of its output. Its exit code; whatever ends this early (an error, cancellation) kills it.
+    Our ends of its pipes are closed in the end, whoever else holds theirs."""
+    exited = asyncio.create_task(proc.exit())
     left = asyncio.create_task(io.disconnected.wait())
     tasks = [exited, left, *helpers, *(p.task for p in pumps)]
     try:
         await asyncio.wait([exited, left], return_when=asyncio.FIRST_COMPLETED)
         if not exited.done():
             await execsync.kill_exec(pid_file, proc)
-        await _drain(pumps, io.disconnected)
+        await _drain(pumps, left, drain)
         assert proc.returncode is not None
         return execsync.outcome(pid_file, proc.returncode, bytes(runc_stderr))
     finally:
@@ -92,6 +102,7 @@ async def _supervise(proc: asyncio.subprocess.Process, pid_file: Path, io: Strea
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        proc.close()
 
 
 async def _feed_pipe(stdin: InputStream, pipe: asyncio.StreamWriter) -> None:
@@ -119,11 +130,9 @@ async def _resize(io: StreamIO, master: ptyio.PtyMaster, runc: asyncio.subproces
             runc.send_signal(signal.SIGWINCH)
 
 
-async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO) -> int:
+async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO, drain: float | None) -> int:
     pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=pipe if io.stdin else devnull, stdout=pipe if io.stdout else devnull, stderr=pipe,
-    )
+    proc = await spawn(argv, stdin=pipe if io.stdin else devnull, stdout=pipe if io.stdout else devnull, stderr=pipe)
     stdout, stderr = proc.stdout, proc.stderr
     assert stderr is not None
     runc_stderr = bytearray()
@@ -131,15 +140,15 @@ async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO) -> int:
     if stdout is not None:
         pumps.append(_Pump(lambda: stdout.read(CHUNK), io.stdout))
     helpers = [asyncio.create_task(_feed_pipe(io.stdin, proc.stdin))] if io.stdin and proc.stdin else []
-    return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr)
+    return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr, drain)
 
 
-async def _with_terminal(argv: list[str], pid_file: Path, io: StreamIO) -> int:
+async def _with_terminal(argv: list[str], pid_file: Path, io: StreamIO, drain: float | None) -> int:
     master_fd, slave = ptyio.host_pair()
     master = ptyio.PtyMaster(master_fd)
     try:
         try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=asyncio.subprocess.PIPE)
+            proc = await spawn(argv, stdin=slave, stdout=slave, stderr=asyncio.subprocess.PIPE)
         finally:
             os.close(slave)  # runc holds it now; the master reads EIO once runc is gone
         stderr = proc.stderr
@@ -149,12 +158,16 @@ async def _with_terminal(argv: list[str], pid_file: Path, io: StreamIO) -> int:
         helpers = [asyncio.create_task(_resize(io, master, proc))]
         if io.stdin is not None:
             helpers.append(asyncio.create_task(_feed_tty(io.stdin, master)))
-        return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr)
+        return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr, drain)
     finally:
         master.close()
 
 
-async def run(argv: list[str], pid_file: Path, tty: bool, io: StreamIO) -> int:
-    """Runs a `runc exec` command line (foreground, no console socket) wired to io; the exit
-    code of the process once it has exited and its output has been written."""
-    return await (_with_terminal if tty else _with_pipes)(argv, pid_file, io)
+async def run(runc: Runc, container_id: str, process_file: Path, pid_file: Path, tty: bool, io: StreamIO,
+              drain: float | None) -> int:
+    """Runs the process of process_file in the container wired to io; its exit code once it has
+    exited and its output has been written (read for at most drain seconds after the exit; None:
+    until the outputs close)."""
+    if tty:
+        return await _with_terminal(runc.exec_command(container_id, process_file, pid_file), pid_file, io, drain)
+    return await _with_pipes(reaped_command(runc, container_id, process_file, pid_file), pid_file, io, drain)

@@ -1,14 +1,20 @@
 """ExecSync: run a command in a running container and collect its output and exit code.
 
-It uses `runc exec` directly (not conmon's exec mode): one process fewer per probe, and the
-pid file tells us the exec'd process's host pid. On timeout that process itself is killed
-with SIGKILL; runc, its parent, reaps it and exits, so nothing is left behind in the
-container (critest checks `pgrep sleep` afterwards), and the caller gets DeadlineExceeded.
+It uses a detached `runc exec` under execreaper (not conmon's exec mode), and the pid file
+tells us the exec'd process's host pid. On timeout that process itself is killed with SIGKILL;
+execreaper, its parent, reaps it and exits, so nothing is left behind in the container (critest
+checks `pgrep sleep` afterwards), and the caller gets DeadlineExceeded.
 stdout and stderr are read separately but share one budget, the gRPC message limit less room
 for the rest of the reply: the answer always fits, so a command that prints too much still
 reports its exit code, with its output truncated (kubelet's probes and CRI-O alike cap the
 output and keep the exit code). Output beyond the budget is drained and dropped, so the
 process never blocks on a full pipe; the truncation is logged.
+
+The exec ends when execreaper exits, which is when the exec'd process exits (execproc): a
+background child it leaves holding the pipes does not hold up the reply. What the pipes still give is read
+for the drain timeout (runtime.drain_exec_sync_io_timeout_ms, containerd's
+drain_exec_sync_io_timeout), never past the call's own timeout, then our ends are closed and the
+exit code is reported with the output read so far; the child runs on in the container.
 
 The process files, the kill and the reading of runc's outcome are shared with streaming exec
 (cri_shim.runtime.execstream), which runs the same `runc exec` wired to a client instead.
@@ -30,6 +36,7 @@ from typing import Any
 
 from cri_shim.errors import DeadlineExceeded, Internal
 from cri_shim.oci import values
+from cri_shim.runtime.execproc import ExecProcess, reaped_command, spawn
 from cri_shim.runtime.runc import Runc
 
 log = logging.getLogger("cri_shim.runtime")
@@ -37,8 +44,6 @@ log = logging.getLogger("cri_shim.runtime")
 # What an ExecSyncResponse holds besides the output: two length-prefixed fields and an int32 exit
 # code take at most 21 bytes; the rest is headroom.
 RESPONSE_RESERVE = 4096
-# After the process exits, how long background children may keep the pipes open.
-DRAIN_GRACE = 0.5
 # How long runc gets to write the pid file when a timeout must kill the process.
 PID_FILE_WAIT = 5.0
 
@@ -110,18 +115,20 @@ def process_files(bundle: Path, argv: list[str], tty: bool = False) -> Iterator[
 
 
 def outcome(pid_file: Path, returncode: int, runc_stderr: bytes) -> int:
-    """The exec'd process's exit code from runc's (which passes it on, 128+signal for a process
-    killed by one); Internal when runc failed before the process existed (no pid file)."""
+    """The exec'd process's exit code from runc's or execreaper's (which pass it on, 128+signal
+    for a process killed by one); Internal when runc failed before the process existed (no pid
+    file)."""
     if not pid_file.exists():
         raise Internal(f"runc exec failed: {runc_stderr.decode(errors='replace').strip()}")
     return 128 - returncode if returncode < 0 else returncode
 
 
-async def kill_exec(pid_file: Path, runc_proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the exec'd process (found through its pid file), then make sure runc exits."""
+async def kill_exec(pid_file: Path, proc: ExecProcess) -> None:
+    """SIGKILL the exec'd process (found through its pid file), then make sure its parent (runc
+    or execreaper) exits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PID_FILE_WAIT
-    while loop.time() < deadline and runc_proc.returncode is None:
+    while loop.time() < deadline and proc.returncode is None:
         try:
             pid = int(pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
@@ -133,41 +140,53 @@ async def kill_exec(pid_file: Path, runc_proc: asyncio.subprocess.Process) -> No
             pass
         break
     try:
-        await asyncio.wait_for(runc_proc.wait(), PID_FILE_WAIT)
+        await asyncio.wait_for(proc.exit(), PID_FILE_WAIT)
     except TimeoutError:
-        runc_proc.kill()
-        await runc_proc.wait()
+        proc.kill()
+        await proc.exit()
+
+
+def drain_time(drain: float | None, deadline: float | None, now: float) -> float | None:
+    """How long the pipes are read after the exit: the drain timeout (None: until they close),
+    cut at the call's deadline."""
+    if deadline is None:
+        return drain
+    left = max(0.0, deadline - now)
+    return left if drain is None else min(drain, left)
 
 
 async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str], timeout: float | None,
-                    limit: int) -> ExecResult:
+                    limit: int, drain: float | None) -> ExecResult:
     """Runs argv in the container, keeping at most limit bytes of its stdout and stderr together;
-    timeout None or 0 waits for ever."""
+    timeout None or 0 waits for ever; drain bounds the reading of the pipes after the exit
+    (None: until they close)."""
     if not argv:
         raise Internal("exec needs a command")
+    loop = asyncio.get_running_loop()
     with process_files(bundle, argv) as (process_file, pid_file):
-        proc = await asyncio.create_subprocess_exec(
-            *runc.exec_command(container_id, process_file, pid_file),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        deadline = loop.time() + timeout if timeout else None
+        proc = await spawn(reaped_command(runc, container_id, process_file, pid_file),
+                           stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                           stderr=asyncio.subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
         budget = _Budget(limit)
         readers = [asyncio.ensure_future(_read_capped(s, budget)) for s in (proc.stdout, proc.stderr)]
         try:
-            returncode = await asyncio.wait_for(proc.wait(), timeout or None)
-        except TimeoutError:
-            await kill_exec(pid_file, proc)
-            for r in readers:
-                r.cancel()
-            raise DeadlineExceeded(f"command {argv!r} timed out after {timeout}s") from None
-        except asyncio.CancelledError:
-            await kill_exec(pid_file, proc)
-            raise
-        done, pending = await asyncio.wait(readers, timeout=DRAIN_GRACE)
-        for r in pending:
-            r.cancel()
-        out = readers[0].result() if readers[0] in done else b""
-        err = readers[1].result() if readers[1] in done else b""
+            try:
+                returncode = await asyncio.wait_for(proc.exit(), timeout or None)
+            except TimeoutError:
+                await kill_exec(pid_file, proc)
+                raise DeadlineExceeded(f"command {argv!r} timed out after {timeout}s") from None
+            except asyncio.CancelledError:
+                await kill_exec(pid_file, proc)
+                raise
+            _, held = await asyncio.wait(readers, timeout=drain_time(drain, deadline, loop.time()))
+            if held:
+                log.debug("exec output still held open after the drain timeout, by a process the command left",
+                          extra={"container": container_id})
+        finally:
+            proc.close()
+            out, err = await asyncio.gather(*readers)
         exit_code = outcome(pid_file, returncode, err)
         if budget.dropped:
             log.warning("exec output truncated to fit the reply", extra={

@@ -163,7 +163,9 @@ class Runc:
         """Applies new cgroup resources (UpdateContainerResources)."""
         await self.run("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
 
-    def exec_command(self, container_id: str, process_file: Path, pid_file: Path) -> list[str]:
+    def exec_command(self, container_id: str, process_file: Path, pid_file: Path, detach: bool = False) -> list[str]:
         """argv of `runc exec` for a process.json; the caller spawns it with the stdio it needs (a
-        terminal of its own for a tty process: runc copies between it and the container's pty)."""
-        return self.command("exec", "--process", str(process_file), "--pid-file", str(pid_file), container_id)
+        terminal of its own for a tty process: runc copies between it and the container's pty).
+        Detached, runc gives the process its own stdio and exits once it has started."""
+        return self.command("exec", *(["--detach"] if detach else []), "--process", str(process_file),
+                            "--pid-file", str(pid_file), container_id)

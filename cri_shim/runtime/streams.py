@@ -41,7 +41,7 @@ class ContainerStreams:
         record = self.runtime.running(request.container_id)
         runc = self.runtime.runc(record)
         with execsync.process_files(Path(record.bundle), list(request.cmd), request.tty) as (process_file, pid_file):
-            return await execstream.run(runc.exec_command(record.id, process_file, pid_file), pid_file, request.tty, io)
+            return await execstream.run(runc, record.id, process_file, pid_file, request.tty, io, self.runtime.exec_drain)
 
     async def attach(self, request: AttachRequest, io: StreamIO) -> None:
         record = self.runtime.running(request.container_id)

@@ -145,6 +145,10 @@ class InfraContainers:
     def _runtime(self, handler: str) -> Runc:
         return self._runtimes.get(handler) or self._runtimes[self.cfg.runtime.default_handler]
 
+    def runtime_binary(self, handler: str) -> str:
+        """The OCI runtime binary the handler runs (verbose status's runtimeType)."""
+        return self._runtime(handler).binary
+
     async def start(self, sb: Sandbox, bundle: Path) -> Infra:
         """Runs the sandbox's infra container from a bundle in `bundle`; its process's identity."""
         binary = static_binary(self.cfg.runtime.infra)

@@ -42,6 +42,7 @@ from cri_shim.linux import proc
 from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.network.cni import CniError
 from cri_shim.network.pod import PodNetwork
+from cri_shim.oci import bundlespec
 from cri_shim.sandbox import recovery
 from cri_shim.sandbox.containers import SandboxContainers
 from cri_shim.sandbox.namespaces import SysctlFailed, pin_path
@@ -300,7 +301,12 @@ class SandboxManager:
         self.resources.close()
 
     def verbose_info(self, sb: Sandbox) -> dict[str, object]:
-        """The extra facts PodSandboxStatus(verbose) reports."""
+        """The extra facts PodSandboxStatus(verbose) reports, with containerd's names where it has
+        them: runtimeType is the OCI runtime binary of the pod's handler (containerd names its
+        shim type there), runtimeSpec the infra container's spec (bounded: bundlespec), which
+        only a pod with a PID namespace of its own has: the others run no process of their own."""
+        infra = bundlespec.verbose_entries(self.resources.infra_bundle(sb.id),
+                                           bundlespec.spec_limit(self.cfg.server.max_message_bytes)) if sb.infra else {}
         return {
             "id": sb.id,
             "phase": sb.phase,
@@ -313,8 +319,10 @@ class SandboxManager:
             "files": str(Path(sb.files_dir)),
             "shm": sb.shm or "",
             "runtimeHandler": sb.runtime_handler,
+            "runtimeType": self.resources.infra.runtime_binary(sb.runtime_handler),
             "config": json_format.MessageToDict(sb.config),
             "cniResult": self.resources.network.cached_result(sb.id),
+            **infra,
         }
 
 

@@ -50,6 +50,10 @@ class Resources:
     def volatile_dir(self, sandbox_id: str) -> Path:
         return self.cfg.run_dir / "sandboxes" / sandbox_id
 
+    def infra_bundle(self, sandbox_id: str) -> Path:
+        """The bundle of the sandbox's infra container (when its pod has a PID namespace of its own)."""
+        return self.volatile_dir(sandbox_id) / "infra"
+
     def cgroups_path(self, sb: Sandbox, container_id: str) -> str:
         """The runc cgroupsPath of a container (or the infra process) of the sandbox."""
         return container_cgroups_path(sb.cgroup_driver, sb.cgroup_parent, container_id)
@@ -90,7 +94,7 @@ class Resources:
     async def start_infra(self, sb: Sandbox) -> None:
         """Runs the infra container in the pinned namespaces and its cgroup (recorded in sb.infra)."""
         with self.migrations.held():  # runc moves the infra process into its cgroups
-            sb.infra = await self.infra.start(sb, self.volatile_dir(sb.id) / "infra")
+            sb.infra = await self.infra.start(sb, self.infra_bundle(sb.id))
 
     async def attach_network(self, sb: Sandbox, plan: PodPlan) -> None:
         meta = sb.metadata

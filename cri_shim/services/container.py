@@ -57,12 +57,7 @@ class ContainerService:
         record = self.containers.get(request.container_id)
         response = api.ContainerStatusResponse(status=container_status(record))
         if request.verbose:
-            response.info["info"] = json.dumps({
-                "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.runtime_handler,
-                "bundle": record.bundle, "monitorPid": record.monitor_pid, "cgroupsPath": record.cgroups_path,
-                "stdin": record.stdin, "stdinOnce": record.stdin_once, "tty": record.tty,
-                "imageVolumes": [{"containerPath": k, "hostPath": v} for k, v in sorted(record.image_volumes.items())],
-            })
+            response.info["info"] = json.dumps(self.containers.runtime.verbose_info(record))
         return response
 
     async def UpdateContainerResources(self, request: api.UpdateContainerResourcesRequest,

@@ -1,0 +1,72 @@
+"""Exec'd processes whose exit is seen when it happens, not when their pipes close.
+
+asyncio's Process.wait() (and communicate()) return once the process has exited AND every pipe
+to it is closed. A background child the exec'd command leaves behind (`sleep 1000 &`) inherits
+those pipes and holds them for as long as it runs; so does a foreground `runc exec`, which copies
+the output through pipes of its own until they reach EOF. An exec waited for that way lasts as
+long as the child: a probe runs into its timeout and loses its output.
+
+So a process without a terminal runs under execreaper (detached runc, the process reaped by a
+subreaper that exits with its status: reaped_command), and its exit is taken from the
+protocol's process_exited (ExecProcess.exit). The caller then reads what the pipes still hold
+for a bounded grace and closes our ends with close(); the background child runs on in the
+container, as under containerd and CRI-O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from cri_shim.runtime import execreaper
+from cri_shim.runtime.runc import Runc
+
+# The StreamReader buffer asyncio's create_subprocess_exec uses.
+STREAM_LIMIT = 2**16
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The streams protocol of create_subprocess_exec, plus a future done at the process's exit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=STREAM_LIMIT, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class ExecProcess(asyncio.subprocess.Process):
+    """asyncio's Process with exit() (the exit, pipes open or not) and close() (our pipe ends)."""
+
+    _protocol: _Protocol
+
+    async def exit(self) -> int:
+        """The return code once the process has exited; cancelling the wait leaves the process be."""
+        await asyncio.shield(self._protocol.exited)
+        assert self.returncode is not None
+        return self.returncode
+
+    def close(self) -> None:
+        """Closes our ends of the pipes (readers see EOF after what they already hold), which
+        asyncio otherwise keeps open while anyone else holds the other ends; kills the process
+        if it still runs."""
+        self._transport.close()
+
+
+def reaped_command(runc: Runc, container_id: str, process_file: Path, pid_file: Path) -> list[str]:
+    """argv that runs the process of process_file in the container, exiting with its status as
+    soon as it exits (execreaper around a detached `runc exec`)."""
+    return [sys.executable, "-I", "-S", execreaper.__file__, str(pid_file),
+            *runc.exec_command(container_id, process_file, pid_file, detach=True)]
+
+
+async def spawn(argv: list[str], **stdio: Any) -> ExecProcess:
+    """Starts argv as create_subprocess_exec does (stdin, stdout, stderr as keywords)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(lambda: _Protocol(loop), *argv, **stdio)
+    return ExecProcess(transport, protocol, loop)
