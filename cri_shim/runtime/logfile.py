@@ -27,6 +27,9 @@ from pathlib import Path
 from cri_shim.errors import CriError, FailedPrecondition, InvalidArgument
 from cri_shim.linux import nofollow
 
+# The kernel's limits on one name and on a whole path (linux/limits.h).
+NAME_MAX = 255
+PATH_MAX = 4096
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -42,13 +45,25 @@ def resolve(log_directory: str, log_path: str) -> str:
     if not log_directory:
         if not os.path.isabs(log_path):
             raise InvalidArgument(f"log path {log_path!r} is not absolute (the pod has no log_directory)")
+        _check_length(os.path.normpath(log_path))
         return os.path.normpath(log_path)
     if os.path.isabs(log_path):
         raise InvalidArgument(f"log path {log_path!r} must be relative to the pod's log_directory")
     joined = os.path.normpath(os.path.join(log_directory, log_path))
     if not joined.startswith(os.path.normpath(log_directory).rstrip("/") + "/"):
         raise InvalidArgument(f"log path {log_path!r} escapes the pod's log_directory")
+    _check_length(joined)
     return joined
+
+
+def _check_length(path: str) -> None:
+    """The kernel's own bounds (a name of NAME_MAX bytes, a path of PATH_MAX), checked up front:
+    past them every open fails, and conmon's command line may not even be executed."""
+    if len(path.encode()) >= PATH_MAX:
+        raise InvalidArgument(f"log path is {len(path.encode())} bytes, too long (PATH_MAX is {PATH_MAX})")
+    longest = max(len(part.encode()) for part in path.split("/"))
+    if longest > NAME_MAX:
+        raise InvalidArgument(f"log path has a {longest}-byte name, too long (NAME_MAX is {NAME_MAX})")
 
 
 def verify(log_directory: str, log_path: str) -> str:

@@ -204,9 +204,11 @@ def test_command_lines_too_long_for_the_kernel_are_invalid(pulled: Pulled) -> No
             grpc.StatusCode.INVALID_ARGUMENT, "per string")
     too_long = container_config("big", "echo", *["x" * 100_000] * 40, image=pulled.image)
     refused(lambda: create(cri, sid, pod, too_long), grpc.StatusCode.INVALID_ARGUMENT, "ARG_MAX")
-    # a name conmon's command line cannot carry (E2BIG from execve of conmon itself)
-    long_name = container_config("n" * 200_000, "true", image=pulled.image)
-    refused(lambda: create(cri, sid, pod, long_name), grpc.StatusCode.INVALID_ARGUMENT, "too long")
+    # a log path no file can have (nor conmon's command line carry)
+    long_log = container_config("longlog", "true", image=pulled.image, log_path="l" * 200_000)
+    refused(lambda: create(cri, sid, pod, long_log), grpc.StatusCode.INVALID_ARGUMENT, "too long")
+    deep_log = container_config("deeplog", "true", image=pulled.image, log_path="d/" * 3000 + "x.log")
+    refused(lambda: create(cri, sid, pod, deep_log), grpc.StatusCode.INVALID_ARGUMENT, "too long")
     assert changes(before, snapshot(d)) == {}
     assert exec_sync(cri, cid, "echo", "still", "fine").stdout == b"still fine\n"
     remove_pod(cri, sid)
