@@ -12,12 +12,15 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cri_shim.errors import Internal, NotFound
 
 log = logging.getLogger("cri_shim.runtime")
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 60.0
 _GONE = ("does not exist", "not exist", "no such file")
@@ -67,6 +70,16 @@ def error_message(text: str) -> str:
     return "; ".join(errors or [msg for _, msg in found])
 
 
+async def _bounded(proc: asyncio.subprocess.Process, work: Awaitable[T], timeout: float, subcommand: str) -> T:
+    """work's result, or Internal once timeout has passed, with runc killed and reaped."""
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise Internal(f"runc {subcommand} timed out after {timeout}s") from None
+
+
 class Runc:
     """runc with its own --root (state directory) and cgroup driver."""
 
@@ -94,12 +107,7 @@ class Runc:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise Internal(f"runc {args[0]} timed out after {timeout}s") from None
+        out, err = await _bounded(proc, proc.communicate(stdin), timeout, args[0])
         if proc.returncode != 0:
             message = error_message(err.decode(errors="replace"))
             raise RuncError(f"runc {args[0]} failed: {message}", message)
@@ -115,12 +123,7 @@ class Runc:
             "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise Internal(f"runc run timed out after {timeout}s") from None
+        await _bounded(proc, proc.wait(), timeout, "run")
         if proc.returncode != 0:
             try:
                 message = error_message(log_file.read_text(errors="replace")[-4096:])

@@ -138,8 +138,9 @@ class InfraContainers:
         self._runtimes = {
             name: Runc(h.path, self.base / "state" / name, systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()
         }
-        self._host: HostInfo | None = None
         self._root = self.base / "rootfs"
+        # The binary, the shared root and the host's facts, found and made at the first start.
+        self._prepared: tuple[str, HostInfo] | None = None
         self._watches: dict[str, int] = {}
 
     def _runtime(self, handler: str) -> Runc:
@@ -151,11 +152,12 @@ class InfraContainers:
 
     async def start(self, sb: Sandbox, bundle: Path) -> Infra:
         """Runs the sandbox's infra container from a bundle in `bundle`; its process's identity."""
-        binary = static_binary(self.cfg.runtime.infra)
-        if self._host is None:
-            self._host = await asyncio.to_thread(HostInfo.detect)
-        await asyncio.to_thread(make_root, self._root, binary)
-        config = spec(sb, binary, self._root, self._host)
+        if self._prepared is None:
+            binary = static_binary(self.cfg.runtime.infra)
+            await asyncio.to_thread(make_root, self._root, binary)
+            self._prepared = (binary, await asyncio.to_thread(HostInfo.detect))
+        binary, host = self._prepared
+        config = spec(sb, binary, self._root, host)
 
         def write() -> None:
             bundle.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -21,11 +21,10 @@ from cri_shim import metadata
 from cri_shim.config import Config
 from cri_shim.errors import InvalidArgument
 from cri_shim.network.pod import PortMapping
+from cri_shim.oci.values import check_id
 from cri_shim.sandbox import sysctl
 
 MAX_HOSTNAME_BYTES = 64
-# The largest uid or gid: (uid_t)-1 means "no change" to the kernel.
-MAX_ID = 2**32 - 2
 
 _PROTOCOLS = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
 
@@ -75,8 +74,8 @@ def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
 def _check_ids(sc: api.LinuxSandboxSecurityContext) -> None:
     """run_as_user and run_as_group become the infra process's ids: kernel ids or nothing."""
     for field in ("run_as_user", "run_as_group"):
-        if sc.HasField(field) and not 0 <= getattr(sc, field).value <= MAX_ID:
-            raise InvalidArgument(f"sandbox {field} {getattr(sc, field).value} is not a valid id (0 to {MAX_ID})")
+        if sc.HasField(field):
+            check_id(f"sandbox {field}", getattr(sc, field).value)
 
 
 def _check_dns(dns: api.DNSConfig) -> None:
