@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError, Message
 
 from cri_shim.api import api_pb2
 from cri_shim.config import Config
-from cri_shim.errors import status_of
+from cri_shim.status import status_of
 
 log = logging.getLogger("cri_shim.server")
 

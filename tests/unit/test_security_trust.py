@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.errors import ECHO_LIMIT, InvalidArgument, NotFound, clip, status_of
+from cri_shim.errors import ECHO_LIMIT, InvalidArgument, NotFound, clip
 from cri_shim.logs import JsonFormatter, TextFormatter
 from cri_shim.oci import mounts, seccomp, security, values
 from cri_shim.oci.context import HostInfo, SandboxInfo
@@ -26,6 +26,7 @@ from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import build_spec
 from cri_shim.sandbox import sysctl
 from cri_shim.server import Malformed, _parser
+from cri_shim.status import status_of
 from tests.support.etc import minimal_rootfs
 
 pytestmark = pytest.mark.unit
