@@ -1,7 +1,9 @@
 """ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats from cgroups and /proc.
 
 CPU usage in nano cores is a rate: each container's previous sample is kept in memory and
-the rate is taken between two calls (kubelet polls every few seconds), as cAdvisor does. A
+the rate is taken between two calls (kubelet polls every few seconds), as cAdvisor does; the
+samples of removed containers and pods are dropped at the next call, so the table holds at most
+one entry for each object that still exists. A
 pod's CPU and memory come from its own cgroup when it has one (kubelet always gives one);
 a pod on the runtime's shared default parent reports the sum of its containers.
 ContainerStats answers NOT_FOUND for a container that is not running; ListContainerStats lists
@@ -31,24 +33,30 @@ class StatsService:
     def __init__(self, containers: ContainerManager, sandboxes: SandboxManager) -> None:
         self.containers = containers
         self.sandboxes = sandboxes
-        # (timestamp, cumulative cpu ns) of the last sample, by container or pod id.
-        self._cpu: dict[str, tuple[int, int]] = {}
+        self._cpu = CpuRates()
+
+    def _forget_removed(self) -> None:
+        self._cpu.retain({r.id for r in self.containers.list()} | {sb.id for sb in self.sandboxes.list()})
 
     async def ContainerStats(self, request: api.ContainerStatsRequest, context: Any) -> api.ContainerStatsResponse:
+        self._forget_removed()
         record = self.containers.measurable(request.container_id)
         return api.ContainerStatsResponse(stats=await self._container(record))
 
     async def ListContainerStats(self, request: api.ListContainerStatsRequest, context: Any) -> api.ListContainerStatsResponse:
+        self._forget_removed()
         f = request.filter
         # No id: the running containers, as containerd lists them (kubelet's summary).
         records = self.containers.select(f.id, f.pod_sandbox_id, dict(f.label_selector), None if f.id else CONTAINER_RUNNING)
         return api.ListContainerStatsResponse(stats=[await self._container(r) for r in records])
 
     async def PodSandboxStats(self, request: api.PodSandboxStatsRequest, context: Any) -> api.PodSandboxStatsResponse:
+        self._forget_removed()
         return api.PodSandboxStatsResponse(stats=await self._pod(self.sandboxes.get(request.pod_sandbox_id)))
 
     async def ListPodSandboxStats(self, request: api.ListPodSandboxStatsRequest,
                                   context: Any) -> api.ListPodSandboxStatsResponse:
+        self._forget_removed()
         pods = self.sandboxes.select(request.filter.id, dict(request.filter.label_selector), api.SANDBOX_READY)
         return api.ListPodSandboxStatsResponse(stats=[await self._pod(sb) for sb in pods])
 
@@ -93,12 +101,7 @@ class StatsService:
     def _fill(self, cpu: api.CpuUsage, memory: api.MemoryUsage, key: str, c: stats.CgroupStats) -> None:
         cpu.timestamp = c.timestamp
         cpu.usage_core_nano_seconds.value = c.cpu_usage_ns
-        previous = self._cpu.get(key)
-        self._cpu[key] = (c.timestamp, c.cpu_usage_ns)
-        if previous is not None and c.timestamp > previous[0]:
-            cpu.usage_nano_cores.value = max(0, (c.cpu_usage_ns - previous[1]) * 10**9 // (c.timestamp - previous[0]))
-        else:
-            cpu.usage_nano_cores.value = 0
+        cpu.usage_nano_cores.value = self._cpu.rate(key, c.timestamp, c.cpu_usage_ns)
         memory.timestamp = c.timestamp
         memory.working_set_bytes.value = c.memory_working_set_bytes
         memory.usage_bytes.value = c.memory_usage_bytes
@@ -107,6 +110,30 @@ class StatsService:
         memory.major_page_faults.value = c.major_page_faults
         if c.memory_available_bytes is not None:
             memory.available_bytes.value = c.memory_available_bytes
+
+
+class CpuRates:
+    """The last CPU sample of each container or pod, for the usage rate between two calls."""
+
+    def __init__(self) -> None:
+        # (timestamp ns, cumulative cpu ns) by container or pod id.
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def rate(self, key: str, timestamp: int, usage_ns: int) -> int:
+        """Nano cores used since key's previous sample (0 for the first), and this sample kept."""
+        previous = self._last.get(key)
+        self._last[key] = (timestamp, usage_ns)
+        if previous is None or timestamp <= previous[0]:
+            return 0
+        return max(0, (usage_ns - previous[1]) * 10**9 // (timestamp - previous[0]))
+
+    def retain(self, live: set[str]) -> None:
+        """Drops the samples of every id not in live."""
+        for key in self._last.keys() - live:
+            del self._last[key]
 
 
 def _sum(linux: api.LinuxPodSandboxStats, containers: list[api.ContainerStats]) -> None:
