@@ -1,8 +1,7 @@
 """CPU and memory statistics of one container cgroup, on cgroup v1 and v2.
 
-Self-contained on purpose (the cgroup path code of pods lives elsewhere): given runc's
-cgroupsPath of a container, it finds the cgroup directories and reads the counters kubelet's
-summary API wants. The working set is usage minus inactive file pages, as cAdvisor and
+Given runc's cgroupsPath of a container (slices expanded by cgroups.paths), it finds the
+cgroup directories and reads the counters kubelet's summary API wants. The working set is usage minus inactive file pages, as cAdvisor and
 kubelet define it. oom_kills counts kernel OOM kills in the cgroup (v1 memory.oom_control,
 v2 memory.events), which is how an exit is attributed to OOMKilled.
 """
@@ -12,6 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from cri_shim.cgroups import paths
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -43,16 +44,10 @@ def is_v2(root: Path = ROOT) -> bool:
 
 
 def relative_path(cgroups_path: str) -> str:
-    """The cgroup's path below a hierarchy root; systemd "slice:prefix:name" is expanded."""
+    """The cgroup's path below a hierarchy root, for either driver's form of runc's cgroupsPath
+    ("slice:prefix:name" for systemd, an absolute path for cgroupfs)."""
     if ":" in cgroups_path and not cgroups_path.startswith("/"):
-        slice_name, prefix, name = cgroups_path.split(":", 2)
-        parts = []
-        if slice_name and slice_name != "-.slice":
-            stem = slice_name.removesuffix(".slice")
-            pieces = stem.split("-")
-            parts = ["-".join(pieces[: i + 1]) + ".slice" for i in range(len(pieces))]
-        unit = f"{prefix}-{name}.scope" if prefix else name
-        return "/".join(["", *parts, unit])
+        return paths.relative_path("systemd", cgroups_path)
     return "/" + cgroups_path.strip("/")
 
 
