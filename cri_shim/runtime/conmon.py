@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from cri_shim.errors import FailedPrecondition, Internal
-from cri_shim.runtime import procinfo
+from cri_shim.linux import proc as procfs
 from cri_shim.runtime.exits import ExitWatcher
 from cri_shim.runtime.monitor import Created, MonitorSpec
 from cri_shim.runtime.runc import error_message
@@ -166,7 +166,7 @@ class ConmonMonitor:
         if pid <= 0:
             raise Internal(f"runc create failed: {error_message(str(reply.get('message', ''))) or self._debug_tail(spec)}")
         monitor_pid = int((spec.bundle / "conmon.pid").read_text().strip())
-        return Created(pid=pid, monitor_pid=monitor_pid, monitor_start_time=procinfo.start_time(monitor_pid))
+        return Created(pid=pid, monitor_pid=monitor_pid, monitor_start_time=procfs.start_time(monitor_pid) or 0)
 
     def _debug_tail(self, spec: MonitorSpec) -> str:
         try:
@@ -220,7 +220,15 @@ class ConmonMonitor:
         self._write_ctl(bundle, f"1 {height} {width}\n".encode())
 
     def alive(self, monitor_pid: int, start_time: int) -> bool:
-        return procinfo.alive(monitor_pid, start_time)
+        return monitor_pid > 0 and procfs.is_alive(monitor_pid, start_time)
+
+    def started_monitor(self, bundle: Path) -> tuple[int, int] | None:
+        try:
+            pid = int((bundle / "conmon.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        started = procfs.start_time(pid) if pid > 0 else None
+        return None if started is None else (pid, started)
 
     def oom_killed(self, bundle: Path) -> bool:
         return (bundle / "oom").exists()

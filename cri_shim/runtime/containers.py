@@ -34,7 +34,7 @@ from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import Defaults, build_spec
-from cri_shim.runtime import execsync, logfile, procinfo, recovery
+from cri_shim.runtime import execsync, logfile, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
@@ -191,14 +191,9 @@ class ContainerRuntime:
 
     def _live_monitor(self, record: ContainerRecord) -> tuple[int, int] | None:
         """(pid, start time) of the container's monitor while it runs."""
-        if record.monitor_pid:
-            monitor = (record.monitor_pid, record.monitor_start_time)
-        else:
-            try:  # interrupted create: the pid file is all there is
-                pid = int((Path(record.bundle) / "conmon.pid").read_text())
-            except (OSError, ValueError):
-                return None
-            monitor = (pid, procinfo.start_time(pid))
+        if not record.monitor_pid:  # interrupted create: what the monitor wrote is all there is
+            return self.monitor.started_monitor(Path(record.bundle))
+        monitor = (record.monitor_pid, record.monitor_start_time)
         return monitor if self.monitor.alive(*monitor) else None
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:

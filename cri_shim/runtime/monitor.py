@@ -77,6 +77,11 @@ class Monitor(Protocol):
         """Whether the monitor process recorded at create time is still running."""
         ...
 
+    def started_monitor(self, bundle: Path) -> tuple[int, int] | None:
+        """(pid, start time) of the monitor a create left in bundle while it runs, for a create
+        interrupted before its record held them; None when there is none."""
+        ...
+
     def oom_killed(self, bundle: Path) -> bool:
         """Whether the monitor saw the container's cgroup run out of memory."""
         ...
