@@ -48,9 +48,7 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.gate = server.Gate()
-        # Pod CIDR from kubelet's UpdateRuntimeConfig; the embedded network uses it as its subnet.
-        self.pod_cidr: str | None = None
-        self.network = PodNetwork(cfg, lambda: self.pod_cidr)
+        self.network = PodNetwork(cfg)
         # Runs of runc (containers, infra containers) wait on the kernel's cgroup migration lock.
         self.migrations = MigrationWarmer(hierarchy.own_procs_file() if cfg.runtime.warm_cgroup_migrations else None)
         self.sandboxes = SandboxManager(cfg, self.network, self.migrations)

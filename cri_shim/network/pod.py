@@ -10,14 +10,15 @@ for it). A pod's interface is always eth0, as kubelet expects.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cri_shim.config import Config
+from cri_shim.errors import InvalidArgument
 from cri_shim.network.cache import AttachmentCache, CacheEntry
 from cri_shim.network.cni import Attachment, CniError, CniExec, check_args, result_ips
 from cri_shim.network.conf import NetworkConf, NetworkConfError, find_network
@@ -55,15 +56,26 @@ class PodRef:
 class PodNetwork:
     """CNI for pods, on the network conf_dir names (or the embedded default)."""
 
-    def __init__(self, cfg: Config, pod_cidr: Callable[[], str | None]) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.pod_cidr = pod_cidr
+        # The node's pod CIDR from kubelet's UpdateRuntimeConfig: the embedded network's subnet.
+        self._pod_cidr: str | None = None
         self.cache = AttachmentCache(cfg.state_dir / "cni" / "cache")
         self.exec = CniExec(cfg.network.bin_dirs, float(cfg.network.plugin_timeout_seconds))
 
     def current(self) -> NetworkConf:
         """The network new pods join."""
-        return find_network(self.cfg.network, self.cfg.state_dir, self.pod_cidr())
+        return find_network(self.cfg.network, self.cfg.state_dir, self._pod_cidr)
+
+    def set_pod_cidr(self, cidr: str) -> None:
+        """Takes kubelet's pod CIDR ("v4cidr" or dual-stack "v4cidr,v6cidr") for pods started
+        from now on; one that does not parse is refused here rather than failing every later pod."""
+        for part in cidr.split(","):
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise InvalidArgument(f"pod_cidr {cidr!r}: {part!r} is not a CIDR") from None
+        self._pod_cidr = cidr
 
     async def attach(self, sandbox_id: str, netns: str, pod: PodRef, ports: list[PortMapping]) -> list[str]:
         """CNI ADD for the sandbox; its IPs (IPv4 first). On failure nothing is left attached."""

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import shutil
 from typing import TYPE_CHECKING, Any
 
 from cri_shim import __version__
 from cri_shim.api import api_pb2 as api
-from cri_shim.errors import InvalidArgument
-from cri_shim.network.conf import NetworkConfError, find_network, missing_plugins
+from cri_shim.network.conf import NetworkConfError, missing_plugins
 from cri_shim.runtime.features import HandlerFeatures
 
 if TYPE_CHECKING:
@@ -64,13 +62,7 @@ class RuntimeInfoService:
     ) -> api.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
         if cidr:
-            for part in cidr.split(","):  # dual-stack nodes get "v4cidr,v6cidr"
-                try:
-                    ipaddress.ip_network(part.strip(), strict=False)
-                except ValueError:
-                    # Taken as the pod subnet, it would fail every later RunPodSandbox instead of this call.
-                    raise InvalidArgument(f"pod_cidr {cidr!r}: {part!r} is not a CIDR") from None
-            self.daemon.pod_cidr = cidr
+            self.daemon.network.set_pod_cidr(cidr)
         return api.UpdateRuntimeConfigResponse()
 
     def _runtime_condition(self) -> api.RuntimeCondition:
@@ -86,7 +78,7 @@ class RuntimeInfoService:
     def _network_condition(self) -> api.RuntimeCondition:
         cfg = self.daemon.cfg.network
         try:
-            conf = find_network(cfg, self.daemon.cfg.state_dir, self.daemon.pod_cidr)
+            conf = self.daemon.network.current()
         except NetworkConfError as exc:
             return api.RuntimeCondition(type="NetworkReady", status=False, reason="NetworkPluginNotReady", message=str(exc))
         missing = missing_plugins(cfg, conf)

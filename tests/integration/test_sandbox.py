@@ -229,3 +229,16 @@ def test_no_leaks_after_50_cycles(cri: Cri, daemon: Daemon) -> None:
             stop_pod(cri, sid)
         remove_pod(cri, sid)
     assert snapshot(daemon) == before
+
+
+def test_pod_cidr_from_kubelet_is_the_embedded_networks_subnet(cri: Cri) -> None:
+    """kubelet's UpdateRuntimeConfig names the node's pod CIDR: pods started after it get addresses there."""
+    cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
+        runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="10.209.7.0/24"))))
+    sid = run_pod(cri, pod_config("cidr"))
+    st, _ = status(cri, sid)
+    assert st.network.ip.startswith("10.209.7."), st.network.ip
+    ready = {c.type: c.status for c in cri.runtime.Status(api.StatusRequest()).status.conditions}
+    assert ready["NetworkReady"]
+    stop_pod(cri, sid)
+    remove_pod(cri, sid)

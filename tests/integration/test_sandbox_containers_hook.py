@@ -51,7 +51,7 @@ def test_stop_and_remove_call_the_container_manager_before_releasing() -> None:
     )
 
     async def scenario() -> list[tuple[str, str, bool]]:
-        manager = SandboxManager(cfg, PodNetwork(cfg, lambda: None))
+        manager = SandboxManager(cfg, PodNetwork(cfg))
         await manager.recover()
         recorder = Recorder(manager)
         manager.register_containers(recorder)

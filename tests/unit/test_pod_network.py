@@ -35,7 +35,7 @@ def network(tmp_path: Path, **first: object) -> tuple[PodNetwork, Path, Path]:
     cfg.network.conf_dir = str(conf_dir)
     cfg.network.bin_dirs = [str(bin_dir)]
     cfg.network.plugin_timeout_seconds = 10
-    return PodNetwork(cfg, lambda: None), conf_dir, log
+    return PodNetwork(cfg), conf_dir, log
 
 
 def test_attach_caches_and_detach_uses_the_cache_after_the_config_is_gone(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_attach_caches_and_detach_uses_the_cache_after_the_config_is_gone(tmp_pa
     assert add_args == "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=sb1;K8S_POD_UID=u1"
     for f in conf_dir.iterdir():
         f.unlink()  # the operator removed the network; DEL must still run with what ADD used
-    again = PodNetwork(net.cfg, lambda: None)  # as after a restart
+    again = PodNetwork(net.cfg)  # as after a restart
     asyncio.run(again.detach("sb1"))
     dels = [c for c in calls(log) if c["env"]["CNI_COMMAND"] == "DEL"]
     assert [c["conf"]["type"] for c in dels] == ["second", "first"]
