@@ -83,6 +83,13 @@ class ExitWatcher:
         self.path(container_id).unlink(missing_ok=True)
         self._seen.discard(container_id)
 
+    def sweep(self, known: set[str]) -> None:
+        """Removes the exit files of containers not in known (left by removals a crash cut short)."""
+        for exit_file in self.directory.iterdir():
+            # "<id>.XXXXXX" is conmon writing an exit file right now: never touch those.
+            if "." not in exit_file.name and exit_file.name not in known:
+                exit_file.unlink(missing_ok=True)
+
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """callback(container_id) runs on the loop for every exit file that appears."""
         self._callbacks.append(callback)

@@ -44,10 +44,7 @@ async def recover(rt: ContainerRuntime) -> None:
             for runc in rt.runtimes.values():
                 await runc.delete(bundle.name)
             rt.drop_files(bundle.name, bundle)
-    for exit_file in rt.monitor.exits.directory.iterdir():
-        # "<id>.XXXXXX" is conmon writing an exit file right now: never touch those.
-        if "." not in exit_file.name and exit_file.name not in known:
-            exit_file.unlink(missing_ok=True)
+    rt.monitor.exits.sweep(known)
 
 
 async def _adopt_started(rt: ContainerRuntime, record: ContainerRecord) -> None:

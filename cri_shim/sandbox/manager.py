@@ -321,7 +321,7 @@ class SandboxManager:
             "runtimeHandler": sb.runtime_handler,
             "runtimeType": self.resources.infra.runtime_binary(sb.runtime_handler),
             "config": json_format.MessageToDict(sb.config),
-            "cniResult": self.resources.network.cached_result(sb.id),
+            "cniResult": self.resources.network_result(sb.id),
             **infra,
         }
 

@@ -49,7 +49,7 @@ async def recover(mgr: SandboxManager) -> None:
             await mgr.rollback(sb, RuntimeError("interrupted by a restart"))
             continue
         if not sb.ips and not sb.host_network and sb.phase == READY:
-            sb.ips = result_ips(mgr.resources.network.cached_result(sb.id))
+            sb.ips = result_ips(mgr.resources.network_result(sb.id))
         if sb.phase == READY and not _intact(sb, nsfs):
             log.warning("sandbox not ready after restart: namespaces or infra process gone", extra={"sandbox": sb.id})
             sb.phase = NOTREADY
@@ -88,5 +88,5 @@ async def _sweep(mgr: SandboxManager) -> None:
         await mgr.resources.release_orphan_infra(sandbox_id)
     # DEL before unpinning: the bridge plugin finds the pod's addresses (and so its masquerade
     # rules) through the pinned network namespace.
-    await mgr.resources.network.sweep(known)
+    await mgr.resources.detach_unknown_networks(known)
     await asyncio.to_thread(local)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from cri_shim.cgroups import container_cgroups_path, hierarchy, normalize_parent, relative_path
 from cri_shim.cgroups.migration import MigrationWarmer
@@ -136,6 +137,14 @@ class Resources:
 
     async def detach_network(self, sb: Sandbox) -> None:
         await self.network.detach(sb.id)
+
+    def network_result(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The CNI result the pod's attachment cached, or None."""
+        return self.network.cached_result(sandbox_id)
+
+    async def detach_unknown_networks(self, known: set[str]) -> None:
+        """Detaches cached attachments no sandbox in known owns."""
+        await self.network.sweep(known)
 
     async def release_local(self, sb: Sandbox) -> None:
         """Unpins namespaces, unmounts /dev/shm, prunes cgroups and removes the sandbox's files."""

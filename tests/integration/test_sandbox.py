@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -231,14 +232,21 @@ def test_no_leaks_after_50_cycles(cri: Cri, daemon: Daemon) -> None:
     assert snapshot(daemon) == before
 
 
-def test_pod_cidr_from_kubelet_is_the_embedded_networks_subnet(cri: Cri) -> None:
+class TestPodCidr:
     """kubelet's UpdateRuntimeConfig names the node's pod CIDR: pods started after it get addresses there."""
-    cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
-        runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="10.209.7.0/24"))))
-    sid = run_pod(cri, pod_config("cidr"))
-    st, _ = status(cri, sid)
-    assert st.network.ip.startswith("10.209.7."), st.network.ip
-    ready = {c.type: c.status for c in cri.runtime.Status(api.StatusRequest()).status.conditions}
-    assert ready["NetworkReady"]
-    stop_pod(cri, sid)
-    remove_pod(cri, sid)
+
+    @pytest.fixture
+    def daemon_overrides(self) -> dict[str, Any]:
+        # A bridge of its own: the bridge plugin keeps the first subnet a bridge was given.
+        return {"network": {"default_bridge": "cidr0"}}
+
+    def test_pods_get_addresses_in_it(self, cri: Cri) -> None:
+        cri.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(
+            runtime_config=api.RuntimeConfig(network_config=api.NetworkConfig(pod_cidr="10.209.7.0/24"))))
+        sid = run_pod(cri, pod_config("cidr"))
+        st, _ = status(cri, sid)
+        assert st.network.ip.startswith("10.209.7."), st.network.ip
+        ready = {c.type: c.status for c in cri.runtime.Status(api.StatusRequest()).status.conditions}
+        assert ready["NetworkReady"]
+        stop_pod(cri, sid)
+        remove_pod(cri, sid)
