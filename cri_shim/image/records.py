@@ -9,16 +9,16 @@ until removed (as CRI-O and docker keep it).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from cri_shim.errors import InvalidArgument
 from cri_shim.image import reference
 from cri_shim.image.reference import HEX
+from cri_shim.store.codec import JsonRecord
 
 
 @dataclass
-class ImageRecord:
+class ImageRecord(JsonRecord):
     id: str  # hex of the config digest; Image.id is "sha256:" + id
     repo_tags: list[str] = field(default_factory=list)
     repo_digests: list[str] = field(default_factory=list)
@@ -40,12 +40,6 @@ class ImageRecord:
     def names(self) -> list[str]:
         return self.repo_tags + self.repo_digests
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ImageRecord:
-        return cls(**data)
 
 
 def normalise(text: str) -> str:

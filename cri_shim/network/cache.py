@@ -7,40 +7,24 @@ restart, and after the network configuration in conf_dir changed or went away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cri_shim.network.cni import Attachment
 from cri_shim.store import atomic
+from cri_shim.store.codec import JsonRecord
 
 
 @dataclass
-class CacheEntry:
+class CacheEntry(JsonRecord):
     """One pod's attachment: the conflist, its source, the call inputs and the ADD result (None until done)."""
 
-    conflist: dict[str, Any]
+    conflist: dict[str, Any] = field(metadata={"json": "network"})
     source: str
     attachment: Attachment
     result: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "cri-shim-cni-cache-v1",
-            "network": self.conflist,
-            "source": self.source,
-            "attachment": self.attachment.to_dict(),
-            "result": self.result,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CacheEntry:
-        return cls(
-            conflist=data["network"],
-            source=data["source"],
-            attachment=Attachment.from_dict(data["attachment"]),
-            result=data["result"],
-        )
+    kind: str = "cri-shim-cni-cache-v1"
 
 
 class AttachmentCache:

@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from cri_shim.store.codec import JsonRecord
+
 log = logging.getLogger("cri_shim.network")
 
 
@@ -28,33 +30,16 @@ class CniError(Exception):
 
 
 @dataclass(frozen=True)
-class Attachment:
+class Attachment(JsonRecord):
     """The inputs of every CNI call for one pod's interface: they must be the same for ADD and DEL."""
+
+    JSON_CAMEL = True
 
     container_id: str
     netns: str
     ifname: str = "eth0"
     args: tuple[tuple[str, str], ...] = ()
     capabilities: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "containerId": self.container_id,
-            "netns": self.netns,
-            "ifname": self.ifname,
-            "args": [list(a) for a in self.args],
-            "capabilities": self.capabilities,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Attachment:
-        return cls(
-            container_id=data["containerId"],
-            netns=data["netns"],
-            ifname=data["ifname"],
-            args=tuple((k, v) for k, v in data["args"]),
-            capabilities=data["capabilities"],
-        )
 
 
 def check_args(args: tuple[tuple[str, str], ...]) -> None:

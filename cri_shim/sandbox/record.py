@@ -7,11 +7,10 @@ half-made sandbox (creating: roll back) from a finished one (ready, notready).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
-from typing import Any
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.store.codec import JsonRecord
 
 CREATING = "creating"
 READY = "ready"
@@ -22,16 +21,22 @@ NAMESPACE_KINDS = ("net", "ipc", "uts")
 
 
 @dataclass
-class Infra:
+class Infra(JsonRecord):
     """The process holding the pod's PID namespace (PID 1 there), named by pid and start time."""
+
+    JSON_CAMEL = True
 
     pid: int
     start_time: int
 
 
 @dataclass
-class Sandbox:
-    """One pod sandbox. name is the reservation key <name>/<namespace>/<uid>/<attempt>."""
+class Sandbox(JsonRecord):
+    """One pod sandbox. name is the reservation key <name>/<namespace>/<uid>/<attempt>.
+
+    Stored with camelCase keys and the whole PodSandboxConfig (store.codec)."""
+
+    JSON_CAMEL = True
 
     id: str
     name: str
@@ -73,46 +78,6 @@ class Sandbox:
     def pid_namespace_path(self) -> str | None:
         """The pod PID namespace (/proc/<infra pid>/ns/pid) when the pod has one, else None."""
         return f"/proc/{self.infra.pid}/ns/pid" if self.infra else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "config": base64.b64encode(self.config.SerializeToString(deterministic=True)).decode(),
-            "runtimeHandler": self.runtime_handler,
-            "createdAt": self.created_at,
-            "filesDir": self.files_dir,
-            "cgroupDriver": self.cgroup_driver,
-            "cgroupParent": self.cgroup_parent,
-            "phase": self.phase,
-            "pins": self.pins,
-            "shm": self.shm,
-            "infraCgroup": self.infra_cgroup,
-            "cgroupDirs": self.cgroup_dirs,
-            "infra": {"pid": self.infra.pid, "startTime": self.infra.start_time} if self.infra else None,
-            "ips": self.ips,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Sandbox:
-        infra = data["infra"]
-        return cls(
-            id=data["id"],
-            name=data["name"],
-            config=api.PodSandboxConfig.FromString(base64.b64decode(data["config"])),
-            runtime_handler=data["runtimeHandler"],
-            created_at=data["createdAt"],
-            files_dir=data["filesDir"],
-            cgroup_driver=data["cgroupDriver"],
-            cgroup_parent=data["cgroupParent"],
-            phase=data["phase"],
-            pins=dict(data["pins"]),
-            shm=data["shm"],
-            infra_cgroup=data["infraCgroup"],
-            cgroup_dirs=list(data["cgroupDirs"]),
-            infra=Infra(infra["pid"], infra["startTime"]) if infra else None,
-            ips=list(data["ips"]),
-        )
 
 
 def reservation_name(meta: api.PodSandboxMetadata) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from cri_shim.errors import AlreadyExists, InvalidArgument, NotFound
 from cri_shim.store import atomic
+from cri_shim.store.codec import JsonRecord
 
 log = logging.getLogger("cri_shim.store")
 
@@ -156,7 +157,7 @@ CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED, CONTAINER_UNKNOWN = 0, 1
 
 
 @dataclasses.dataclass
-class ContainerRecord:
+class ContainerRecord(JsonRecord):
     """One container: what CreateContainer asked for and what has happened to it since.
 
     The state is derived from the timestamps, as containerd does (finished_at set: EXITED;
@@ -209,10 +210,3 @@ class ContainerRecord:
             return CONTAINER_CREATED
         return CONTAINER_UNKNOWN
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ContainerRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
