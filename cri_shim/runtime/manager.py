@@ -246,6 +246,7 @@ class ContainerManager:
             host_network=sb.host_network,
             host_ipc=sb.namespace_options.ipc == api.NODE,
             host_pid=sb.namespace_options.pid == api.NODE,
+            pod_pid=sb.namespace_options.pid == api.POD,
             hostname=self.sandboxes.hostname(sb),
             netns_path=sb.namespace_path("net"),
             ipc_ns_path=sb.namespace_path("ipc"),
