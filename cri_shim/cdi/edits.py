@@ -13,7 +13,7 @@ which makes the result depend on the order of the request.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cri_shim.errors import InvalidArgument
@@ -148,19 +148,23 @@ class IntelRdt:
 
 @dataclass(frozen=True)
 class NetDevice:
+    """A host network interface to move into the container (CDI 1.1; refused, runc 1.1 cannot)."""
+
     host_interface_name: str
     name: str
 
 
 @dataclass(frozen=True)
 class Edits:
+    """The containerEdits of a spec or a device, or of a whole request once merged."""
+
     env: tuple[str, ...] = ()
     device_nodes: tuple[DeviceNode, ...] = ()
     mounts: tuple[Mount, ...] = ()
     hooks: tuple[Hook, ...] = ()
     additional_gids: tuple[int, ...] = ()
     intel_rdt: IntelRdt | None = None
-    net_devices: tuple[NetDevice, ...] = field(default=())
+    net_devices: tuple[NetDevice, ...] = ()
 
     def empty(self) -> bool:
         return self == Edits()

@@ -1,11 +1,12 @@
 """CDI devices in the spec: the resolved containerEdits (cri_shim.cdi.registry) applied as the CDI
 reference library applies them.
 
-env replaces the container's variable of the same name or is appended; device nodes replace a
-node at the same container path, each with a cgroup rule allowing it (permissions "" meaning
-rwm, "none" no rule), owned by the container's user when the spec names no owner; mounts
-replace a mount at the same destination, and all mounts are then ordered parents first; hooks
-are added to their hook point; additional GIDs join the process's; intelRdt sets linux.intelRdt.
+env replaces the container's variable of the same name or is appended (process.merge_env, in
+spec.py); device nodes replace a node at the same container path, each with a cgroup rule
+allowing it (permissions "" meaning rwm, "none" no rule), owned by the container's user when
+the spec names no owner; mounts replace a mount at the same destination, and all mounts are
+then ordered parents first; hooks are added to their hook point; additional GIDs join the
+process's; intelRdt sets linux.intelRdt.
 Pure functions of the spec dict: nothing on the host is touched here.
 """
 
@@ -14,20 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from cri_shim.cdi.edits import NO_PERMISSIONS, Edits
-
-
-def env(base: list[str], edits: Edits) -> list[str]:
-    """The process environment with the devices' variables set."""
-    out = list(base)
-    index = {e.partition("=")[0]: i for i, e in enumerate(out)}
-    for entry in edits.env:
-        name = entry.partition("=")[0]
-        if name in index:
-            out[index[name]] = entry
-        else:
-            index[name] = len(out)
-            out.append(entry)
-    return out
 
 
 def additional_gids(gids: list[int], edits: Edits) -> list[int]:

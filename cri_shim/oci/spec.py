@@ -91,7 +91,7 @@ def build_spec(
         "terminal": config.tty,
         "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
         "args": process.args(config, image),
-        "env": cdi.env(process.env(config, image, sandbox.hostname), cdi_edits),
+        "env": process.merge_env(process.env(config, image, sandbox.hostname), list(cdi_edits.env)),
         "cwd": process.cwd(config, image),
         "capabilities": capabilities.spec(caps, ambient),
         "noNewPrivileges": sc.no_new_privs,
