@@ -185,6 +185,11 @@ def test_reading_is_bounded_and_refuses_what_is_not_a_regular_file(tmp_path: Pat
         (tmp_path / "big.json").write_bytes(b" " * (specfile.MAX_BYTES + 1))
         with pytest.raises(SpecError, match="larger"):
             specfile.read(fd, "big.json")
+        (tmp_path / "big.yaml").write_bytes(b" " * (specfile.MAX_YAML_BYTES + 1))
+        with pytest.raises(SpecError, match="larger"):
+            specfile.read(fd, "big.yaml")
+        (tmp_path / "fits.yaml").write_bytes(b" " * specfile.MAX_YAML_BYTES)
+        assert len(specfile.read(fd, "fits.yaml")) == specfile.MAX_YAML_BYTES
         os.mkfifo(tmp_path / "fifo.json")  # opened without blocking, then refused
         with pytest.raises(SpecError, match="regular"):
             specfile.read(fd, "fifo.json")
