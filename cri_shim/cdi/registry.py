@@ -59,7 +59,10 @@ class Registry:
     def devices(self) -> dict[QualifiedName, Device]:
         """Every device of the directories, by name, with the overrides and ambiguities applied."""
         with self._lock:
-            specs = [s for dir_specs in (self._scan(p, d) for p, d in enumerate(self.dirs)) for s in dir_specs]
+            seen: set[str] = set()
+            specs = [s for p, d in enumerate(self.dirs) for s in self._scan(p, d, seen)]
+            for gone in self._files.keys() - seen:  # drivers remove a claim's spec with the claim
+                del self._files[gone]
         out: dict[QualifiedName, Device] = {}
         for spec in specs:
             for name, dev_edits in spec.devices.items():
@@ -71,7 +74,8 @@ class Registry:
                     out[qn] = Device(spec, name, dev_edits)
         return out
 
-    def _scan(self, priority: int, directory: str) -> list[Spec]:
+    def _scan(self, priority: int, directory: str, seen: set[str]) -> list[Spec]:
+        """The valid specs of one directory; the paths looked at are added to seen."""
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -86,6 +90,7 @@ class Registry:
                             extra={"dir": directory, "files": len(entries), "read": MAX_FILES})
             specs = []
             for name in entries[:MAX_FILES]:
+                seen.add(os.path.join(directory, name))
                 spec = self._load(dir_fd, directory, name, priority)
                 if spec is not None:
                     specs.append(spec)

@@ -248,6 +248,20 @@ def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     assert registry.resolve([qn("example.com/gpu=gpu0")]).env == ("GPU=changed",)
 
 
+def test_removed_files_leave_the_cache(tmp_path: Path) -> None:
+    """DRA drivers write a spec per claim and remove it with the claim: nothing of it stays."""
+    registry = Registry([str(tmp_path)])
+    for i in range(3):
+        write(tmp_path, f"claim-{i}.yaml", spec(kind="k8s.example.com/claim", devices=[device(f"c{i}", env=[f"C={i}"])]))
+        assert registry.resolve([qn(f"k8s.example.com/claim=c{i}")]).env == (f"C={i}",)
+        (tmp_path / f"claim-{i}.yaml").unlink()
+    write(tmp_path, "other.yaml", spec())
+    registry.resolve([qn("example.com/gpu=gpu0")])
+    assert list(registry._files) == [str(tmp_path / "other.yaml")]
+    with pytest.raises(NotFound):
+        registry.resolve([qn("k8s.example.com/claim=c2")])
+
+
 def test_all_is_every_device_of_the_kind_unless_a_spec_defines_it(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", spec(devices=[device("b", env=["B=1"]), device("a", env=["A=1"])],
                                    containerEdits={"env": ["SPEC=1"]}))
