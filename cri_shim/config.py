@@ -87,6 +87,12 @@ class RuntimeConfig:
         "close, containerd's default, which makes an exec probe whose command leaves a child run into its timeout.",
         500,
     )
+    cdi_spec_dirs: list[str] = _doc(
+        "Directories of CDI spec files (.json, .yaml) describing the devices containers may ask for by name "
+        "(ContainerConfig.CDI_devices, cdi.k8s.io/* annotations), as containerd's and CRI-O's cdi_spec_dirs: a device "
+        "in a later directory overrides the same device in an earlier one; absolute paths.",
+        factory=lambda: ["/etc/cdi", "/var/run/cdi"],
+    )
     warm_cgroup_migrations: bool = _doc(
         "While a container is created, keep the kernel's cgroup migration lock warm, so that runc's moves of the "
         "container into its cgroups wait no RCU grace period (see cri_shim/cgroups/migration.py).", True
@@ -208,6 +214,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.log_size_max_bytes must be -1 (unlimited) or at least 8192")
     if cfg.runtime.drain_exec_sync_io_timeout_ms < 0:
         raise ConfigError("runtime.drain_exec_sync_io_timeout_ms must be 0 (until the pipes close) or positive")
+    if not all(d.startswith("/") for d in cfg.runtime.cdi_spec_dirs):
+        raise ConfigError("runtime.cdi_spec_dirs must be absolute paths")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
     st = cfg.streaming

@@ -23,8 +23,9 @@ class SandboxInfo:
     """A pod as its containers see it.
 
     A namespace path of None means "no pinned namespace": the container gets a fresh one
-    (or the host's, when the container's namespace mode is NODE). pid_ns_path is None for
-    pods without a shared PID namespace. host_network, host_ipc and host_pid say the pod
+    (or the host's, when the container's namespace mode is NODE). pod_pid says the pod asked
+    for a PID namespace its containers share (pid POD); pid_ns_path is that namespace, None
+    when the pod has none. host_network, host_ipc and host_pid say the pod
     itself uses the host's namespace: its containers' POD mode then means the host's too, as
     in containerd, where containers join whatever namespaces the sandbox has. cgroup_parent
     is the pod cgroup (cgroupfs path, or a systemd slice name when systemd_cgroup is set).
@@ -34,6 +35,7 @@ class SandboxInfo:
     host_network: bool = False
     host_ipc: bool = False
     host_pid: bool = False
+    pod_pid: bool = False
     hostname: str = ""
     netns_path: str | None = None
     ipc_ns_path: str | None = None

@@ -2,9 +2,14 @@
 
 Modes come from the container's NamespaceOption (kubelet mirrors the pod's). NODE means the
 host's namespace (no entry), POD joins the sandbox's pinned namespace (the host's when the
-pod itself uses the host's, a fresh one when the sandbox pinned none), CONTAINER is fresh, TARGET (pid only) joins another container's PID
-namespace, whose path the caller resolves. UTS follows the network: a host-network pod keeps
-the host's hostname.
+pod itself uses the host's, a fresh one when the sandbox pinned none), CONTAINER is fresh, TARGET
+(pid only) joins another container's PID namespace, whose path the caller resolves. UTS follows
+the network: a host-network pod keeps the host's hostname.
+
+A container config without namespace options reads as pid POD (proto3's zero), which is what
+crictl users send into a pod whose own pid mode is CONTAINER: such a pod has no PID namespace to
+share, so the container gets one of its own, as the pod asked and as containerd does. A pod that
+did ask for a shared one (pid POD) and has lost it is refused: its containers never run apart.
 """
 
 from __future__ import annotations
@@ -41,12 +46,10 @@ def build(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: st
         out.append(_entry("uts", sandbox.uts_ns_path if opts.network == api_pb2.POD else None))
     if opts.ipc != api_pb2.NODE:
         out.append(_entry("ipc", sandbox.ipc_ns_path if opts.ipc == api_pb2.POD else None))
-    if opts.pid == api_pb2.POD:
-        if sandbox.pid_ns_path is None:
-            raise FailedPrecondition(f"sandbox {sandbox.id} has no PID namespace for a pod-level PID container")
-        out.append(_entry("pid", sandbox.pid_ns_path))
-    elif opts.pid == api_pb2.CONTAINER:
-        out.append({"type": "pid"})
+    if opts.pid == api_pb2.POD and sandbox.pod_pid and sandbox.pid_ns_path is None:
+        raise FailedPrecondition(f"the PID namespace of sandbox {sandbox.id} is gone (its infra process exited)")
+    if opts.pid in (api_pb2.POD, api_pb2.CONTAINER):
+        out.append(_entry("pid", sandbox.pid_ns_path if opts.pid == api_pb2.POD else None))
     elif opts.pid == api_pb2.TARGET:
         if not opts.target_id:
             raise InvalidArgument("pid namespace mode TARGET needs target_id")

@@ -4,18 +4,21 @@ It is a pure function of its inputs, apart from what containerd also does while 
 spec: creating missing host paths of CRI mounts and the image's volume directories in the
 rootfs. The rules live in the sibling modules; this one only puts their answers together
 and checks the combinations that must fail at create time (a privileged container in an
-unprivileged pod).
+unprivileged pod). CDI devices come resolved (cri_shim.cdi.registry) and are applied last, as
+containerd applies them to the spec it built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cri_shim.api import api_pb2
+from cri_shim.cdi.edits import Edits
 from cri_shim.errors import InvalidArgument
-from cri_shim.oci import capabilities, devices, mounts, namespaces, process, resources, seccomp, security, signals, user, values
+from cri_shim.oci import capabilities, cdi, devices, mounts, namespaces, process, resources, seccomp, security, signals, user, values
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
 
@@ -70,6 +73,7 @@ def build_spec(
     image_name: str = "",
     target_pid_ns: str | None = None,
     defaults: Defaults = Defaults(),
+    cdi_edits: Edits = Edits(),
 ) -> ContainerSpec:
     """The config.json dict for a container; raises InvalidArgument for requests that must fail."""
     sc = config.linux.security_context
@@ -80,13 +84,14 @@ def build_spec(
     host_network, host_ipc = opts.network == api_pb2.NODE, opts.ipc == api_pb2.NODE
 
     who = user.resolve(rootfs, sc, image.user)
+    who = dataclasses.replace(who, additional_gids=cdi.additional_gids(who.additional_gids, cdi_edits))
     caps = capabilities.compute(sc.capabilities, privileged, host.last_cap, host.bounding_caps)
     ambient = [capabilities.normalize(c, host.last_cap) for c in sc.capabilities.add_ambient_capabilities]
     proc: dict[str, Any] = {
         "terminal": config.tty,
         "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
         "args": process.args(config, image),
-        "env": process.env(config, image, sandbox.hostname),
+        "env": process.merge_env(process.env(config, image, sandbox.hostname), list(cdi_edits.env)),
         "cwd": process.cwd(config, image),
         "capabilities": capabilities.spec(caps, ambient),
         "noNewPrivileges": sc.no_new_privs,
@@ -136,5 +141,6 @@ def build_spec(
     }
     if not host_network and sandbox.hostname:
         spec["hostname"] = sandbox.hostname
+    cdi.apply(spec, cdi_edits)
     return ContainerSpec(spec=spec, user=who, stop_signal=signals.stop_signal(config, image.stop_signal),
                          image_volumes=volume_dirs)

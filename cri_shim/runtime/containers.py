@@ -25,6 +25,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from cri_shim.api import api_pb2
+from cri_shim.cdi.edits import Edits
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal, NotFound
@@ -119,7 +120,8 @@ class ContainerRuntime:
     async def create(self, *, container_id: str, name: str, sandbox: SandboxInfo,
                      sandbox_config: api_pb2.PodSandboxConfig, config: api_pb2.ContainerConfig, image: ImageConfig,
                      rootfs: Path, image_name: str = "", image_ref: str = "", image_id: str = "",
-                     runtime_handler: str = "runc", target_pid_ns: str | None = None) -> ContainerRecord:
+                     runtime_handler: str = "runc", target_pid_ns: str | None = None,
+                     cdi_edits: Edits = Edits()) -> ContainerRecord:
         """Builds the spec and runs `runc create` under a monitor; the container is CREATED."""
         runc = self.runtimes.get(runtime_handler)
         if runc is None:
@@ -127,7 +129,8 @@ class ContainerRuntime:
         # Before build_spec, which makes host directories of mounts: a bad log path leaves nothing.
         log_path = logfile.verify(sandbox_config.log_directory, config.log_path)
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
-                           image_name=image_name, target_pid_ns=target_pid_ns, defaults=self.spec_defaults)
+                           image_name=image_name, target_pid_ns=target_pid_ns, defaults=self.spec_defaults,
+                           cdi_edits=cdi_edits)
         bundle = self.bundle_root / container_id
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,

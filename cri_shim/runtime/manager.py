@@ -13,6 +13,8 @@ and remove a pod's containers. Rules it keeps:
 - a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
   all containers' together by a budget that keeps ListContainers and ListContainerStats under
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
+- the CDI devices a container asks for are resolved against the spec files before its rootfs
+  is made, so an unknown or ambiguous one leaves nothing behind (cri_shim.cdi);
 - events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
   runtime records starts and exits, so it publishes those two, a start always before its exit.
   The sandbox manager's own events for a pod go to the same bus, with the pod's containers.
@@ -20,6 +22,7 @@ and remove a pod's containers. Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -29,6 +32,9 @@ from pathlib import Path
 
 from cri_shim import metadata
 from cri_shim.api import api_pb2 as api
+from cri_shim.cdi import names as cdi_names
+from cri_shim.cdi.edits import Edits
+from cri_shim.cdi.registry import Registry
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
@@ -80,6 +86,7 @@ class ContainerManager:
         self.images = images
         self.rootfs = rootfs
         self.image_volumes = ImageVolumes(images, rootfs)
+        self.cdi = Registry(cfg.runtime.cdi_spec_dirs)
         self.runtime = runtime
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
@@ -197,6 +204,8 @@ class ContainerManager:
         if any(m.recursive_read_only for m in config.mounts) and not self.features(handler).recursive_read_only_mounts:
             raise InvalidArgument(f"runtime handler {handler!r} does not support recursive read-only mounts")
         volume_images = self.image_volumes.check(list(config.mounts))
+        requested = cdi_names.requested(config)
+        cdi_edits = await asyncio.to_thread(self.cdi.resolve, requested) if requested else Edits()
         container_id = secrets.token_hex(32)
         ns = config.linux.security_context.namespace_options
         target_pid_ns = self._target_pid_namespace(sb, ns.target_id) if ns.pid == api.TARGET else None
@@ -208,7 +217,7 @@ class ContainerManager:
                 container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=sb.config,
                 config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
                 image_ref=image.image_id, image_id=image.image_id, runtime_handler=handler,
-                target_pid_ns=target_pid_ns,
+                target_pid_ns=target_pid_ns, cdi_edits=cdi_edits,
             )
         except BaseException:
             if self.runtime.store.get(container_id) is None:
@@ -246,6 +255,7 @@ class ContainerManager:
             host_network=sb.host_network,
             host_ipc=sb.namespace_options.ipc == api.NODE,
             host_pid=sb.namespace_options.pid == api.NODE,
+            pod_pid=sb.namespace_options.pid == api.POD,
             hostname=self.sandboxes.hostname(sb),
             netns_path=sb.namespace_path("net"),
             ipc_ns_path=sb.namespace_path("ipc"),

@@ -5,6 +5,7 @@ RunPodSandbox for a pod's metadata is a retry only when it asks for the same pod
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,11 +21,13 @@ from tests.support.workloads import (
     Pulled,
     container_config,
     create,
+    exec_sync,
     logged_pod,
     pulled_daemon,
     pulling_from,
     run_container,
     stop,
+    verbose_info,
     wait_state,
 )
 
@@ -138,3 +141,25 @@ def test_concurrent_runs_of_one_pod_with_two_configs_make_one_pod(cri: Cri, daem
     assert pod_ids(cri) == made
     remove_pod(cri, made[0])
     assert changes(before, snapshot(daemon)) == {}
+
+
+def test_a_container_without_namespace_options_in_a_pod_of_pid_container_gets_its_own(pulled: Pulled) -> None:
+    """crictl users' usual files: the pod asks for pid CONTAINER, the container names no namespace
+    options (pid POD by proto3's zero). containerd runs it; so do we, in a PID namespace of its own."""
+    cri, d = pulled.cri, pulled.daemon
+    pod = logged_pod(d, "crictlpid")
+    pod.linux.security_context.namespace_options.pid = api.CONTAINER
+    sid = run_pod(cri, pod)
+    first = container_config("first", "sleep", "600", image=pulled.name)
+    second = container_config("second", "sleep", "601", image=pulled.name)
+    assert not first.linux.HasField("security_context")
+    ids = [run_container(cri, sid, pod, c) for c in (first, second)]
+    for cid, seconds in zip(ids, ("600", "601")):
+        assert exec_sync(cri, cid, "cat", "/proc/1/cmdline").stdout == f"sleep\x00{seconds}\x00".encode()
+        ps = exec_sync(cri, cid, "ps", "-o", "pid,args").stdout.decode().splitlines()
+        assert [line.split(None, 1) for line in ps[1:]] == [["1", f"sleep {seconds}"], [ps[2].split()[0], "ps -o pid,args"]]
+    pid_ns = {os.readlink(f"/proc/{verbose_info(cri, cid)['pid']}/ns/pid") for cid in ids}
+    assert len(pid_ns) == 2 and os.readlink("/proc/self/ns/pid") not in pid_ns
+
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}

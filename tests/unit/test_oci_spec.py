@@ -79,9 +79,14 @@ def test_target_pid_namespace(rootfs: Path) -> None:
         build(rootfs, cfg)
 
 
-def test_pod_pid_without_pinned_namespace_fails(rootfs: Path) -> None:
-    with pytest.raises(FailedPrecondition, match="PID namespace"):
-        build(rootfs, api.ContainerConfig(), sandbox=SandboxInfo(id="sb"))
+def test_pod_pid_in_a_pod_of_per_container_pid_namespaces_is_a_fresh_one(rootfs: Path) -> None:
+    """crictl's usual files: a pod with pid CONTAINER, a container without namespace options (pid POD)."""
+    assert ns(build(rootfs, api.ContainerConfig(), sandbox=SandboxInfo(id="sb")))["pid"] is None
+
+
+def test_pod_pid_of_a_pod_that_lost_its_pid_namespace_fails(rootfs: Path) -> None:
+    with pytest.raises(FailedPrecondition, match="PID namespace of sandbox sb is gone"):
+        build(rootfs, api.ContainerConfig(), sandbox=SandboxInfo(id="sb", pod_pid=True))
 
 
 def test_cgroup_namespace_on_v2_only_unprivileged() -> None:
