@@ -1,0 +1,147 @@
+"""Proxy settings from the environment, NO_PROXY matching, mirror path styles, the token cache,
+the [images.hosts] keys."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from cri_shim.config import ConfigError, ImagesConfig, RegistryHostConfig, load
+from cri_shim.image.auth import ANONYMOUS, Challenge, Credentials
+from cri_shim.image.connection import Connection, Origin
+from cri_shim.image.proxy import Proxy, ProxyError, ProxySettings
+from cri_shim.image.registry import Endpoint, endpoints
+from cri_shim.image.tokens import TokenCache, key_of
+
+pytestmark = pytest.mark.unit
+
+PROXY = "http://proxy.example:3128"
+
+
+@pytest.mark.parametrize("no_proxy, host, port, direct", [
+    ("", "registry.example", 443, False),
+    ("*", "registry.example", 443, True),
+    ("registry.example", "registry.example", 443, True),
+    ("registry.example", "a.registry.example", 443, True),
+    ("registry.example", "xregistry.example", 443, False),
+    (".registry.example", "registry.example", 443, False),
+    (".registry.example", "a.registry.example", 443, True),
+    ("*.registry.example", "a.b.registry.example", 443, True),
+    ("Registry.Example.", "REGISTRY.example", 443, True),
+    ("registry.example:5000", "registry.example", 5000, True),
+    ("registry.example:5000", "registry.example", 443, False),
+    ("10.1.2.3", "10.1.2.3", 443, True),
+    ("10.1.2.3", "10.1.2.4", 443, False),
+    ("10.0.0.0/8", "10.200.1.1", 443, True),
+    ("10.0.0.0/8", "11.0.0.1", 443, False),
+    ("10.0.0.0/8", "ten.example", 443, False),
+    ("10.1.2.3:8443", "10.1.2.3", 8443, True),
+    ("10.1.2.3:8443", "10.1.2.3", 443, False),
+    ("fd00::/8", "fd00::5", 443, True),
+    ("[fd00::5]:443", "fd00::5", 443, True),
+    (" a.example , b.example ", "b.example", 443, True),
+    ("a.example", "localhost", 443, True),       # never proxied
+    ("", "127.0.0.5", 443, True),                # loopback: never proxied
+    ("", "::1", 443, True),
+])
+def test_no_proxy(no_proxy: str, host: str, port: int, direct: bool) -> None:
+    settings = ProxySettings.from_environ({"HTTPS_PROXY": PROXY, "NO_PROXY": no_proxy})
+    assert (settings.for_url("https", host, port) is None) == direct
+
+
+def test_upper_case_wins_and_each_scheme_has_its_own_proxy() -> None:
+    env = {"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2", "http_proxy": "plain.example:3"}
+    settings = ProxySettings.from_environ(env)
+    assert settings.for_url("https", "r.example", 443) == Proxy("upper", 1)
+    assert settings.for_url("http", "r.example", 80) == Proxy("plain.example", 3)
+    assert ProxySettings.from_environ({"no_proxy": "*", "HTTP_PROXY": PROXY}).for_url("http", "r.example", 80) is None
+    assert ProxySettings.from_environ({}).for_url("https", "r.example", 443) is None
+
+
+def test_proxy_credentials_come_from_the_url_and_are_never_shown() -> None:
+    proxy = ProxySettings.from_environ({"HTTPS_PROXY": "http://us%40er:p%3Ass@proxy.example:3128"}).https
+    assert proxy is not None
+    assert proxy.authorization == "Basic " + base64.b64encode(b"us@er:p:ss").decode()
+    assert str(proxy) == "http://proxy.example:3128"
+    assert "Basic" not in repr(proxy)
+    assert "p:ss" not in repr(ProxySettings.from_environ({"HTTPS_PROXY": "socks5://u:p:ss@x:1"}))
+
+
+@pytest.mark.parametrize("value, words", [("socks5://proxy.example:1080", "socks5"), ("https://proxy.example", "https"),
+                                          ("http://proxy.example:notaport", "port"), ("http://:8080", "no host")])
+def test_an_unusable_proxy_fails_requests_with_its_variable_named(value: str, words: str) -> None:
+    settings = ProxySettings.from_environ({"HTTPS_PROXY": value})
+    with pytest.raises(ProxyError) as err:
+        settings.for_url("https", "r.example", 443)
+    assert "HTTPS_PROXY" in str(err.value) and words in str(err.value)
+
+
+def test_proxy_authorization_goes_to_the_proxy_only() -> None:
+    proxy = Proxy("proxy.example", 3128, "Basic eA==")
+    origin = Origin("http", "r.example", 80)
+    through = Connection(origin, proxy, None, 5)
+    parts = urllib.parse.urlsplit("http://r.example/v2/x/manifests/1?a=b")
+    assert through.target(parts) == "http://r.example:80/v2/x/manifests/1?a=b"
+    assert through.proxy_headers() == {"Proxy-Authorization": "Basic eA=="}
+    direct = Connection(origin, None, None, 5)
+    assert direct.target(parts) == "/v2/x/manifests/1?a=b" and direct.proxy_headers() == {}
+    # https through a proxy: the credentials are in CONNECT only, never in the tunnelled request.
+    tunnelled = Connection(Origin("https", "r.example", 443), proxy, ssl.create_default_context(), 5)
+    assert tunnelled.proxy_headers() == {} and tunnelled.target(parts) == "/v2/x/manifests/1?a=b"
+
+
+@pytest.mark.parametrize("url, style, base, name", [
+    ("https://m.example", "override", "https://m.example/v2/lib/app", "lib/app"),
+    ("https://m.example/registry.k8s.io", "prefix", "https://m.example/registry.k8s.io/v2/lib/app", "lib/app"),
+    ("https://harbor.example/v2/k8s-proxy", "override", "https://harbor.example/v2/k8s-proxy/lib/app", "k8s-proxy/lib/app"),
+    ("https://m.example/custom/api", "override", "https://m.example/custom/api/lib/app", "lib/app"),
+    ("https://m.example/ns/sub", "namespace", "https://m.example/v2/ns/sub/lib/app", "ns/sub/lib/app"),
+])
+def test_mirror_path_styles(url: str, style: str, base: str, name: str) -> None:
+    assert Endpoint(url, "registry.k8s.io", True, style).api("lib/app") == (base, name)
+
+
+def test_the_host_table_gives_a_mirror_its_style_and_credentials_rule() -> None:
+    cfg = ImagesConfig(mirrors={"registry.k8s.io": ["https://harbor.example/v2/k8s", "m.example:5000/ns"]},
+                       hosts={"harbor.example": RegistryHostConfig(path_style="override", upstream_credentials=True),
+                              "m.example:5000": RegistryHostConfig(path_style="namespace"),
+                              "m.example": RegistryHostConfig(path_style="override")})
+    harbor, ns, upstream = endpoints(cfg, "registry.k8s.io")
+    assert (harbor.path_style, harbor.upstream_credentials) == ("override", True)
+    assert (ns.path_style, ns.upstream_credentials, ns.url) == ("namespace", False, "https://m.example:5000/ns")
+    assert (upstream.mirror, upstream.path_style) == (False, "prefix")
+
+
+def test_hosts_keys_are_validated(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[images.hosts."m.example"]\npath_style = "rewrite"\n')
+    with pytest.raises(ConfigError, match="path_style"):
+        load(path)
+    path.write_text('[images.hosts."m.example"]\nclient_key = "/k"\n')
+    with pytest.raises(ConfigError, match="client_cert"):
+        load(path)
+    path.write_text('[images.hosts."m.example"]\nskip_verify = true\nca_file = "/ca.pem"\n')
+    assert load(path).images.hosts["m.example"] == RegistryHostConfig(ca_file="/ca.pem", skip_verify=True)
+
+
+def test_tokens_are_kept_per_scope_and_caller_until_they_expire() -> None:
+    cache = TokenCache()
+    challenge = Challenge("bearer", {"realm": "https://auth.example/token", "service": "reg"})
+    alice = Credentials("alice", "pw")
+    key = key_of(challenge, "repository:app:pull", alice)
+    cache.put(key, "T1", 300, "https://r.example/v2/app")
+    assert cache.get(key) == "T1"
+    assert cache.for_base("https://r.example/v2/app", alice) == "T1"
+    assert cache.for_base("https://r.example/v2/app", ANONYMOUS) is None
+    assert cache.get(key_of(challenge, "repository:app:pull", Credentials("alice", "other"))) is None
+    assert cache.get(key_of(challenge, "repository:other:pull", alice)) is None
+    cache.drop(key)
+    assert cache.get(key) is None and cache.for_base("https://r.example/v2/app", alice) is None
+    cache.put(key, "T2", 0.05, "https://r.example/v2/app")
+    time.sleep(0.1)
+    assert cache.get(key) is None
