@@ -140,7 +140,7 @@ class Client:
                  registries: Registries) -> None:
         self.endpoint = endpoint
         self.base, self.repository = endpoint.api(repository)
-        self.origin = Origin.of(urllib.parse.urlsplit(self.base))
+        self.origin = _origin(urllib.parse.urlsplit(self.base), str(endpoint))
         self.creds = creds
         self.timeout = timeout
         self.transfer = transfer
@@ -200,7 +200,7 @@ class Client:
             send = {"User-Agent": USER_AGENT, **headers}
             # Credentials only to the endpoint itself: not to a blob CDN it redirects to, nor to
             # the same host over another scheme.
-            if self._authorization and Origin.of(parts) == self.origin:
+            if self._authorization and _origin(parts, what) == self.origin:
                 send["Authorization"] = self._authorization
             resp = self._open("GET", parts, send, None, what, transfer)
             if resp.status in (301, 302, 303, 307, 308):
@@ -218,7 +218,7 @@ class Client:
         """Sends one request on a pooled connection to its origin (a fresh one if the pooled
         one turns out closed by the server meanwhile) and returns the response head."""
         transfer = transfer or self.transfer
-        origin = Origin.of(parts)
+        origin = _origin(parts, what)
         for attempt in range(2):
             transfer.check()
             try:
@@ -382,6 +382,13 @@ class Client:
         if status == 429 or status >= 500:
             return Unavailable(f"{what} of {where}: registry answered {status}: {message}")
         return Internal(f"{what} of {where}: registry answered {status}: {message}")
+
+
+def _origin(parts: urllib.parse.SplitResult, what: str) -> Origin:
+    try:
+        return Origin.of(parts)
+    except ValueError as exc:
+        raise Unavailable(f"{what}: not a usable URL ({parts.scheme}://{parts.netloc[:100]}): {exc}") from None
 
 
 def _message(body: bytes) -> str:

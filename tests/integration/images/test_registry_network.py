@@ -13,8 +13,10 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,6 +152,57 @@ def test_a_bad_proxy_is_a_clear_error_and_leaves_nothing(tls_registry: Registry,
             assert client.image.ListImages(api.ListImagesRequest()).images == []
     finally:
         proxy.stop()
+
+
+class EndlessHeaders:
+    """A hostile proxy: answers any request with a status line and header lines without end."""
+
+    def __init__(self, status: bytes) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.status = status
+        self.sent = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.flood, args=(conn,), daemon=True).start()
+
+    def flood(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(self.status + b"\r\n")
+                while self.sent < 64 * 1024 * 1024:
+                    conn.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
+                    self.sent += 1012
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_a_proxy_answering_with_endless_headers_is_cut_off(registry: Registry, tls_registry: Registry, pki: Pki,
+                                                            scheme: str) -> None:
+    hostile = EndlessHeaders(b"HTTP/1.1 200 OK")
+    target = f"registry.test:{(tls_registry if scheme == 'https' else registry).port}"
+    images = {"hosts": {target: {"ca_file": str(pki.ca)}}, "insecure_registries": [target] if scheme == "http" else []}
+    try:
+        with running_daemon(images, {f"{scheme.upper()}_PROXY": f"http://{hostile.host}"}) as (d, client):
+            with pytest.raises(grpc.RpcError) as err:
+                pull(client, f"{target}/busybox")
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "through proxy" in err.value.details()
+            assert wait_until_clean(d) == []
+        assert hostile.sent < 8 * 1024 * 1024  # read no further than the bound, plus what the socket buffers held
+    finally:
+        hostile.stop()
 
 
 # --- mirrors with a path -----------------------------------------------------------------------
@@ -299,6 +352,11 @@ def test_a_hostile_or_missing_helper_is_a_clear_error(registry: Registry, helper
 # --- tokens ------------------------------------------------------------------------------------
 
 
+def unauthorized(reg: Registry) -> int:
+    """401 answers in the registry's access log."""
+    return sum(1 for line in reg.log_path.read_text(errors="replace").splitlines() if '" 401 ' in line)
+
+
 def test_bearer_tokens_are_reused_across_blobs_and_pulls(catalog: Catalog) -> None:
     with Registry(users={"alice": "s3cret", "bob": "pw"}, token=True) as reg:
         Pusher(reg.url, "alice", "s3cret").push(catalog.layered, "team/layered", "1")
@@ -309,9 +367,12 @@ def test_bearer_tokens_are_reused_across_blobs_and_pulls(catalog: Catalog) -> No
         with running_daemon({"insecure_registries": [reg.host]}) as (_, client):
             assert pull(client, name, auth=alice) == catalog.layered.id
             assert reg.token_server.requests == pushed + 1
+            challenged = unauthorized(reg)
+            assert challenged >= 1  # the first pull met a challenge
             remove(client, name)
             assert pull(client, name, auth=alice) == catalog.layered.id
             assert reg.token_server.requests == pushed + 1
+            assert unauthorized(reg) == challenged  # the live token went with the first request
             # Another caller never gets alice's token.
             remove(client, name)
             assert pull(client, name, auth=api.AuthConfig(username="bob", password="pw")) == catalog.layered.id
