@@ -51,7 +51,7 @@ def get(name: str, server: str) -> tuple[str, str] | None:
 
 def _run(argv: list[str], stdin: bytes) -> tuple[int, bytes]:
     """Runs the helper: (exit status, output up to MAX_OUTPUT bytes); killed past TIMEOUT."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
     assert proc.stdin is not None and proc.stdout is not None
     deadline = time.monotonic() + TIMEOUT
