@@ -28,6 +28,7 @@ from tests.integration.images.test_pull import wait_until_clean
 from tests.support.client import api
 from tests.support.forward_proxy import ForwardProxy
 from tests.support.images import Catalog, Pusher
+from tests.support.proxy import RegistryProxy
 from tests.support.registry import Registry, ServerTls, free_port
 from tests.support.tls import Pki
 
@@ -347,6 +348,31 @@ def test_a_hostile_or_missing_helper_is_a_clear_error(registry: Registry, helper
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert f"docker-credential-{helper}" in err.value.details()
         assert wait_until_clean(d) == []
+
+
+# --- redirects ---------------------------------------------------------------------------------
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(catalog: Catalog) -> None:
+    """front answers blob GETs with a 307 to cdn (another origin); cdn relays to the registry.
+    The credentials reach the registry through front, never cdn, so the blobs are refused."""
+    with Registry(users={"alice": "s3cret"}) as reg:
+        Pusher(reg.url, "alice", "s3cret").push(catalog.busybox, "busybox", "latest")
+        cdn = RegistryProxy(reg.url).start()
+        front = RegistryProxy(cdn.url).start()
+        front.redirect = True
+        try:
+            with running_daemon({"insecure_registries": [front.host]}) as (d, client):
+                with pytest.raises(grpc.RpcError) as err:
+                    pull(client, f"{front.host}/busybox", auth=api.AuthConfig(username="alice", password="s3cret"))
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert wait_until_clean(d) == []
+            assert front.authorized and front.blob_gets  # the manifest went with credentials
+            blob_paths = [path for path in cdn.authorized if "/blobs/" in path]
+            assert cdn.blob_gets and blob_paths == []
+        finally:
+            front.stop()
+            cdn.stop()
 
 
 # --- tokens ------------------------------------------------------------------------------------
