@@ -26,14 +26,14 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NOT_FOUND = "credentials not found"
 
 
-def get(name: str, server: str) -> tuple[str, str] | None:
+def get(name: str, server: str, timeout: float = TIMEOUT) -> tuple[str, str] | None:
     """(username, secret) the helper holds for server, or None when it has none."""
     if not NAME.fullmatch(name):
         raise FailedPrecondition(f"credential helper name {name!r} is not a plain name")
     program = shutil.which(f"docker-credential-{name}")
     if program is None:
         raise FailedPrecondition(f"credential helper docker-credential-{name} is not in PATH")
-    status, out = _run([program, "get"], server.encode())
+    status, out = _run([program, "get"], server.encode(), timeout)
     text = out.decode(errors="replace").strip()
     if status != 0:
         if NOT_FOUND in text.lower():
@@ -49,12 +49,13 @@ def get(name: str, server: str) -> tuple[str, str] | None:
     return username, secret
 
 
-def _run(argv: list[str], stdin: bytes) -> tuple[int, bytes]:
-    """Runs the helper: (exit status, output up to MAX_OUTPUT bytes); killed past TIMEOUT."""
+def _run(argv: list[str], stdin: bytes, timeout: float) -> tuple[int, bytes]:
+    """Runs the helper: (exit status, output up to MAX_OUTPUT bytes); it and what it started
+    are killed past the timeout."""
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
     assert proc.stdin is not None and proc.stdout is not None
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + timeout
     out = bytearray()
     try:
         try:
@@ -67,7 +68,7 @@ def _run(argv: list[str], stdin: bytes) -> tuple[int, bytes]:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise FailedPrecondition(f"credential helper {argv[0]} did not answer within {TIMEOUT:g} s")
+                    raise FailedPrecondition(f"credential helper {argv[0]} did not answer within {timeout:g} s")
                 if not sel.select(left):
                     continue
                 chunk = os.read(proc.stdout.fileno(), 4096)
@@ -78,7 +79,7 @@ def _run(argv: list[str], stdin: bytes) -> tuple[int, bytes]:
                     raise FailedPrecondition(f"credential helper {argv[0]}: more than {MAX_OUTPUT} bytes of output")
         return proc.wait(max(0.0, deadline - time.monotonic())), bytes(out)
     except subprocess.TimeoutExpired:
-        raise FailedPrecondition(f"credential helper {argv[0]} did not exit within {TIMEOUT:g} s") from None
+        raise FailedPrecondition(f"credential helper {argv[0]} did not exit within {timeout:g} s") from None
     finally:
         proc.stdout.close()
         if proc.poll() is None:

@@ -1,9 +1,10 @@
 """Proxy settings from the environment, NO_PROXY matching, mirror path styles, the token cache,
-the [images.hosts] keys."""
+the [images.hosts] keys, credential helpers."""
 
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 import time
 import urllib.parse
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from cri_shim.config import ConfigError, ImagesConfig, RegistryHostConfig, load
+from cri_shim.errors import FailedPrecondition
+from cri_shim.image import auth, credhelper
 from cri_shim.image.auth import ANONYMOUS, Challenge, Credentials
 from cri_shim.image.connection import Connection, Origin
 from cri_shim.image.proxy import Proxy, ProxyError, ProxySettings
@@ -145,3 +148,32 @@ def test_tokens_are_kept_per_scope_and_caller_until_they_expire() -> None:
     cache.put(key, "T2", 0.05, "https://r.example/v2/app")
     time.sleep(0.1)
     assert cache.get(key) is None
+
+
+def test_a_credential_helper_that_hangs_is_killed_with_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pids = tmp_path / "pids"
+    helper = tmp_path / "docker-credential-sleepy"
+    helper.write_text(f"#!/bin/sh\nsleep 60 &\necho $$ $! > {pids}\nwait\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(FailedPrecondition, match="did not answer within 0.5 s"):
+        credhelper.get("sleepy", "registry.example", timeout=0.5)
+    for pid in pids.read_text().split():
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+@pytest.mark.parametrize("name", ["../x", "a b", "", "-rf"])
+def test_a_credential_helper_name_is_a_plain_name(name: str) -> None:
+    with pytest.raises(FailedPrecondition, match="plain name"):
+        credhelper.get(name, "registry.example")
+
+
+def test_a_helper_token_answer_is_an_identity_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    helper = tmp_path / "docker-credential-tok"
+    helper.write_text('#!/bin/sh\ncat > /dev/null\necho \'{"ServerURL": "x", "Username": "<token>", "Secret": "refresh-1"}\'\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    auth_file = tmp_path / "config.json"
+    auth_file.write_text('{"credHelpers": {"docker.io": "tok"}}')
+    assert auth.from_auth_file(str(auth_file), "docker.io") == Credentials(identity_token="refresh-1")
+    assert auth.from_auth_file(str(auth_file), "quay.io") == ANONYMOUS
