@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import ssl
 import time
 import urllib.parse
@@ -16,7 +17,7 @@ from cri_shim.config import ConfigError, ImagesConfig, RegistryHostConfig, load
 from cri_shim.errors import FailedPrecondition
 from cri_shim.image import auth, credhelper
 from cri_shim.image.auth import ANONYMOUS, Challenge, Credentials
-from cri_shim.image.connection import Connection, Origin
+from cri_shim.image.connection import IDLE_PER_ORIGIN, IDLE_SECONDS, IDLE_TOTAL, Connection, Origin, Pool
 from cri_shim.image.proxy import Proxy, ProxyError, ProxySettings
 from cri_shim.image.registry import Endpoint, endpoints
 from cri_shim.image.tokens import TokenCache, key_of
@@ -177,3 +178,41 @@ def test_a_helper_token_answer_is_an_identity_token(tmp_path: Path, monkeypatch:
     auth_file.write_text('{"credHelpers": {"docker.io": "tok"}}')
     assert auth.from_auth_file(str(auth_file), "docker.io") == Credentials(identity_token="refresh-1")
     assert auth.from_auth_file(str(auth_file), "quay.io") == ANONYMOUS
+
+
+def test_the_pool_keeps_a_bounded_number_of_idle_connections() -> None:
+    listeners = [socket.create_server(("127.0.0.1", 0), backlog=16) for _ in range(IDLE_TOTAL // IDLE_PER_ORIGIN + 1)]
+    origins = [Origin("http", "127.0.0.1", lst.getsockname()[1]) for lst in listeners]
+    pool = Pool(ProxySettings(), lambda origin: ssl.create_default_context())
+
+    def connected(origin: Origin) -> Connection:
+        conn, reused = pool.get(origin, 5)
+        assert not reused
+        conn.connect()
+        return conn
+
+    try:
+        first = [connected(origins[0]) for _ in range(IDLE_PER_ORIGIN + 2)]
+        for conn in first:
+            pool.put(conn)
+        kept = [c for c in first if c.sock is not None]
+        assert kept == first[-IDLE_PER_ORIGIN:]  # at most IDLE_PER_ORIGIN an origin: the oldest went
+        again, reused = pool.get(origins[0], 5)
+        assert reused and again is first[-1]
+        pool.put(again)
+        # Across origins at most IDLE_TOTAL: the longest idle go first.
+        others = [connected(origin) for origin in origins[1:] for _ in range(IDLE_PER_ORIGIN)]
+        for conn in others:
+            pool.put(conn)
+        alive = [c for c in first + others if c.sock is not None]
+        assert len(alive) == IDLE_TOTAL and all(c.sock is None for c in kept)
+        # Idle past IDLE_SECONDS: closed, and a new connection is made.
+        for conn in alive:
+            conn.idle_since -= IDLE_SECONDS + 1
+        fresh, reused = pool.get(origins[-1], 5)
+        assert not reused and all(c.sock is None for c in alive)
+        fresh.close()
+    finally:
+        pool.close()
+        for lst in listeners:
+            lst.close()
