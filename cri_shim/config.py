@@ -132,14 +132,43 @@ class StreamingConfig:
     idle_timeout_seconds: int = _doc("A streaming connection with no traffic this long is closed.", 4 * 3600)
 
 
+PATH_STYLES = ("prefix", "override", "namespace")
+
+
+@dataclass
+class RegistryHostConfig:
+    path_style: str = _doc(
+        "What the path of a mirror URL on this host means: prefix (containerd's default: <url>/v2/<repo>), "
+        "override (containerd's hosts.toml override_path: the path replaces /v2, <url>/<repo>, as Harbor's "
+        "https://harbor.example/v2/k8s-proxy) or namespace (CRI-O's location = \"host/namespace\": "
+        "<host>/v2/<path>/<repo>). A mirror URL without a path is always <url>/v2/<repo>.", "prefix"
+    )
+    ca_file: str = _doc("PEM CA bundle trusted for this host, besides the system's.", "")
+    client_cert: str = _doc("PEM client certificate presented to this host (with client_key).", "")
+    client_key: str = _doc("PEM private key of client_cert; empty: the key is in client_cert's file.", "")
+    skip_verify: bool = _doc("Accept any certificate from this host (no verification at all).", False)
+    upstream_credentials: bool = _doc(
+        "For a mirror: send it the credentials of the registry it mirrors (those of the pull request, or of the "
+        "auth file for that registry) instead of its own entry in the auth file.", False
+    )
+
+
 @dataclass
 class ImagesConfig:
     mirrors: dict[str, list[str]] = _doc(
-        "Registry host to mirror endpoints tried first, e.g. \"registry.k8s.io\" = [\"http://127.0.0.1:5000\"].",
+        "Registry host to mirror endpoints tried first, e.g. \"registry.k8s.io\" = [\"http://127.0.0.1:5000\"]; "
+        "what a path in a mirror URL means is the host's path_style in [images.hosts].",
         factory=dict,
     )
     insecure_registries: list[str] = _doc("Registry hosts reached over plain http.", factory=list)
-    auth_file: str = _doc("Docker-style config.json with registry credentials; empty: none.", "")
+    auth_file: str = _doc(
+        "Docker-style config.json with registry credentials (auths, and credHelpers/credsStore naming a "
+        "docker-credential-<name> program looked up in PATH); empty: none.", ""
+    )
+    hosts: dict[str, RegistryHostConfig] = _doc(
+        "Settings of a registry or mirror host, by \"host\" or \"host:port\" as the image or mirror URL names it "
+        "(host:port wins): [images.hosts.\"harbor.example\"].", factory=dict
+    )
     pull_progress_timeout_seconds: int = _doc("A pull that makes no progress this long fails.", 300)
     pinned_images: list[str] = _doc("Images reported as pinned (never garbage-collected).", factory=list)
 
@@ -216,6 +245,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.drain_exec_sync_io_timeout_ms must be 0 (until the pipes close) or positive")
     if not all(d.startswith("/") for d in cfg.runtime.cdi_spec_dirs):
         raise ConfigError("runtime.cdi_spec_dirs must be absolute paths")
+    for host, settings in cfg.images.hosts.items():
+        if settings.path_style not in PATH_STYLES:
+            raise ConfigError(f"images.hosts.{host}.path_style must be one of {', '.join(PATH_STYLES)}")
+        if settings.client_key and not settings.client_cert:
+            raise ConfigError(f"images.hosts.{host}.client_key needs client_cert")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
     st = cfg.streaming
@@ -269,7 +303,7 @@ def render_defaults() -> str:
         nested = []
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if f.name == "handlers":
+            if f.name in ("handlers", "hosts"):
                 nested.append((f, value))
                 continue
             lines.append(f"# {f.metadata['doc']}")
@@ -280,6 +314,15 @@ def render_defaults() -> str:
             lines.append(f"# {f.metadata['doc']}")
             for hname, handler in handlers.items():
                 table(handler, f"{name}.{f.name}.{hname}")
+            if f.name == "hosts":
+                # None by default: the keys of one, commented out.
+                lines.extend(f"# {line}" if line else "" for line in _example(f"{name}.hosts.\"registry.example\"", RegistryHostConfig()))
+
+    def _example(title: str, obj: typing.Any) -> list[str]:
+        shown = [f"[{title}]"]
+        for f in dataclasses.fields(obj):
+            shown += [f"# {f.metadata['doc']}", f"{f.name} = {_toml_value(getattr(obj, f.name))}"]
+        return shown + [""]
 
     cfg = Config()
     for f in dataclasses.fields(cfg):

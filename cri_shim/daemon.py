@@ -54,7 +54,7 @@ class Daemon:
         self.sandboxes = SandboxManager(cfg, self.network, self.migrations)
         # Images: the store (records, layers, blobs), the puller, and the rootfs API containers use.
         self.images = ImageStore(cfg.state_dir / "images", cfg.images.pinned_images)
-        self.puller = Puller(self.images, cfg.images)
+        self.puller = Puller(self.images, cfg.images, os.environ)
         self.rootfs = Rootfs(self.images)
         self.containers = ContainerManager(
             cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg), self.migrations

@@ -3,7 +3,8 @@
 kubelet passes credentials in PullImageRequest.auth: username/password, `auth` (base64 of
 user:password), an identity token (an OAuth2 refresh token for the registry's token
 endpoint) or a registry token (a bearer token used as is). Without those, the configured
-config.json is looked up by registry host, as docker and CRI-O do.
+config.json is looked up by registry host, as docker and CRI-O do, through the credential
+helper it names for the host (cri_shim/image/credhelper.py) or its "auths" entries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim.errors import InvalidArgument
+from cri_shim.image import credhelper
 
 _PARAM = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
@@ -66,8 +68,14 @@ def _host_of(key: str) -> str:
     return "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
 
 
+def _server_url(host: str) -> str:
+    """The server URL docker stores credentials of host under (a helper's lookup key)."""
+    return "https://index.docker.io/v1/" if host == "docker.io" else host
+
+
 def from_auth_file(path: str, host: str) -> Credentials:
-    """Credentials for host in a Docker-style config.json ({"auths": {host: {...}}})."""
+    """Credentials for host in a Docker-style config.json: its credential helper (credHelpers
+    by host, else credsStore), else its entry in "auths" ({"auths": {host: {...}}})."""
     if not path:
         return ANONYMOUS
     try:
@@ -76,6 +84,16 @@ def from_auth_file(path: str, host: str) -> Credentials:
         return ANONYMOUS
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"images.auth_file {path}: cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"images.auth_file {path}: not a JSON object")
+    helpers = data.get("credHelpers") or {}
+    helper = next((name for key, name in helpers.items() if _host_of(key) == host), None) if isinstance(helpers, dict) else None
+    helper = helper or data.get("credsStore")
+    if isinstance(helper, str) and helper:
+        found = credhelper.get(helper, _server_url(host))
+        if found is not None:
+            user, secret = found
+            return Credentials(identity_token=secret) if user == "<token>" else Credentials(user, secret)
     for key, entry in (data.get("auths") or {}).items():
         if _host_of(key) != host or not isinstance(entry, dict):
             continue

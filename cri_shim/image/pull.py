@@ -16,7 +16,8 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable
+import urllib.parse
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
 from cri_shim.config import ImagesConfig
@@ -28,7 +29,7 @@ from cri_shim.image.flight import SingleFlight
 from cri_shim.image.layers import chain_ids
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.reference import Reference
-from cri_shim.image.registry import Client, Transfer, endpoints
+from cri_shim.image.registry import Client, Endpoint, Registries, Transfer, endpoints
 from cri_shim.image.store import ImageStore
 
 log = logging.getLogger("cri_shim.image.pull")
@@ -53,9 +54,11 @@ class Progress:
 class Puller:
     """Pulls images into the store; one shared pull an image, one shared unpack a layer."""
 
-    def __init__(self, store: ImageStore, cfg: ImagesConfig) -> None:
+    def __init__(self, store: ImageStore, cfg: ImagesConfig, environ: Mapping[str, str]) -> None:
+        """environ: the daemon's environment, whose HTTPS_PROXY/HTTP_PROXY/NO_PROXY pulls honour."""
         self.store = store
         self.cfg = cfg
+        self.registries = Registries(cfg, environ)
         self._pulls: SingleFlight[ImageRecord] = SingleFlight()
         self._layers: SingleFlight[None] = SingleFlight()
         self._downloads = asyncio.Semaphore(PARALLEL_DOWNLOADS)
@@ -99,12 +102,9 @@ class Puller:
         failures: list[tuple[str, CriError]] = []
         timeout = float(self.cfg.pull_progress_timeout_seconds)
         for endpoint in endpoints(self.cfg, ref.domain):
-            if endpoint.mirror:
-                ep_creds = auth.from_auth_file(self.cfg.auth_file, endpoint.url.split("://", 1)[-1].split("/")[0])
-            else:
-                ep_creds = creds or auth.from_auth_file(self.cfg.auth_file, ref.domain)
-            client = Client(endpoint, ref.path, ep_creds, timeout, transfer)
             try:
+                ep_creds = await asyncio.to_thread(self._credentials, endpoint, creds)
+                client = Client(endpoint, ref.path, ep_creds, timeout, transfer, self.registries)
                 body, content_type, claimed = await asyncio.to_thread(client.manifest, ref.object, manifest.ACCEPT)
             except CriError as exc:
                 log.info("endpoint failed", extra={"image": str(ref), "endpoint": endpoint.url, "error": str(exc)})
@@ -117,6 +117,14 @@ class Puller:
             others = "; ".join(f"{url}: {exc}" for url, exc in failures[:-1])
             raise type(last)(f"{last} (mirrors tried first: {others})")
         raise last
+
+    def _credentials(self, endpoint: Endpoint, creds: Credentials) -> Credentials:
+        """What an endpoint is sent: the registry gets the pull's credentials, else those of the
+        auth file for it; a mirror those of the auth file for the mirror's own host, or the
+        registry's where its host says upstream_credentials (and only there)."""
+        if not endpoint.mirror or endpoint.upstream_credentials:
+            return creds or auth.from_auth_file(self.cfg.auth_file, endpoint.host)
+        return auth.from_auth_file(self.cfg.auth_file, urllib.parse.urlsplit(endpoint.url).netloc)
 
     async def _from_manifest(self, ref: Reference, client: Client, body: bytes, content_type: str, claimed: str,
                              progress: Progress) -> ImageRecord:

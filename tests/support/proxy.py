@@ -6,6 +6,7 @@
     proxy.redirect = True         # answer blob GETs with a 307 to the registry itself
     proxy.blob_gets[digest]       # GETs of a blob that reached the proxy
     proxy.manifest_gets[ref]      # GETs of a manifest (by tag or digest) that reached the proxy
+    proxy.authorized[path]        # requests that came with an Authorization header, by path
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class RegistryProxy:
         self.redirect = False
         self.blob_gets: Counter[str] = Counter()
         self.manifest_gets: Counter[str] = Counter()
+        self.authorized: Counter[str] = Counter()
         self._stopped = threading.Event()
         proxy = self
 
@@ -52,6 +54,8 @@ class RegistryProxy:
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         digest = h.path.split("/blobs/", 1)[1].split("?")[0] if "/blobs/" in h.path else ""
+        if h.headers.get("Authorization"):
+            self.authorized[h.path] += 1
         if "/manifests/" in h.path and method == "GET":
             self.manifest_gets[h.path.split("/manifests/", 1)[1]] += 1
         if digest and method == "GET":

@@ -5,6 +5,9 @@
     with Registry(users={"u": "p"}, token=True):  # bearer tokens from a small token server
         reg.token_server.refresh_tokens      # identity tokens (OAuth2 refresh grant) by value
         reg.url -> "http://127.0.0.1:<port>", reg.host -> "127.0.0.1:<port>"
+    with Registry(tls=ServerTls(cert, key, ca)):  # https (ca: the CA to trust; client_ca: demand client certificates)
+    with Registry(storage=other.storage):         # serves what another registry holds
+    with Registry(address="192.0.2.10"):          # on another address of the test's own netns
 
 Each instance has its own temp dir (storage, config, htpasswd, signing key), a free port,
 and is stopped by its PID. Usable from a plain script: nothing here needs pytest.
@@ -18,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -27,6 +31,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import warnings
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -138,15 +143,30 @@ class TokenServer:
         self.httpd.server_close()
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The registry's certificate and key, the CA that signed them, and the CA its clients'
+    certificates must chain to (none: no client certificate asked for)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_ca: Path | None = None
+    client: tuple[Path, Path] | None = None  # what the readiness probe presents when client_ca is set
+
+
 class Registry:
     """One docker-registry process on 127.0.0.1:<free port>, optionally with basic or token auth."""
 
-    def __init__(self, users: dict[str, str] | None = None, token: bool = False) -> None:
+    def __init__(self, users: dict[str, str] | None = None, token: bool = False, tls: ServerTls | None = None,
+                 storage: Path | None = None, address: str = "127.0.0.1") -> None:
         self.users = users or {}
         self.dir = Path(tempfile.mkdtemp(prefix="registry-"))
+        self.storage = storage or self.dir / "data"
+        self.tls = tls
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.host = f"{address}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         self.log_path = self.dir / "registry.log"
         self.token_server: TokenServer | None = TokenServer(self.dir, self.users) if token else None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -155,9 +175,13 @@ class Registry:
         lines = [
             "version: 0.1",
             "log: {level: info, accesslog: {disabled: false}}",
-            f"storage: {{filesystem: {{rootdirectory: {self.dir / 'data'}}}, delete: {{enabled: true}}}}",
-            f"http: {{addr: '{self.host}', secret: '{uuid.uuid4().hex}'}}",
+            f"storage: {{filesystem: {{rootdirectory: {self.storage}}}, delete: {{enabled: true}}}}",
         ]
+        tls = ""
+        if self.tls is not None:
+            clientcas = f", clientcas: ['{self.tls.client_ca}']" if self.tls.client_ca else ""
+            tls = f", tls: {{certificate: '{self.tls.cert}', key: '{self.tls.key}'{clientcas}}}"
+        lines.append(f"http: {{addr: '{self.host}', secret: '{uuid.uuid4().hex}'{tls}}}")
         if self.token_server is not None:
             lines.append(f"auth: {{token: {{realm: '{self.token_server.url}', service: {SERVICE}, issuer: {ISSUER}, "
                          f"rootcertbundle: '{self.token_server.cert}'}}}}")
@@ -173,12 +197,17 @@ class Registry:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BINARY, "serve", str(path)], stdout=log, stderr=log, start_new_session=True)
         log.close()
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            if self.tls.client:
+                context.load_cert_chain(*map(str, self.tls.client))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(self.url + "/v2/", timeout=1).close()
+                urllib.request.urlopen(self.url + "/v2/", timeout=1, context=context).close()
                 return self
             except urllib.error.HTTPError as exc:
                 if exc.code == 401:

@@ -15,16 +15,16 @@ from tests.support.proxy import RegistryProxy
 from tests.support.registry import Registry
 
 
-def start_daemon(images: dict | None = None) -> Daemon:
-    d = Daemon({"images": images or {}})
+def start_daemon(images: dict | None = None, env: dict[str, str] | None = None) -> Daemon:
+    d = Daemon({"images": images or {}}, env=env)
     d.start()
     return d
 
 
 @contextlib.contextmanager
-def running_daemon(images: dict) -> Iterator[tuple[Daemon, Cri]]:
-    """A daemon with this [images] configuration and a client, both gone afterwards."""
-    d = start_daemon(images)
+def running_daemon(images: dict, env: dict[str, str] | None = None) -> Iterator[tuple[Daemon, Cri]]:
+    """A daemon with this [images] configuration (and environment) and a client, both gone afterwards."""
+    d = start_daemon(images, env)
     client = Cri(d.endpoint)
     try:
         yield d, client

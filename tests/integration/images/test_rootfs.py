@@ -37,7 +37,7 @@ def new_store(tmp_path: Path) -> ImageStore:
 def test_prepare_write_and_release_leave_no_mount(tmp_path: Path, registry: Registry, catalog: Catalog) -> None:
     async def scenario() -> None:
         store = new_store(tmp_path)
-        record = await Puller(store, ImagesConfig(insecure_registries=[registry.host])).pull(parse(catalog.ref("layered")), ANONYMOUS)
+        record = await Puller(store, ImagesConfig(insecure_registries=[registry.host]), {}).pull(parse(catalog.ref("layered")), ANONYMOUS)
         rootfs = Rootfs(store)
         container = tmp_path / "containers" / "c1"
         path = await rootfs.prepare(record.image_id, container)
