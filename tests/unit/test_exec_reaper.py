@@ -38,8 +38,11 @@ def test_a_runtime_failure_is_passed_on(tmp_path: Path) -> None:
 
 def test_the_process_own_children_are_not_waited_for(tmp_path: Path) -> None:
     # The process's background child holds stdout; execreaper exits with the process anyway.
+    # The process outlives the stand-in runtime (sh), as with runc: an sh still there when it
+    # exited could reap it first and leave execreaper nothing to wait for.
     pid_file = tmp_path / "pid"
-    script = f"(sleep 600 & echo $! > {tmp_path}/child; exit 4) & echo $! > {pid_file}"
+    script = (f"(sleep 600 & echo $! > {tmp_path}/child; while kill -0 $$ 2>/dev/null; do sleep 0.01; done; exit 4) & "
+              f"echo $! > {pid_file}")
     proc = subprocess.Popen([sys.executable, "-I", "-S", execreaper.__file__, str(pid_file), "sh", "-c", script],
                             stdout=subprocess.PIPE)
     try:
