@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_level or cfg.server.log_level, cfg.server.log_format)
     try:
         asyncio.run(daemon.run(cfg))
-    except daemon.AlreadyRunning as exc:
+    except (daemon.AlreadyRunning, daemon.CannotListen) as exc:
         print(f"cri-shim: {exc}", file=sys.stderr)
         return 1
     return 0

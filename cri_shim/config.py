@@ -139,6 +139,15 @@ class ImagesConfig:
 
 
 @dataclass
+class MetricsConfig:
+    address: str = _doc(
+        "host:port of a Prometheus /metrics HTTP endpoint (RPC counts and latencies, pod start, pulls, containers by "
+        "state, CNI calls, recovery), e.g. \"127.0.0.1:9090\"; empty: none, no port is opened. Nothing guards it "
+        "but the address: keep it on loopback or a node-local interface.", ""
+    )
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -146,6 +155,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -210,6 +220,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.drain_exec_sync_io_timeout_ms must be 0 (until the pipes close) or positive")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
+    if cfg.metrics.address:
+        host, sep, port = cfg.metrics.address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"metrics.address {cfg.metrics.address!r} must be host:port (empty: no endpoint)")
     st = cfg.streaming
     if not 0 <= st.port <= 65535:
         raise ConfigError("streaming.port must be 0-65535")

@@ -12,9 +12,10 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
-from cri_shim import server
+from cri_shim import metrics, server
 from cri_shim.cgroups import hierarchy
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.config import Config
@@ -30,6 +31,7 @@ from cri_shim.sandbox import SandboxManager
 from cri_shim.services.container import ContainerService
 from cri_shim.services.image import ImageService
 from cri_shim.services.runtime_info import RuntimeInfoService
+from cri_shim.services.sandbox_metrics import SandboxMetricsService
 from cri_shim.services.sandbox import SandboxService
 from cri_shim.services.stats import StatsService
 from cri_shim.services.streaming import StreamingService
@@ -40,6 +42,10 @@ log = logging.getLogger("cri_shim.daemon")
 
 class AlreadyRunning(RuntimeError):
     """Another cri-shim holds the lock on the state directory."""
+
+
+class CannotListen(RuntimeError):
+    """An address the daemon was configured to serve on cannot be bound."""
 
 
 class Daemon:
@@ -74,6 +80,7 @@ class Daemon:
                 SandboxService(self.sandboxes),
                 ContainerService(self.containers, self.sandboxes),
                 StatsService(self.containers, self.sandboxes),
+                SandboxMetricsService(self.containers, self.sandboxes),
                 StreamingService(self.streaming, self.containers, self.sandboxes),
             ],
             "ImageService": [ImageService(self)],
@@ -119,17 +126,29 @@ async def run(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    endpoint = None
     await grpc_server.start()
     server.secure_socket(cfg)
     log.info("listening", extra={"socket": cfg.server.socket, "pid": os.getpid()})
     try:
+        if cfg.metrics.address:
+            states = metrics.ContainerStates(loop, lambda: [r.state for r in daemon.containers.list()])
+            try:
+                endpoint = metrics.Endpoint(cfg.metrics.address, states)
+            except OSError as exc:
+                raise CannotListen(f"metrics.address {cfg.metrics.address}: {exc.strerror or exc}") from None
+        started = time.monotonic()
         await daemon.recover()
+        metrics.RECOVERY_SECONDS.set(time.monotonic() - started)
         daemon.gate.ready.set()
-        log.info("ready")
+        log.info("ready", extra={"recovery_seconds": round(time.monotonic() - started, 3)})
         await stop.wait()
         log.info("stopping")
     finally:
         await grpc_server.stop(grace=5)
+        if endpoint is not None:
+            endpoint.close()
         await daemon.close()
         Path(cfg.server.socket).unlink(missing_ok=True)
         os.close(lock)
+
