@@ -1,8 +1,9 @@
 """The composition root: builds the runtime's parts from the configuration and runs them.
 
 Start-up order matters: the socket answers UNAVAILABLE while recovery reconciles the records
-on disk with what really runs, then the gate opens. SIGTERM stops the server and leaves pods
-and containers running; their monitors outlive the daemon.
+on disk with what really runs, then the gate opens and systemd is told READY=1 (Type=notify).
+SIGTERM stops the server and leaves pods and containers running; their monitors outlive the
+daemon.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cri_shim.config import Config
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.linux import sdnotify
 from cri_shim.linux.rlimits import raise_open_files
 from cri_shim.network.pod import PodNetwork
 from cri_shim.runtime.containers import ContainerRuntime
@@ -115,6 +117,7 @@ def _lock_state_dir(cfg: Config) -> int:
 
 async def run(cfg: Config) -> None:
     """Serves until SIGTERM or SIGINT."""
+    notifier = sdnotify.Notifier.from_environment()
     before, after = raise_open_files()
     if after != before:
         log.info("open-file limit raised", extra={"from": before, "to": after})
@@ -142,8 +145,10 @@ async def run(cfg: Config) -> None:
         metrics.RECOVERY_SECONDS.set(time.monotonic() - started)
         daemon.gate.ready.set()
         log.info("ready", extra={"recovery_seconds": round(time.monotonic() - started, 3)})
+        notifier.ready()
         await stop.wait()
         log.info("stopping")
+        notifier.stopping()
     finally:
         await grpc_server.stop(grace=5)
         if endpoint is not None:

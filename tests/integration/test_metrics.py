@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
 from tests.support.images import Catalog
-from tests.support.leftovers import release_leftovers
 from tests.support.pods import remove_pod, run_pod
 from tests.support.registry import Registry, free_port
 from tests.support.workloads import FOREVER, container_config, exec_sync, logged_pod, pull, pulling_from, run_container, until
@@ -197,32 +195,21 @@ def test_endpoint_listens_only_where_configured(daemon: Daemon, metrics_port: in
     assert listening_ports(daemon.proc.pid) == {streaming_port(daemon), metrics_port}
 
 
-@pytest.fixture
-def own_daemon() -> Iterator[list[Daemon]]:
-    """Daemons a test starts itself, stopped and removed after it."""
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        d.stop()
-        release_leftovers(d)
-        shutil.rmtree(d.dir, ignore_errors=True)
-
-
-def test_endpoint_off_by_default_opens_no_port(own_daemon: list[Daemon]) -> None:
+def test_endpoint_off_by_default_opens_no_port(own_daemons: list[Daemon]) -> None:
     d = Daemon()
-    own_daemon.append(d)
+    own_daemons.append(d)
     d.start()
     assert d.proc is not None
     assert listening_ports(d.proc.pid) == {streaming_port(d)}
     assert "metrics endpoint" not in d.log_path.read_text()
 
 
-def test_an_address_in_use_is_a_clear_start_failure(metrics_port: int, own_daemon: list[Daemon]) -> None:
+def test_an_address_in_use_is_a_clear_start_failure(metrics_port: int, own_daemons: list[Daemon]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", metrics_port))
         taken.listen()
         d = Daemon({"metrics": {"address": f"127.0.0.1:{metrics_port}"}})
-        own_daemon.append(d)
+        own_daemons.append(d)
         d.start(wait=False)
         assert d.proc is not None
         assert d.proc.wait(timeout=30) == 1
