@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(args.log_level or cfg.server.log_level, cfg.server.log_format)
     try:
-        asyncio.run(daemon.run(cfg))
+        asyncio.run(daemon.run(cfg, args.config))
     except (daemon.AlreadyRunning, daemon.CannotListen) as exc:
         print(f"cri-shim: {exc}", file=sys.stderr)
         return 1

@@ -218,6 +218,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.log_size_max_bytes must be -1 (unlimited) or at least 8192")
     if cfg.runtime.drain_exec_sync_io_timeout_ms < 0:
         raise ConfigError("runtime.drain_exec_sync_io_timeout_ms must be 0 (until the pipes close) or positive")
+    if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("server.log_level must be debug, info, warning or error")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
     if cfg.metrics.address:

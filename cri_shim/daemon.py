@@ -3,7 +3,7 @@
 Start-up order matters: the socket answers UNAVAILABLE while recovery reconciles the records
 on disk with what really runs, then the gate opens and systemd is told READY=1 (Type=notify).
 SIGTERM stops the server and leaves pods and containers running; their monitors outlive the
-daemon.
+daemon. SIGHUP reloads the configuration file's live keys (cri_shim.reload).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from cri_shim.linux.rlimits import raise_open_files
 from cri_shim.network.pod import PodNetwork
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime.manager import ContainerManager
+from cri_shim.reload import Reloader
 from cri_shim.runtime.streams import ContainerStreams, PodPortForward
 from cri_shim.sandbox import SandboxManager
 from cri_shim.services.container import ContainerService
@@ -115,8 +116,8 @@ def _lock_state_dir(cfg: Config) -> int:
     return fd
 
 
-async def run(cfg: Config) -> None:
-    """Serves until SIGTERM or SIGINT."""
+async def run(cfg: Config, path: str | Path | None = None) -> None:
+    """Serves until SIGTERM or SIGINT; path is the configuration file SIGHUP reads again."""
     notifier = sdnotify.Notifier.from_environment()
     before, after = raise_open_files()
     if after != before:
@@ -129,6 +130,8 @@ async def run(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloader = Reloader(cfg, path, daemon.images)
+    loop.add_signal_handler(signal.SIGHUP, _reload, reloader, daemon.gate, notifier)
     endpoint = None
     await grpc_server.start()
     server.secure_socket(cfg)
@@ -150,6 +153,7 @@ async def run(cfg: Config) -> None:
         log.info("stopping")
         notifier.stopping()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         await grpc_server.stop(grace=5)
         if endpoint is not None:
             endpoint.close()
@@ -157,3 +161,13 @@ async def run(cfg: Config) -> None:
         Path(cfg.server.socket).unlink(missing_ok=True)
         os.close(lock)
 
+
+def _reload(reloader: Reloader, gate: server.Gate, notifier: sdnotify.Notifier) -> None:
+    """SIGHUP: live keys of the file applied, framed for systemd by RELOADING=1 and READY=1 once
+    the daemon is ready (a reload during recovery must not announce readiness early)."""
+    announce = gate.ready.is_set()
+    if announce:
+        notifier.reloading()
+    reloader.reload()
+    if announce:
+        notifier.ready()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,20 @@ def test_ready_comes_after_recovery_and_stopping_at_shutdown(
     assert cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sid)).status.state == api.SANDBOX_READY
     remove_pod(cri, sid)
     cri.close()
+
+
+def test_sighup_is_framed_by_reloading_and_ready(notify_socket: tuple[socket.socket, str], own_daemons: list[Daemon]) -> None:
+    sock, name = notify_socket
+    d = Daemon(env={"NOTIFY_SOCKET": name})
+    own_daemons.append(d)
+    d.start(wait=False)
+    assert sock.recv(4096).startswith(b"READY=1\n")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    fields = sock.recv(4096).decode().split("\n")
+    assert fields[0] == "RELOADING=1" and fields[1].startswith("MONOTONIC_USEC=")
+    assert sock.recv(4096).startswith(b"READY=1\n")
+    assert version_ok(d.endpoint)
 
 
 def test_install_unit_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
