@@ -18,6 +18,16 @@ from cri_shim.cgroups.paths import CgroupPathError, normalize_parent
 
 MIB = 1024 * 1024
 
+# Keys SIGHUP applies to the running daemon (cri_shim.reload); a change to any other key needs a restart.
+LIVE_KEYS = (
+    "server.log_level",
+    "images.mirrors",
+    "images.insecure_registries",
+    "images.auth_file",
+    "images.pinned_images",
+    "network.conf_dir",
+)
+
 
 def _doc(text: str, default: typing.Any = dataclasses.MISSING, factory: typing.Any = dataclasses.MISSING) -> typing.Any:
     """A dataclass field carrying its documentation for the rendered default file."""
@@ -270,7 +280,12 @@ def _toml_value(value: typing.Any) -> str:
 
 def render_defaults() -> str:
     """The default configuration as a commented TOML file (`cri-shim config`)."""
-    lines: list[str] = ["# cri-shim configuration; every key is optional and shown with its default.", ""]
+    lines: list[str] = [
+        "# cri-shim configuration; every key is optional and shown with its default.",
+        "# SIGHUP (systemctl reload cri-shim) re-reads this file and applies the keys marked live;",
+        "# a change to any other key is logged and waits for a restart.",
+        "",
+    ]
 
     def table(obj: typing.Any, name: str) -> None:
         lines.append(f"[{name}]")
@@ -280,7 +295,8 @@ def render_defaults() -> str:
             if f.name == "handlers":
                 nested.append((f, value))
                 continue
-            lines.append(f"# {f.metadata['doc']}")
+            live = " (live: applied on SIGHUP)" if f"{name}.{f.name}" in LIVE_KEYS else ""
+            lines.append(f"# {f.metadata['doc']}{live}")
             shown = f"0o{value:o}" if f.name == "socket_mode" else _toml_value(value)
             lines.append(f"{f.name} = {shown}")
         lines.append("")

@@ -17,20 +17,10 @@ import typing
 from pathlib import Path
 
 from cri_shim import config
-from cri_shim.config import Config
+from cri_shim.config import LIVE_KEYS, Config
 from cri_shim.image.store import ImageStore
 
 log = logging.getLogger("cri_shim.reload")
-
-LIVE_KEYS = (
-    "server.log_level",
-    "images.mirrors",
-    "images.insecure_registries",
-    "images.auth_file",
-    "images.pinned_images",
-    "network.conf_dir",
-)
-
 
 def differences(old: Config, new: Config) -> list[str]:
     """The dotted keys whose values differ (a table of handlers counts as one key)."""

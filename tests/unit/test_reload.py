@@ -10,7 +10,8 @@ import pytest
 
 from cri_shim import config
 from cri_shim.image.store import ImageStore
-from cri_shim.reload import LIVE_KEYS, Reloader, differences
+from cri_shim.config import LIVE_KEYS
+from cri_shim.reload import Reloader, differences
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +87,8 @@ def test_differences_name_dotted_keys() -> None:
     new.runtime.handlers["crun"] = config.HandlerConfig(path="crun", root="/run/crun")
     new.metrics.address = "127.0.0.1:9090"
     assert differences(old, new) == ["runtime.handlers", "metrics.address"]
+
+
+def test_cri_shim_config_marks_the_live_keys() -> None:
+    marked = [line for line in config.render_defaults().splitlines() if line.endswith("(live: applied on SIGHUP)")]
+    assert len(marked) == len(LIVE_KEYS)
