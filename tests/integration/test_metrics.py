@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +114,34 @@ def test_pod_sandbox_metrics_come_from_the_container_cgroup_and_pod_interfaces(
     assert sent > 0 and network[("container_network_transmit_packets_total", "eth0")].value.value > 0
     pod_stats = cri.runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
     assert pod_stats.linux.network.default_interface.tx_bytes.value >= sent
+
+
+# The independent cri_api client (PyPI container-runtime-interface-api) cannot share a process with
+# our generated descriptors, so it reads the two RPCs in a child interpreter.
+INDEPENDENT_CLIENT = """
+import json, sys
+import grpc
+from cri_api.v1 import api_pb2 as cri, api_pb2_grpc as rpc
+runtime = rpc.RuntimeServiceStub(grpc.insecure_channel(sys.argv[1]))
+descriptors = runtime.ListMetricDescriptors(cri.ListMetricDescriptorsRequest()).descriptors
+pods = runtime.ListPodSandboxMetrics(cri.ListPodSandboxMetricsRequest()).pod_metrics
+print(json.dumps({
+    "descriptors": {d.name: list(d.label_keys) for d in descriptors},
+    "pods": {p.pod_sandbox_id: {c.container_id: {m.name: [list(m.label_values), m.value.value] for m in c.metrics}
+                                for c in p.container_metrics} for p in pods},
+}))
+"""
+
+
+def test_the_independent_client_reads_the_same(daemon: Daemon, cri: Cri, workload: tuple[str, str, str]) -> None:
+    sid, cid, _ = workload
+    out = subprocess.run([sys.executable, "-c", INDEPENDENT_CLIENT, daemon.endpoint], capture_output=True, text=True, check=True)
+    read = json.loads(out.stdout)
+    ours = {d.name: list(d.label_keys) for d in cri.runtime.ListMetricDescriptors(api.ListMetricDescriptorsRequest()).descriptors}
+    assert read["descriptors"] == ours
+    labels, limit = read["pods"][sid][cid]["container_spec_memory_limit_bytes"]
+    assert labels[2:4] == ["app", cid] and limit == 0  # no limit set
+    assert read["pods"][sid][cid]["container_memory_working_set_bytes"][1] > 8 * 2**20
 
 
 def test_no_pod_no_metrics(cri: Cri) -> None:
