@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import typing
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
@@ -62,6 +63,20 @@ RECOVERY_SECONDS = Gauge(
     "recovery_duration_seconds", "How long the last start-up recovery took (0 until it finished).",
     namespace=NAMESPACE, registry=REGISTRY,
 )
+
+# The series of each (method, code) seen, kept: labels() takes a lock and a lookup per call, two
+# thirds of the cost of counting a call (at most 41 methods x 17 codes).
+_RPC_SERIES: dict[tuple[str, str], tuple[typing.Any, typing.Any]] = {}
+
+
+def observe_rpc(method: str, code: str, seconds: float) -> None:
+    """Counts one CRI call and its latency."""
+    series = _RPC_SERIES.get((method, code))
+    if series is None:
+        series = _RPC_SERIES[method, code] = (GRPC_REQUESTS.labels(method, code), GRPC_LATENCY.labels(method, code))
+    series[0].inc()
+    series[1].observe(seconds)
+
 
 CONTAINER_STATE_NAMES = ("created", "running", "exited", "unknown")  # CRI ContainerState 0..3
 SNAPSHOT_TIMEOUT = 5.0

@@ -117,8 +117,7 @@ def _ms(started: float) -> float:
 
 def _observe(name: str, code: grpc.StatusCode, started: float) -> None:
     """Counts the call and its latency by method and code (cri_shim_grpc_requests_total and _duration_seconds)."""
-    metrics.GRPC_REQUESTS.labels(name, code.name).inc()
-    metrics.GRPC_LATENCY.labels(name, code.name).observe(time.perf_counter() - started)
+    metrics.observe_rpc(name, code.name, time.perf_counter() - started)
 
 
 def _log_failure(name: str, code: grpc.StatusCode, message: str, exc: Exception, started: float) -> None:
