@@ -3,9 +3,11 @@
 The series are process-wide, as the log is: the parts that measure (the RPC wrapper, the
 puller, the CNI runner, the container service, the daemon) record into this module's registry
 whether or not an endpoint serves it, so no part needs to know whether metrics are wanted.
-prometheus-client renders and serves them; its HTTP server answers on its own threads, so
-what is read from the event loop's state (containers by state) is read on the loop, through
-the collector below, never from the server's thread.
+prometheus-client renders them (its WSGI app) behind a small threaded wsgiref server, bounded
+as the streaming server is: at most MAX_SCRAPERS connections at once (one more is closed
+unread), each dropped after IDLE_SECONDS without a byte, so idle or slow clients cannot pile up
+threads. What is read of the event loop's state (containers by state) is read on the loop,
+through the collector below, never from a server thread.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import socket
+import socketserver
+import threading
 import typing
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -80,6 +85,8 @@ def observe_rpc(method: str, code: str, seconds: float) -> None:
 
 CONTAINER_STATE_NAMES = ("created", "running", "exited", "unknown")  # CRI ContainerState 0..3
 SNAPSHOT_TIMEOUT = 5.0
+MAX_SCRAPERS = 16
+IDLE_SECONDS = 5
 
 
 class ContainerStates(Collector):
@@ -130,6 +137,40 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+class _Handler(WSGIRequestHandler):
+    timeout = IDLE_SECONDS  # set on the connection: a read or write waiting longer ends it
+
+    def log_message(self, format: str, *args: typing.Any) -> None:  # noqa: A002 - scrapes are not logged
+        pass
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server with a thread a connection, at most MAX_SCRAPERS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPERS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: typing.Any, client_address: typing.Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # at the cap: closed unread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: typing.Any, client_address: typing.Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class Endpoint:
     """The /metrics HTTP server on metrics.address, and the containers collector it needs."""
 
@@ -138,16 +179,17 @@ class Endpoint:
         self._collector = collector
         REGISTRY.register(collector)
         try:
-            self._server, self._thread = start_http_server(int(port), host.strip("[]"), registry=REGISTRY)
+            self._server = make_server(host.strip("[]"), int(port), make_wsgi_app(REGISTRY), _Server, _Handler)
         except OSError:
             REGISTRY.unregister(collector)
             raise
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         self.port: int = self._server.server_port
         log.info("metrics endpoint listening", extra={"address": host, "port": self.port})
 
     def close(self) -> None:
-        server: WSGIServer = self._server
-        server.shutdown()
-        server.server_close()
+        self._server.shutdown()
+        self._server.server_close()
         self._thread.join()
         REGISTRY.unregister(self._collector)

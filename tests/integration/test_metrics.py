@@ -245,3 +245,33 @@ def test_an_address_in_use_is_a_clear_start_failure(metrics_port: int, own_daemo
         assert d.proc.wait(timeout=30) == 1
     assert f"metrics.address 127.0.0.1:{metrics_port}: Address already in use" in d.log_path.read_text()
     assert not d.socket.exists()
+
+
+def test_idle_connections_cannot_pile_up(daemon: Daemon, cri: Cri, metrics_port: int) -> None:
+    """The attacker's probe: more idle connections than the cap. The extra ones are closed unread,
+    the daemon's threads stay bounded, CRI calls go on, and scrapes work again once the idle
+    ones have timed out."""
+    assert daemon.proc is not None
+    tasks = Path(f"/proc/{daemon.proc.pid}/task")
+    scrape(metrics_port)
+    before = len(list(tasks.iterdir()))
+    idle = [socket.create_connection(("127.0.0.1", metrics_port)) for _ in range(40)]
+    try:
+        cri.runtime.Version(api.VersionRequest())
+        assert len(list(tasks.iterdir())) <= before + 16
+        # Beyond the cap, connections are closed without an answer.
+        for conn in idle[-8:]:
+            conn.settimeout(10)
+            assert conn.recv(1) == b""
+        # The rest are dropped after the idle timeout, and a scrape is answered again.
+        until(lambda: _scrapes(metrics_port), "a scrape after the idle connections timed out", timeout=30)
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def _scrapes(port: int) -> bool:
+    try:
+        return bool(scrape(port))
+    except OSError:
+        return False
