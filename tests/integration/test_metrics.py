@@ -149,7 +149,7 @@ def test_no_pod_no_metrics(cri: Cri) -> None:
 
 
 def test_endpoint_counts_rpcs_by_method_and_code_pulls_pods_and_containers(
-        cri: Cri, metrics_port: int, workload: tuple[str, str, str], daemon: Daemon) -> None:
+        cri: Cri, metrics_port: int, workload: tuple[str, str, str], daemon: Daemon, catalog: Catalog) -> None:
     sid, cid, image = workload
     before = scrape(metrics_port)
     for _ in range(3):
@@ -157,7 +157,11 @@ def test_endpoint_counts_rpcs_by_method_and_code_pulls_pods_and_containers(
     with pytest.raises(grpc.RpcError) as err:
         cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id="0" * 64))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        pull(cri, catalog.ref("no-such-image"))
     after = scrape(metrics_port)
+    assert value(after, "cri_shim_grpc_requests_total", method="PullImage", code=err.value.code().name) == 1
+    assert value(after, "cri_shim_image_pulls_total", result="error") == 1
     assert value(after, "cri_shim_grpc_requests_total", method="Version", code="OK") \
         - value(before, "cri_shim_grpc_requests_total", method="Version", code="OK") == 3
     assert value(after, "cri_shim_grpc_requests_total", method="ContainerStatus", code="NOT_FOUND") \
