@@ -145,7 +145,7 @@ async def run(cfg: Config, path: str | Path | None = None) -> None:
                 raise CannotListen(f"metrics.address {cfg.metrics.address}: {exc.strerror or exc}") from None
         started = time.monotonic()
         await daemon.recover()
-        metrics.RECOVERY_SECONDS.set(time.monotonic() - started)
+        metrics.set_recovery(time.monotonic() - started)
         daemon.gate.ready.set()
         log.info("ready", extra={"recovery_seconds": round(time.monotonic() - started, 3)})
         notifier.ready()

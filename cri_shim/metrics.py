@@ -1,8 +1,10 @@
 """The daemon's own Prometheus metrics and the optional /metrics endpoint (`metrics.address`).
 
-The series are process-wide, as the log is: the parts that measure (the RPC wrapper, the
-puller, the CNI runner, the container service, the daemon) record into this module's registry
-whether or not an endpoint serves it, so no part needs to know whether metrics are wanted.
+The parts that measure (the RPC wrapper, the puller, the CNI runner, the container service, the
+daemon) call the observe_* functions below, which do nothing until enable() has made the series:
+prometheus-client is imported only then, so a daemon without an endpoint (the default) pays
+neither its 3 MB nor its import time. The series are process-wide, as the log is.
+
 prometheus-client renders them (its WSGI app) behind a small threaded wsgiref server, bounded
 as the streaming server is: at most MAX_SCRAPERS connections at once (one more is closed
 unread), each dropped after IDLE_SECONDS without a byte, so idle or slow clients cannot pile up
@@ -23,73 +25,103 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+if typing.TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger("cri_shim.metrics")
 
-REGISTRY = CollectorRegistry(auto_describe=True)
 NAMESPACE = "cri_shim"
-
 # Buckets from 1 ms to 2 min: RPCs, CNI calls and pod starts span that range on a node.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-
-GRPC_REQUESTS = Counter(
-    "grpc_requests", "CRI calls answered, by method and gRPC status code.", ["method", "code"],
-    namespace=NAMESPACE, registry=REGISTRY,
-)
-GRPC_LATENCY = Histogram(
-    "grpc_request_duration_seconds", "Time to answer a CRI call (a stream: until it ended), by method and code.",
-    ["method", "code"], namespace=NAMESPACE, registry=REGISTRY, buckets=LATENCY_BUCKETS,
-)
-POD_START = Histogram(
-    "pod_start_duration_seconds",
-    "From RunPodSandbox's start to the pod's first container started (StartContainer answered).",
-    namespace=NAMESPACE, registry=REGISTRY, buckets=LATENCY_BUCKETS,
-)
-IMAGE_PULLS = Counter(
-    "image_pulls", "Image pulls finished, by result (ok or error).", ["result"], namespace=NAMESPACE, registry=REGISTRY,
-)
-IMAGE_PULL_BYTES = Counter(
-    "image_pull_bytes", "Bytes received from registries by image pulls (manifests, configs, layers).",
-    namespace=NAMESPACE, registry=REGISTRY,
-)
-IMAGE_PULL_SECONDS = Histogram(
-    "image_pull_duration_seconds", "Time an image pull took, by result (ok or error).", ["result"],
-    namespace=NAMESPACE, registry=REGISTRY,
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-)
-CNI_LATENCY = Histogram(
-    "cni_plugin_duration_seconds", "Time a CNI plugin call took, by command (ADD, DEL, CHECK), plugin and result.",
-    ["command", "plugin", "result"], namespace=NAMESPACE, registry=REGISTRY, buckets=LATENCY_BUCKETS,
-)
-RECOVERY_SECONDS = Gauge(
-    "recovery_duration_seconds", "How long the last start-up recovery took (0 until it finished).",
-    namespace=NAMESPACE, registry=REGISTRY,
-)
-
-# The series of each (method, code) seen, kept: labels() takes a lock and a lookup per call, two
-# thirds of the cost of counting a call (at most 41 methods x 17 codes).
-_RPC_SERIES: dict[tuple[str, str], tuple[typing.Any, typing.Any]] = {}
-
-
-def observe_rpc(method: str, code: str, seconds: float) -> None:
-    """Counts one CRI call and its latency."""
-    series = _RPC_SERIES.get((method, code))
-    if series is None:
-        series = _RPC_SERIES[method, code] = (GRPC_REQUESTS.labels(method, code), GRPC_LATENCY.labels(method, code))
-    series[0].inc()
-    series[1].observe(seconds)
-
-
+PULL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 CONTAINER_STATE_NAMES = ("created", "running", "exited", "unknown")  # CRI ContainerState 0..3
 SNAPSHOT_TIMEOUT = 5.0
 MAX_SCRAPERS = 16
 IDLE_SECONDS = 5
 
 
-class ContainerStates(Collector):
+class _Series:
+    """Every series of the daemon, in a registry of its own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        common: dict[str, typing.Any] = {"namespace": NAMESPACE, "registry": self.registry}
+        self.grpc_requests = Counter(
+            "grpc_requests", "CRI calls answered, by method and gRPC status code.", ["method", "code"], **common)
+        self.grpc_latency = Histogram(
+            "grpc_request_duration_seconds", "Time to answer a CRI call (a stream: until it ended), by method and code.",
+            ["method", "code"], buckets=LATENCY_BUCKETS, **common)
+        self.pod_start = Histogram(
+            "pod_start_duration_seconds",
+            "From RunPodSandbox's start to the pod's first container started (StartContainer answered).",
+            buckets=LATENCY_BUCKETS, **common)
+        self.image_pulls = Counter("image_pulls", "Image pulls finished, by result (ok or error).", ["result"], **common)
+        self.image_pull_bytes = Counter(
+            "image_pull_bytes", "Bytes received from registries by image pulls (manifests, configs, layers).", **common)
+        self.image_pull_seconds = Histogram(
+            "image_pull_duration_seconds", "Time an image pull took, by result (ok or error).", ["result"],
+            buckets=PULL_BUCKETS, **common)
+        self.cni_latency = Histogram(
+            "cni_plugin_duration_seconds", "Time a CNI plugin call took, by command (ADD, DEL, CHECK), plugin and result.",
+            ["command", "plugin", "result"], buckets=LATENCY_BUCKETS, **common)
+        self.recovery_seconds = Gauge(
+            "recovery_duration_seconds", "How long the last start-up recovery took (0 until it finished).", **common)
+        # The series of each (method, code) seen, kept: labels() takes a lock and a lookup per
+        # call, two thirds of the cost of counting one (at most 41 methods x 17 codes).
+        self.rpc: dict[tuple[str, str], tuple[typing.Any, typing.Any]] = {}
+
+
+_series: _Series | None = None
+_enabling = threading.Lock()
+
+
+def enable() -> CollectorRegistry:
+    """Makes the series (once); observations count from now on. The registry they are in."""
+    global _series
+    with _enabling:
+        if _series is None:
+            _series = _Series()
+        return _series.registry
+
+
+def observe_rpc(method: str, code: str, seconds: float) -> None:
+    """One CRI call answered with code, and its latency."""
+    if (s := _series) is None:
+        return
+    pair = s.rpc.get((method, code))
+    if pair is None:
+        pair = s.rpc[method, code] = (s.grpc_requests.labels(method, code), s.grpc_latency.labels(method, code))
+    pair[0].inc()
+    pair[1].observe(seconds)
+
+
+def observe_pod_start(seconds: float) -> None:
+    if (s := _series) is not None:
+        s.pod_start.observe(seconds)
+
+
+def observe_pull(result: str, received: int, seconds: float) -> None:
+    """One image pull finished (result ok or error) after receiving that many bytes."""
+    if (s := _series) is not None:
+        s.image_pulls.labels(result).inc()
+        s.image_pull_bytes.inc(received)
+        s.image_pull_seconds.labels(result).observe(seconds)
+
+
+def observe_cni(command: str, plugin: str, result: str, seconds: float) -> None:
+    if (s := _series) is not None:
+        s.cni_latency.labels(command, plugin, result).observe(seconds)
+
+
+def set_recovery(seconds: float) -> None:
+    if (s := _series) is not None:
+        s.recovery_seconds.set(seconds)
+
+
+class ContainerStates:
     """cri_shim_containers{state}: counted on the event loop at each scrape, from the records it owns."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, states: Callable[[], list[int]]) -> None:
@@ -126,6 +158,8 @@ class ContainerStates(Collector):
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
+        from prometheus_client.core import GaugeMetricFamily
+
         return GaugeMetricFamily(f"{NAMESPACE}_containers", "Containers known to the runtime, by CRI state.",
                                  labels=["state"])
 
@@ -175,13 +209,16 @@ class Endpoint:
     """The /metrics HTTP server on metrics.address, and the containers collector it needs."""
 
     def __init__(self, address: str, collector: ContainerStates) -> None:
+        from prometheus_client import make_wsgi_app
+
         host, _, port = address.rpartition(":")
+        self._registry = enable()
         self._collector = collector
-        REGISTRY.register(collector)
+        self._registry.register(collector)  # type: ignore[arg-type] - a collector by its methods
         try:
-            self._server = make_server(host.strip("[]"), int(port), make_wsgi_app(REGISTRY), _Server, _Handler)
+            self._server = make_server(host.strip("[]"), int(port), make_wsgi_app(self._registry), _Server, _Handler)
         except OSError:
-            REGISTRY.unregister(collector)
+            self._registry.unregister(collector)  # type: ignore[arg-type]
             raise
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
         self._thread.start()
@@ -192,4 +229,4 @@ class Endpoint:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-        REGISTRY.unregister(self._collector)
+        self._registry.unregister(self._collector)  # type: ignore[arg-type]

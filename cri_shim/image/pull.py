@@ -96,9 +96,7 @@ class Puller:
                 transfer.abort()
                 work.cancel()
                 await asyncio.wait({work})  # wait() does not cancel it again if we are
-            metrics.IMAGE_PULLS.labels(result).inc()
-            metrics.IMAGE_PULL_BYTES.inc(progress.bytes)
-            metrics.IMAGE_PULL_SECONDS.labels(result).observe(time.monotonic() - started)
+            metrics.observe_pull(result, progress.bytes, time.monotonic() - started)
 
     async def _resolve(self, ref: Reference, creds: Credentials, progress: Progress, transfer: Transfer) -> ImageRecord:
         """Finds the manifest on the first endpoint that has it, then pulls from that endpoint."""

@@ -167,12 +167,12 @@ class CniExec:
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             proc.kill()
             await proc.wait()
-            metrics.CNI_LATENCY.labels(command, plugin_type, "error").observe(time.monotonic() - started)
+            metrics.observe_cni(command, plugin_type, "error", time.monotonic() - started)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise CniError(f"CNI {command} {plugin_type}: no answer within {self.timeout}s") from None
         result = "ok" if proc.returncode == 0 else "error"
-        metrics.CNI_LATENCY.labels(command, plugin_type, result).observe(time.monotonic() - started)
+        metrics.observe_cni(command, plugin_type, result, time.monotonic() - started)
         log.debug("cni", extra={"command": command, "plugin": plugin_type, "rc": proc.returncode, "id": att.container_id})
         if proc.returncode != 0:
             raise CniError(f"CNI {command} {plugin_type}: {_error_message(out, err, proc.returncode)}")

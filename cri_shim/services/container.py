@@ -46,7 +46,7 @@ class ContainerService:
             return
         sandbox = self.sandboxes.find(started.sandbox_id)
         if sandbox is not None:
-            metrics.POD_START.observe(max(0, time.time_ns() - sandbox.created_at) / 1e9)
+            metrics.observe_pod_start(max(0, time.time_ns() - sandbox.created_at) / 1e9)
 
     async def StopContainer(self, request: api.StopContainerRequest, context: Any) -> api.StopContainerResponse:
         if request.timeout < 0:

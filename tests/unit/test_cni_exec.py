@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cri_shim.metrics import REGISTRY
+from cri_shim import metrics
 from cri_shim.network.cni import Attachment, CniError, CniExec, plugin_config, result_ips
 from tests.support.fakecni import calls, install_fake_plugins
 
@@ -87,9 +87,10 @@ def test_missing_plugins_and_timeouts_fail_clearly(plugins: tuple[Path, Path]) -
 
 def test_each_plugin_call_is_timed_by_command_plugin_and_result(plugins: tuple[Path, Path]) -> None:
     bin_dir, _ = plugins
+    registry = metrics.enable()
 
     def count(command: str, plugin: str, result: str) -> float:
-        return REGISTRY.get_sample_value(
+        return registry.get_sample_value(
             "cri_shim_cni_plugin_duration_seconds_count", {"command": command, "plugin": plugin, "result": result}) or 0
 
     before = {key: count(*key) for key in (("DEL", "first", "ok"), ("DEL", "second", "error"), ("ADD", "second", "error"))}
