@@ -131,7 +131,7 @@ async def run(cfg: Config, path: str | Path | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloader = Reloader(cfg, path, daemon.images)
-    loop.add_signal_handler(signal.SIGHUP, _reload, reloader, daemon.gate, notifier)
+    loop.add_signal_handler(signal.SIGHUP, _reload, reloader, daemon.gate, stop, notifier)
     endpoint = None
     await grpc_server.start()
     server.secure_socket(cfg)
@@ -153,7 +153,6 @@ async def run(cfg: Config, path: str | Path | None = None) -> None:
         log.info("stopping")
         notifier.stopping()
     finally:
-        loop.remove_signal_handler(signal.SIGHUP)
         await grpc_server.stop(grace=5)
         if endpoint is not None:
             endpoint.close()
@@ -162,10 +161,11 @@ async def run(cfg: Config, path: str | Path | None = None) -> None:
         os.close(lock)
 
 
-def _reload(reloader: Reloader, gate: server.Gate, notifier: sdnotify.Notifier) -> None:
-    """SIGHUP: live keys of the file applied, framed for systemd by RELOADING=1 and READY=1 once
-    the daemon is ready (a reload during recovery must not announce readiness early)."""
-    announce = gate.ready.is_set()
+def _reload(reloader: Reloader, gate: server.Gate, stop: asyncio.Event, notifier: sdnotify.Notifier) -> None:
+    """SIGHUP: live keys of the file applied, framed for systemd by RELOADING=1 and READY=1 while
+    the daemon serves (not during recovery, which must not announce readiness early, nor after
+    STOPPING=1)."""
+    announce = gate.ready.is_set() and not stop.is_set()
     if announce:
         notifier.reloading()
     reloader.reload()
