@@ -144,6 +144,17 @@ def test_the_independent_client_reads_the_same(daemon: Daemon, cri: Cri, workloa
     assert read["pods"][sid][cid]["container_memory_working_set_bytes"][1] > 8 * 2**20
 
 
+def test_a_request_that_does_not_parse_is_refused_and_counted(daemon: Daemon, metrics_port: int) -> None:
+    with grpc.insecure_channel(daemon.endpoint) as channel:
+        call = channel.unary_unary("/runtime.v1.RuntimeService/ListPodSandboxMetrics",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\xff\xff\xff", timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    samples = scrape(metrics_port)
+    assert value(samples, "cri_shim_grpc_requests_total", method="ListPodSandboxMetrics", code="INVALID_ARGUMENT") == 1
+
+
 def test_no_pod_no_metrics(cri: Cri) -> None:
     assert list(cri.runtime.ListPodSandboxMetrics(api.ListPodSandboxMetricsRequest()).pod_metrics) == []
 
