@@ -5,9 +5,9 @@ RPCs. This module binds them to the RPCs listed in the API descriptor, so an RPC
 implements answers UNIMPLEMENTED (kubelet and cri-client have fallbacks for that code). Every
 call goes through one wrapper, the only place that maps exceptions to gRPC status codes, logs
 the call, counts it and its latency by method and code (cri_shim.metrics) and answers
-UNAVAILABLE until start-up recovery is done. A request that does not parse
-reaches the wrapper as Malformed (grpc.aio would answer UNKNOWN and log a traceback for a
-deserializer that raises) and is answered INVALID_ARGUMENT with one short log line.
+UNAVAILABLE until start-up recovery is done. A request that does not parse reaches the wrapper
+as Malformed (grpc.aio would answer UNKNOWN and log a traceback for a deserializer that raises)
+and is answered INVALID_ARGUMENT with one short log line.
 """
 
 from __future__ import annotations
