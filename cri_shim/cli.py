@@ -1,4 +1,4 @@
-"""Command line: `cri-shim serve`, `cri-shim config`, `cri-shim images import FILE`."""
+"""Command line: `cri-shim serve`, `cri-shim config`, `cri-shim install-unit`, `cri-shim images import FILE`."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(args.log_level or cfg.server.log_level, cfg.server.log_format)
     try:
-        asyncio.run(daemon.run(cfg))
-    except daemon.AlreadyRunning as exc:
+        asyncio.run(daemon.run(cfg, args.config))
+    except (daemon.AlreadyRunning, daemon.CannotListen) as exc:
         print(f"cri-shim: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -34,6 +34,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     sys.stdout.write(config.render_defaults())
+    return 0
+
+
+def _install_unit(args: argparse.Namespace) -> int:
+    """Writes the systemd unit (and a default config file when there is none)."""
+    from cri_shim import unit
+
+    try:
+        written = unit.install(Path(args.unit_dir), Path(args.config))
+    except (unit.UnitError, OSError) as exc:
+        print(f"cri-shim: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print("then: systemctl daemon-reload && systemctl enable --now cri-shim")
     return 0
 
 
@@ -82,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     cfg = sub.add_parser("config", help="print the default configuration, documented")
     cfg.set_defaults(func=_config)
+    install = sub.add_parser("install-unit", help="install the systemd service unit (Type=notify, SIGHUP reloads)")
+    install.add_argument("--unit-dir", default="/etc/systemd/system", help="where the unit goes (default: %(default)s)")
+    install.add_argument("--config", default="/etc/cri-shim/cri-shim.toml",
+                         help="configuration file the service runs on, written with the defaults if absent "
+                              "(default: %(default)s)")
+    install.set_defaults(func=_install_unit)
     images = sub.add_parser("images", help="manage the image store").add_subparsers(dest="images_command", required=True)
     load = images.add_parser("import", help="import an OCI image layout or docker-archive (docker save) tarball")
     load.add_argument("file", type=Path, help="the tarball")

@@ -18,6 +18,16 @@ from cri_shim.cgroups.paths import CgroupPathError, normalize_parent
 
 MIB = 1024 * 1024
 
+# Keys SIGHUP applies to the running daemon (cri_shim.reload); a change to any other key needs a restart.
+LIVE_KEYS = (
+    "server.log_level",
+    "images.mirrors",
+    "images.insecure_registries",
+    "images.auth_file",
+    "images.pinned_images",
+    "network.conf_dir",
+)
+
 
 def _doc(text: str, default: typing.Any = dataclasses.MISSING, factory: typing.Any = dataclasses.MISSING) -> typing.Any:
     """A dataclass field carrying its documentation for the rendered default file."""
@@ -174,6 +184,15 @@ class ImagesConfig:
 
 
 @dataclass
+class MetricsConfig:
+    address: str = _doc(
+        "host:port of a Prometheus /metrics HTTP endpoint (RPC counts and latencies, pod start, pulls, containers by "
+        "state, CNI calls, recovery), e.g. \"127.0.0.1:9090\"; empty: none, no port is opened. Nothing guards it "
+        "but the address: keep it on loopback or a node-local interface.", ""
+    )
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -181,6 +200,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -250,8 +270,14 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"images.hosts.{host}.path_style must be one of {', '.join(PATH_STYLES)}")
         if settings.client_key and not settings.client_cert:
             raise ConfigError(f"images.hosts.{host}.client_key needs client_cert")
+    if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("server.log_level must be debug, info, warning or error")
     if cfg.server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format must be json or text")
+    if cfg.metrics.address:
+        host, sep, port = cfg.metrics.address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"metrics.address {cfg.metrics.address!r} must be host:port (empty: no endpoint)")
     st = cfg.streaming
     if not 0 <= st.port <= 65535:
         raise ConfigError("streaming.port must be 0-65535")
@@ -296,7 +322,12 @@ def _toml_value(value: typing.Any) -> str:
 
 def render_defaults() -> str:
     """The default configuration as a commented TOML file (`cri-shim config`)."""
-    lines: list[str] = ["# cri-shim configuration; every key is optional and shown with its default.", ""]
+    lines: list[str] = [
+        "# cri-shim configuration; every key is optional and shown with its default.",
+        "# SIGHUP (systemctl reload cri-shim) re-reads this file and applies the keys marked live;",
+        "# a change to any other key is logged and waits for a restart.",
+        "",
+    ]
 
     def table(obj: typing.Any, name: str) -> None:
         lines.append(f"[{name}]")
@@ -306,7 +337,8 @@ def render_defaults() -> str:
             if f.name in ("handlers", "hosts"):
                 nested.append((f, value))
                 continue
-            lines.append(f"# {f.metadata['doc']}")
+            live = " (live: applied on SIGHUP)" if f"{name}.{f.name}" in LIVE_KEYS else ""
+            lines.append(f"# {f.metadata['doc']}{live}")
             shown = f"0o{value:o}" if f.name == "socket_mode" else _toml_value(value)
             lines.append(f"{f.name} = {shown}")
         lines.append("")

@@ -1,8 +1,9 @@
 """The composition root: builds the runtime's parts from the configuration and runs them.
 
 Start-up order matters: the socket answers UNAVAILABLE while recovery reconciles the records
-on disk with what really runs, then the gate opens. SIGTERM stops the server and leaves pods
-and containers running; their monitors outlive the daemon.
+on disk with what really runs, then the gate opens and systemd is told READY=1 (Type=notify).
+SIGTERM stops the server and leaves pods and containers running; their monitors outlive the
+daemon. SIGHUP reloads the configuration file's live keys (cri_shim.reload).
 """
 
 from __future__ import annotations
@@ -12,24 +13,28 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
-from cri_shim import server
+from cri_shim import metrics, server
 from cri_shim.cgroups import hierarchy
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.config import Config
 from cri_shim.image.pull import Puller
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
+from cri_shim.linux import sdnotify
 from cri_shim.linux.rlimits import raise_open_files
 from cri_shim.network.pod import PodNetwork
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime.manager import ContainerManager
+from cri_shim.reload import Reloader
 from cri_shim.runtime.streams import ContainerStreams, PodPortForward
 from cri_shim.sandbox import SandboxManager
 from cri_shim.services.container import ContainerService
 from cri_shim.services.image import ImageService
 from cri_shim.services.runtime_info import RuntimeInfoService
+from cri_shim.services.sandbox_metrics import SandboxMetricsService
 from cri_shim.services.sandbox import SandboxService
 from cri_shim.services.stats import StatsService
 from cri_shim.services.streaming import StreamingService
@@ -40,6 +45,10 @@ log = logging.getLogger("cri_shim.daemon")
 
 class AlreadyRunning(RuntimeError):
     """Another cri-shim holds the lock on the state directory."""
+
+
+class CannotListen(RuntimeError):
+    """An address the daemon was configured to serve on cannot be bound."""
 
 
 class Daemon:
@@ -72,6 +81,7 @@ class Daemon:
                 SandboxService(self.sandboxes),
                 ContainerService(self.containers, self.sandboxes),
                 StatsService(self.containers, self.sandboxes),
+                SandboxMetricsService(self.containers, self.sandboxes),
                 StreamingService(self.streaming, self.containers, self.sandboxes),
             ],
             "ImageService": [ImageService(self)],
@@ -104,8 +114,9 @@ def _lock_state_dir(cfg: Config) -> int:
     return fd
 
 
-async def run(cfg: Config) -> None:
-    """Serves until SIGTERM or SIGINT."""
+async def run(cfg: Config, path: str | Path | None = None) -> None:
+    """Serves until SIGTERM or SIGINT; path is the configuration file SIGHUP reads again."""
+    notifier = sdnotify.Notifier.from_environment()
     before, after = raise_open_files()
     if after != before:
         log.info("open-file limit raised", extra={"from": before, "to": after})
@@ -117,17 +128,44 @@ async def run(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloader = Reloader(cfg, path, daemon.images)
+    loop.add_signal_handler(signal.SIGHUP, _reload, reloader, daemon.gate, stop, notifier)
+    endpoint = None
     await grpc_server.start()
     server.secure_socket(cfg)
     log.info("listening", extra={"socket": cfg.server.socket, "pid": os.getpid()})
     try:
+        if cfg.metrics.address:
+            states = metrics.ContainerStates(loop, lambda: [r.state for r in daemon.containers.list()])
+            try:
+                endpoint = metrics.Endpoint(cfg.metrics.address, states)
+            except OSError as exc:
+                raise CannotListen(f"metrics.address {cfg.metrics.address}: {exc.strerror or exc}") from None
+        started = time.monotonic()
         await daemon.recover()
+        metrics.set_recovery(time.monotonic() - started)
         daemon.gate.ready.set()
-        log.info("ready")
+        log.info("ready", extra={"recovery_seconds": round(time.monotonic() - started, 3)})
+        notifier.ready()
         await stop.wait()
         log.info("stopping")
+        notifier.stopping()
     finally:
         await grpc_server.stop(grace=5)
+        if endpoint is not None:
+            endpoint.close()
         await daemon.close()
         Path(cfg.server.socket).unlink(missing_ok=True)
         os.close(lock)
+
+
+def _reload(reloader: Reloader, gate: server.Gate, stop: asyncio.Event, notifier: sdnotify.Notifier) -> None:
+    """SIGHUP: live keys of the file applied, framed for systemd by RELOADING=1 and READY=1 while
+    the daemon serves (not during recovery, which must not announce readiness early, nor after
+    STOPPING=1)."""
+    announce = gate.ready.is_set() and not stop.is_set()
+    if announce:
+        notifier.reloading()
+    reloader.reload()
+    if announce:
+        notifier.ready()

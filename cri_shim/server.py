@@ -4,9 +4,10 @@ Handlers are plain async methods on service objects (cri_shim.services), named e
 RPCs. This module binds them to the RPCs listed in the API descriptor, so an RPC no service
 implements answers UNIMPLEMENTED (kubelet and cri-client have fallbacks for that code). Every
 call goes through one wrapper, the only place that maps exceptions to gRPC status codes, logs
-the call and answers UNAVAILABLE until start-up recovery is done. A request that does not parse
-reaches the wrapper as Malformed (grpc.aio would answer UNKNOWN and log a traceback for a
-deserializer that raises) and is answered INVALID_ARGUMENT with one short log line.
+the call, counts it and its latency by method and code (cri_shim.metrics) and answers
+UNAVAILABLE until start-up recovery is done. A request that does not parse reaches the wrapper
+as Malformed (grpc.aio would answer UNKNOWN and log a traceback for a deserializer that raises)
+and is answered INVALID_ARGUMENT with one short log line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from cri_shim import metrics
 from cri_shim.api import api_pb2
 from cri_shim.config import Config
 from cri_shim.status import status_of
@@ -57,30 +59,34 @@ def _parser(request_type: type[Message]) -> Callable[[bytes], Message | Malforme
     return parse
 
 
-async def _admit(name: str, request: Any, context: grpc.aio.ServicerContext, gate: Gate) -> None:
+async def _admit(name: str, request: Any, context: grpc.aio.ServicerContext, gate: Gate, started: float) -> None:
     """Aborts the call while recovery runs, or when its request did not parse."""
     if not gate.ready.is_set():
+        _observe(name, grpc.StatusCode.UNAVAILABLE, started)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "cri-shim is recovering its state, retry shortly")
     if isinstance(request, Malformed):
         message = f"malformed request: {request.error}"  # protobuf names the type, never the bytes
         log.info("rpc failed", extra={"rpc": name, "code": "INVALID_ARGUMENT", "error": message})
+        _observe(name, grpc.StatusCode.INVALID_ARGUMENT, started)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _wrap_unary(name: str, impl: Callable[..., Any], gate: Gate) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _admit(name, request, context, gate)
         started = time.perf_counter()
+        await _admit(name, request, context, gate, started)
         try:
             response = await impl(request, context)
         except asyncio.CancelledError:
             log.info("rpc cancelled", extra={"rpc": name, "ms": _ms(started)})
+            _observe(name, grpc.StatusCode.CANCELLED, started)
             raise
         except Exception as exc:  # noqa: BLE001 - the one place every failure becomes a status
             code, message = status_of(exc)
             _log_failure(name, code, message, exc, started)
             await context.abort(code, message)
         log.debug("rpc", extra={"rpc": name, "ms": _ms(started), "code": "OK"})
+        _observe(name, grpc.StatusCode.OK, started)
         return response
 
     return call
@@ -88,17 +94,19 @@ def _wrap_unary(name: str, impl: Callable[..., Any], gate: Gate) -> Callable[...
 
 def _wrap_stream(name: str, impl: Callable[..., AsyncIterator[Any]], gate: Gate) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await _admit(name, request, context, gate)
         started = time.perf_counter()
+        await _admit(name, request, context, gate, started)
         try:
             async for item in impl(request, context):
                 yield item
         except asyncio.CancelledError:
+            _observe(name, grpc.StatusCode.CANCELLED, started)
             raise
         except Exception as exc:  # noqa: BLE001
             code, message = status_of(exc)
             _log_failure(name, code, message, exc, started)
             await context.abort(code, message)
+        _observe(name, grpc.StatusCode.OK, started)
 
     return call
 
@@ -107,7 +115,13 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
+def _observe(name: str, code: grpc.StatusCode, started: float) -> None:
+    """Counts the call and its latency by method and code (cri_shim_grpc_requests_total and _duration_seconds)."""
+    metrics.observe_rpc(name, code.name, time.perf_counter() - started)
+
+
 def _log_failure(name: str, code: grpc.StatusCode, message: str, exc: Exception, started: float) -> None:
+    _observe(name, code, started)
     fields = {"rpc": name, "ms": _ms(started), "code": code.name, "error": message}
     if code == grpc.StatusCode.UNKNOWN:
         log.error("rpc failed", extra=fields, exc_info=exc)

@@ -42,6 +42,18 @@ def daemon(daemon_overrides: dict[str, Any]) -> Iterator[Daemon]:
     shutil.rmtree(d.dir, ignore_errors=True)
 
 
+@pytest.fixture
+def own_daemons() -> Iterator[list[Daemon]]:
+    """Daemons a test makes itself (its own environment, a start expected to fail), stopped and
+    removed after the test as the daemon fixture's is."""
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.stop()
+        release_leftovers(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def registry() -> Iterator[Registry]:
     """One real registry on loopback for the session (the conformance tier has its own)."""

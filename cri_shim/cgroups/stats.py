@@ -1,13 +1,16 @@
 """CPU and memory statistics of one container cgroup, on cgroup v1 and v2.
 
 Given runc's cgroupsPath of a container (slices expanded by cgroups.paths), it finds the
-cgroup directories and reads the counters kubelet's summary API wants. The working set is usage minus inactive file pages, as cAdvisor and
-kubelet define it. oom_kills counts kernel OOM kills in the cgroup (v1 memory.oom_control,
-v2 memory.events), which is how an exit is attributed to OOMKilled.
+cgroup directories and reads the counters kubelet's summary API wants. The working set is usage
+minus inactive file pages, as cAdvisor and kubelet define it; the cAdvisor figures
+ListPodSandboxMetrics adds (user and system CPU, page cache, mapped files, swap) come from the
+same files. oom_kills counts kernel OOM kills in the cgroup (v1 memory.oom_control, v2
+memory.events), which is how an exit is attributed to OOMKilled.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,11 @@ class CgroupStats:
     major_page_faults: int
     memory_limit_bytes: int | None
     oom_kills: int
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    memory_cache_bytes: int = 0
+    memory_mapped_file_bytes: int = 0
+    memory_swap_bytes: int | None = None  # None: swap is not accounted (v1 without memsw)
 
     @property
     def memory_available_bytes(self) -> int | None:
@@ -85,6 +93,9 @@ def _read_keyed(path: Path) -> dict[str, int]:
     return out
 
 
+# cpuacct.stat counts in clock ticks (USER_HZ).
+_NS_PER_TICK = 10**9 // os.sysconf("SC_CLK_TCK")
+
 # A v1 limit at or above this is "unlimited" (PAGE_COUNTER_MAX rounded to pages).
 _V1_UNLIMITED = 1 << 62
 
@@ -110,6 +121,10 @@ def read(cgroups_path: str, root: Path = ROOT) -> CgroupStats | None:
         faults, major = stat.get("pgfault", 0), stat.get("pgmajfault", 0)
         limit = _read_int(d / "memory.max")
         ooms = _read_keyed(d / "memory.events").get("oom_kill", 0)
+        cpu_stat = _read_keyed(d / "cpu.stat")
+        user, system = cpu_stat.get("user_usec", 0) * 1000, cpu_stat.get("system_usec", 0) * 1000
+        cache, mapped = stat.get("file", 0), stat.get("file_mapped", 0)
+        swap = _read_int(d / "memory.swap.current")
     else:
         mem = cgroup_dir(cgroups_path, "memory", root)
         if not mem.is_dir():
@@ -123,6 +138,9 @@ def read(cgroups_path: str, root: Path = ROOT) -> CgroupStats | None:
         if limit is not None and limit >= _V1_UNLIMITED:
             limit = None
         ooms = _read_keyed(mem / "memory.oom_control").get("oom_kill", 0)
+        ticks = _read_keyed(cgroup_dir(cgroups_path, "cpuacct", root) / "cpuacct.stat")
+        user, system = ticks.get("user", 0) * _NS_PER_TICK, ticks.get("system", 0) * _NS_PER_TICK
+        cache, mapped, swap = stat.get("total_cache", 0), stat.get("total_mapped_file", 0), stat.get("total_swap")
     return CgroupStats(
         timestamp=now,
         cpu_usage_ns=cpu,
@@ -133,4 +151,9 @@ def read(cgroups_path: str, root: Path = ROOT) -> CgroupStats | None:
         major_page_faults=major,
         memory_limit_bytes=limit,
         oom_kills=ooms,
+        cpu_user_ns=user,
+        cpu_system_ns=system,
+        memory_cache_bytes=cache,
+        memory_mapped_file_bytes=mapped,
+        memory_swap_bytes=swap,
     )

@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
+from cri_shim import metrics
 from cri_shim.config import ImagesConfig
 from cri_shim.errors import CriError, DeadlineExceeded, InvalidArgument
 from cri_shim.image import auth, imageconfig, manifest
@@ -75,12 +76,14 @@ class Puller:
         transfer = Transfer()
         work = asyncio.ensure_future(self._resolve(ref, creds, progress, transfer))
         reported = 0
+        result = "error"
         log.info("pulling image", extra={"image": str(ref)})
         try:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=min(LOG_EVERY, timeout))
                 if done:
                     record = work.result()
+                    result = "ok"
                     log.info("image pulled", extra={"image": str(ref), "id": record.image_id, "bytes": progress.bytes,
                                                     "seconds": round(time.monotonic() - started, 3)})
                     return record
@@ -96,6 +99,7 @@ class Puller:
                 transfer.abort()
                 work.cancel()
                 await asyncio.wait({work})  # wait() does not cancel it again if we are
+            metrics.observe_pull(result, progress.bytes, time.monotonic() - started)
 
     async def _resolve(self, ref: Reference, creds: Credentials, progress: Progress, transfer: Transfer) -> ImageRecord:
         """Finds the manifest on the first endpoint that has it, then pulls from that endpoint."""

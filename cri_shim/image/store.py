@@ -53,12 +53,18 @@ class ImageStore:
         self._configs: dict[str, ImageConfig] = {}
         self._mutex = asyncio.Lock()
         self._generation: tuple[int, int] | None = None
-        self._pinned = set()
-        for text in pinned or []:
+        self._pinned: set[str] = set()
+        self.set_pinned(pinned or [])
+
+    def set_pinned(self, pinned: list[str]) -> None:
+        """The images reported pinned from now on (images.pinned_images, also on a reload)."""
+        names = set()
+        for text in pinned:
             try:
-                self._pinned.add(normalise(text) if not text.startswith("sha256:") else text)
+                names.add(normalise(text) if not text.startswith("sha256:") else text)
             except InvalidArgument:
                 log.warning("ignoring invalid pinned image", extra={"image": text})
+        self._pinned = names
 
     # --- opening and reloading ----------------------------------------------------------------
 

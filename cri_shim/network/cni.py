@@ -17,9 +17,11 @@ import copy
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cri_shim import metrics
 from cri_shim.store.codec import JsonRecord
 
 log = logging.getLogger("cri_shim.network")
@@ -143,14 +145,18 @@ class CniExec:
             )
         except OSError as exc:  # E2BIG for an environment past the kernel's limit, ENOEXEC, EACCES
             raise CniError(f"CNI {command} {plugin_type}: cannot run {path}: {exc.strerror or exc}") from None
+        started = time.monotonic()
         try:
             out, err = await asyncio.wait_for(proc.communicate(json.dumps(conf).encode()), self.timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             proc.kill()
             await proc.wait()
+            metrics.observe_cni(command, plugin_type, "error", time.monotonic() - started)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise CniError(f"CNI {command} {plugin_type}: no answer within {self.timeout}s") from None
+        result = "ok" if proc.returncode == 0 else "error"
+        metrics.observe_cni(command, plugin_type, result, time.monotonic() - started)
         log.debug("cni", extra={"command": command, "plugin": plugin_type, "rc": proc.returncode, "id": att.container_id})
         if proc.returncode != 0:
             raise CniError(f"CNI {command} {plugin_type}: {_error_message(out, err, proc.returncode)}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
 
+from cri_shim import metrics
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
 from cri_shim.runtime.events import Event, SandboxChange
@@ -35,7 +37,16 @@ class ContainerService:
 
     async def StartContainer(self, request: api.StartContainerRequest, context: Any) -> api.StartContainerResponse:
         await self.containers.start(request.container_id)
+        self._observe_pod_start(self.containers.get(request.container_id))
         return api.StartContainerResponse()
+
+    def _observe_pod_start(self, started: ContainerRecord) -> None:
+        """The pod's start latency, once: when this is the first of its containers to have started."""
+        if any(r.started_at and r.id != started.id for r in self.containers.of_sandbox(started.sandbox_id)):
+            return
+        sandbox = self.sandboxes.find(started.sandbox_id)
+        if sandbox is not None:
+            metrics.observe_pod_start(max(0, time.time_ns() - sandbox.created_at) / 1e9)
 
     async def StopContainer(self, request: api.StopContainerRequest, context: Any) -> api.StopContainerResponse:
         if request.timeout < 0:

@@ -13,18 +13,16 @@ what its filter names (a created or exited container by id, with its writable la
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import stats
 from cri_shim.cgroups.paths import parent_path
 from cri_shim.image.usage import mountpoint_of
+from cri_shim.linux import netdev
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.sandbox import Sandbox, SandboxManager
 from cri_shim.store.records import CONTAINER_RUNNING, ContainerRecord
-
-PROC = Path("/proc")
 
 
 class StatsService:
@@ -81,16 +79,15 @@ class StatsService:
             id=sb.id, metadata=sb.metadata, labels=sb.config.labels, annotations=sb.config.annotations,
         ))
         linux = out.linux
-        records = [r for r in self.containers.of_sandbox(sb.id) if r.created_at]
-        for record in records:
-            if self.containers.runtime.refresh(record).state == CONTAINER_RUNNING:
-                linux.containers.append(await self._container(record))
+        running = running_containers(self.containers, sb)
+        for record in running:
+            linux.containers.append(await self._container(record))
         counters = stats.read(parent_path(sb.cgroup_driver, sb.cgroup_parent)) if sb.config.linux.cgroup_parent else None
         if counters is not None:
             self._fill(linux.cpu, linux.memory, sb.id, counters)
         elif linux.containers:
             _sum(linux, list(linux.containers))
-        pids = [r.pid for r in records if r.pid and r.state == CONTAINER_RUNNING] + ([sb.infra.pid] if sb.infra else [])
+        pids = pod_pids(sb, running)
         now = time.time_ns()
         linux.process.timestamp = now
         linux.process.process_count.value = len(pids)
@@ -136,6 +133,17 @@ class CpuRates:
             del self._last[key]
 
 
+def running_containers(containers: ContainerManager, sb: Sandbox) -> list[ContainerRecord]:
+    """The pod's containers running now, their state refreshed from their monitors."""
+    records = [r for r in containers.of_sandbox(sb.id) if r.created_at]
+    return [r for r in records if containers.runtime.refresh(r).state == CONTAINER_RUNNING]
+
+
+def pod_pids(sb: Sandbox, running: list[ContainerRecord]) -> list[int]:
+    """The pod's processes the runtime knows: its running containers' and its infra process."""
+    return [r.pid for r in running if r.pid] + ([sb.infra.pid] if sb.infra else [])
+
+
 def _sum(linux: api.LinuxPodSandboxStats, containers: list[api.ContainerStats]) -> None:
     """A pod's CPU and memory as the sum of its containers' (a pod without a cgroup of its own)."""
     linux.cpu.timestamp = linux.memory.timestamp = max(c.cpu.timestamp for c in containers)
@@ -147,19 +155,14 @@ def _sum(linux: api.LinuxPodSandboxStats, containers: list[api.ContainerStats]) 
 
 def _network(network: api.NetworkUsage, pid: int, now: int) -> None:
     """Interface counters of the pod's network namespace, read through a process inside it."""
-    try:
-        lines = (PROC / str(pid) / "net" / "dev").read_text().splitlines()[2:]
-    except OSError:
+    found = netdev.interfaces(pid)
+    if not found:
         return
     network.timestamp = now
-    for line in lines:
-        name, _, counters = line.partition(":")
-        name, values = name.strip(), counters.split()
-        if name == "lo" or len(values) < 11:
-            continue
-        usage = api.NetworkInterfaceUsage(name=name)
-        usage.rx_bytes.value, usage.rx_errors.value = int(values[0]), int(values[2])
-        usage.tx_bytes.value, usage.tx_errors.value = int(values[8]), int(values[10])
+    for counters in found:
+        usage = api.NetworkInterfaceUsage(name=counters.name)
+        usage.rx_bytes.value, usage.rx_errors.value = counters.rx_bytes, counters.rx_errors
+        usage.tx_bytes.value, usage.tx_errors.value = counters.tx_bytes, counters.tx_errors
         network.interfaces.append(usage)
-        if name == "eth0" or not network.HasField("default_interface"):
-            network.default_interface.CopyFrom(usage)
+    default = netdev.default_interface(found)
+    network.default_interface.CopyFrom(network.interfaces[found.index(default)])

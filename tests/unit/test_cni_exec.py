@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cri_shim import metrics
 from cri_shim.network.cni import Attachment, CniError, CniExec, plugin_config, result_ips
 from tests.support.fakecni import calls, install_fake_plugins
 
@@ -82,6 +83,24 @@ def test_missing_plugins_and_timeouts_fail_clearly(plugins: tuple[Path, Path]) -
         asyncio.run(CniExec([str(bin_dir)], 10).add({"name": "n", "plugins": [{"type": "../first"}]}, ATT))
     with pytest.raises(CniError, match="no answer within 0.5s"):
         asyncio.run(CniExec([str(bin_dir)], 0.5).add(conflist(hang=True), ATT))
+
+
+def test_each_plugin_call_is_timed_by_command_plugin_and_result(plugins: tuple[Path, Path]) -> None:
+    bin_dir, _ = plugins
+    registry = metrics.enable()
+
+    def count(command: str, plugin: str, result: str) -> float:
+        return registry.get_sample_value(
+            "cri_shim_cni_plugin_duration_seconds_count", {"command": command, "plugin": plugin, "result": result}) or 0
+
+    before = {key: count(*key) for key in (("DEL", "first", "ok"), ("DEL", "second", "error"), ("ADD", "second", "error"))}
+    with pytest.raises(CniError):
+        asyncio.run(CniExec([str(bin_dir)], 10).delete(conflist(fail="DEL"), ATT, None))
+    with pytest.raises(CniError, match="no answer"):
+        asyncio.run(CniExec([str(bin_dir)], 0.5).add(conflist(hang=True), ATT))
+    assert {key: count(*key) - n for key, n in before.items()} == {
+        ("DEL", "first", "ok"): 1, ("DEL", "second", "error"): 1, ("ADD", "second", "error"): 1,
+    }
 
 
 def test_plugin_config_copies_and_leaves_the_list_untouched() -> None:
