@@ -1,0 +1,96 @@
+"""Joining conmon's log records into lines (cri_shim.runtime.logjoin), as containerd writes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from cri_shim.runtime.logjoin import LINE_SIZE_CAP, Joiner
+
+pytestmark = pytest.mark.unit
+
+T1, T2, T3 = b"2026-01-01T00:00:01.000000001+00:00", b"2026-01-01T00:00:02.000000002+00:00", b"2026-01-01T00:00:03.5+00:00"
+
+
+def rec(stamp: bytes, stream: str, tag: str, content: bytes) -> bytes:
+    return b"%s %s %s %s\n" % (stamp, stream.encode(), tag.encode(), content)
+
+
+def run(joiner: Joiner, *chunks: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    for chunk in chunks:
+        out += joiner.feed(chunk)
+    return [line + b"\n" for line in b"".join(out).split(b"\n")[:-1]]
+
+
+def test_partial_reads_become_one_full_line_stamped_when_it_ended() -> None:
+    j = Joiner(16384)
+    chunks = [rec(T1, "stdout", "P", b"x") for _ in range(16383)] + [rec(T2, "stdout", "F", b"")]
+    assert run(j, b"".join(chunks)) == [rec(T2, "stdout", "F", b"x" * 16383)]
+    assert run(j, rec(T1, "stdout", "P", b"a"), rec(T3, "stdout", "F", b"b")) == [rec(T3, "stdout", "F", b"ab")]
+    assert j.finish() == []
+
+
+def test_records_split_anywhere_between_chunks() -> None:
+    data = rec(T1, "stdout", "P", b"he said ") + rec(T2, "stdout", "F", b"hello world") + rec(T3, "stderr", "F", b"e")
+    for cut in range(len(data) + 1):
+        j = Joiner(16384)
+        assert run(j, data[:cut], data[cut:]) == [rec(T2, "stdout", "F", b"he said hello world"), rec(T3, "stderr", "F", b"e")]
+
+
+def test_a_line_past_the_maximum_is_split_into_partials_of_that_size() -> None:
+    j = Joiner(10)
+    out = run(j, rec(T1, "stdout", "P", b"a" * 8), rec(T2, "stdout", "P", b"b" * 8), rec(T3, "stdout", "F", b"c" * 9))
+    assert out == [rec(T2, "stdout", "P", b"a" * 8 + b"bb"), rec(T3, "stdout", "P", b"b" * 6 + b"cccc"),
+                   rec(T3, "stdout", "F", b"c" * 5)]
+    # Exactly the maximum is one full line, as containerd's reader makes it.
+    assert run(Joiner(10), rec(T1, "stdout", "F", b"z" * 10)) == [rec(T1, "stdout", "F", b"z" * 10)]
+
+
+def test_streams_keep_their_own_partial_lines() -> None:
+    j = Joiner(16384)
+    out = run(j, rec(T1, "stdout", "P", b"a"), rec(T1, "stderr", "P", b"b"), rec(T2, "stdout", "P", b"c"),
+              rec(T2, "stderr", "F", b"d"), rec(T3, "stdout", "F", b"e"))
+    assert out == [rec(T2, "stderr", "F", b"bd"), rec(T3, "stdout", "F", b"ace")]
+
+
+def test_the_end_flushes_unfinished_lines_as_partials() -> None:
+    j = Joiner(16384)
+    assert run(j, rec(T1, "stdout", "P", b"out"), rec(T2, "stderr", "P", b"err"), rec(T3, "stdout", "F", b"whole"),
+               rec(T3, "stdout", "P", b"tail")) == [rec(T3, "stdout", "F", b"outwhole")]
+    assert sorted(j.finish()) == sorted([rec(T3, "stdout", "P", b"tail"), rec(T2, "stderr", "P", b"err")])
+    # A record cut short by the end is kept as a partial.
+    j = Joiner(16384)
+    assert j.feed(rec(T1, "stdout", "F", b"cut")[:-3]) == []
+    assert j.finish() == [rec(T1, "stdout", "P", b"c")]
+
+
+def test_a_carriage_return_before_the_newline_is_dropped() -> None:
+    j = Joiner(16384)
+    assert run(j, rec(T1, "stdout", "F", b"tty\r"), rec(T2, "stdout", "P", b"a\r"), rec(T3, "stdout", "F", b"")) == [
+        rec(T1, "stdout", "F", b"tty"), rec(T3, "stdout", "F", b"a")]
+    assert run(j, rec(T1, "stdout", "F", b"in\rside")) == [rec(T1, "stdout", "F", b"in\rside")]
+
+
+def test_whole_lines_pass_through_unchanged_and_bad_records_are_skipped() -> None:
+    j = Joiner(16384)
+    lines = b"".join(rec(T1, "stdout", "F", b"line %d" % i) for i in range(100))
+    assert j.feed(lines) == [lines]
+    tricky = b"".join(rec(T1, "stdout", "F", b"line %d with a P in it" % i) for i in range(100))
+    assert b"".join(j.feed(tricky)) == tricky
+    # A line that is no record (never conmon's) is skipped while lines are joined.
+    assert run(j, rec(T1, "stdout", "P", b"o"), b"garbage\n", rec(T2, "stdout", "F", b"k")) == [rec(T2, "stdout", "F", b"ok")]
+
+
+def test_memory_is_bounded_by_the_maximum_per_stream() -> None:
+    j = Joiner(16384)
+    chunk = b"".join(rec(T1, s, "P", b"y" * 8192) for s in ("stdout", "stderr"))
+    emitted = 0
+    for _ in range(1000):  # 16 MiB without a newline
+        emitted += sum(len(r) for r in j.feed(chunk))
+        assert all(len(p) <= 16384 for p in j._pending.values())
+    assert emitted > 2 * 1000 * 8192 - 2 * 16384
+    assert Joiner(-1).max_line == Joiner(10 * LINE_SIZE_CAP).max_line == LINE_SIZE_CAP
+    # Something without newlines that is not conmon's is dropped past the bound.
+    j = Joiner(16384)
+    j.feed(b"x" * (128 * 1024))
+    assert j._rest == b""
