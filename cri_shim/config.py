@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri_shim.cgroups.paths import CgroupPathError, normalize_parent
+from cri_shim.runtime.logjoin import LINE_SIZE_CAP
 
 MIB = 1024 * 1024
 
@@ -85,10 +86,15 @@ class RuntimeConfig:
         "unified); -1 (CRI-O's pids_limit default) or 0: unlimited. kubelet's --pod-pids-limit bounds the whole pod.", -1
     )
     log_size_max_bytes: int = _doc(
-        "conmon --log-size-max: a container log reaching this size is started afresh by conmon, its content "
-        "dropped (CRI-O's log_size_max); -1: unlimited, otherwise at least 8192 (conmon's read buffer). kubelet's "
-        "containerLogMaxSize rotation keeps old content and is the usual limit; conmon's own restart makes "
-        "<log>.tmp by name in the log directory, unchecked, unlike ReopenContainerLog.", -1
+        "A container log reaching this size is started afresh, its content dropped (CRI-O's log_size_max, "
+        "conmon's --log-size-max): a new file is made as <log>.tmp and renamed over the log; -1: unlimited, "
+        "otherwise at least 8192. kubelet's containerLogMaxSize rotation keeps old content and is the usual limit.", -1
+    )
+    max_container_log_line_size: int = _doc(
+        "Longest line of a container log (containerd's max_container_log_line_size): what a container writes "
+        "is joined into one record per line however it was written, and a longer line is split into P records "
+        "of this many bytes and a final F. -1: containerd's unlimited, which here is 1 MiB, because the daemon "
+        "holds each stream's unfinished line in memory; otherwise 1 to 1048576.", 16384
     )
     drain_exec_sync_io_timeout_ms: int = _doc(
         "After an exec'd command exits (ExecSync, streaming Exec), how long its output is still read while a "
@@ -261,6 +267,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("runtime.default_pids_limit must be -1, 0 (unlimited) or a positive number")
     if cfg.runtime.log_size_max_bytes != -1 and cfg.runtime.log_size_max_bytes < 8192:
         raise ConfigError("runtime.log_size_max_bytes must be -1 (unlimited) or at least 8192")
+    if cfg.runtime.max_container_log_line_size != -1 and not 1 <= cfg.runtime.max_container_log_line_size <= LINE_SIZE_CAP:
+        raise ConfigError(f"runtime.max_container_log_line_size must be -1 (up to 1 MiB) or 1 to {LINE_SIZE_CAP}")
     if cfg.runtime.drain_exec_sync_io_timeout_ms < 0:
         raise ConfigError("runtime.drain_exec_sync_io_timeout_ms must be 0 (until the pipes close) or positive")
     if not all(d.startswith("/") for d in cfg.runtime.cdi_spec_dirs):

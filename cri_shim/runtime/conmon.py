@@ -9,14 +9,10 @@ container: k8s-file log, attach socket <socket dir>/<id>/attach, control FIFO <b
 <bundle>/oom when the container's memory cgroup reported an OOM kill (cgroup v1 eventfd;
 2.1.6 is unreliable on v2, so the caller also checks memory.events itself).
 
-The log: conmon opens its k8s-file by name and follows symlinks, at create (O_CREAT|O_APPEND)
-and at each reopen (<name>.tmp with O_CREAT|O_TRUNC, then renamed over <name>); it takes no
-descriptor. So it starts in the log's directory, reached through the descriptor the caller
-verified (cwd /proc/self/fd/<fd>: the chdir happens in the child before exec, and the
-descriptor itself, close-on-exec, never reaches conmon or runc), and gets the bare file name.
-Every name it opens is then looked up in that directory, for its whole life, whatever the
-directory's path names later. Nothing else of conmon's is relative: the bundle, pid files,
-exit and socket directories, and the runtime binary are absolute paths.
+The log: conmon writes its k8s-file records into a FIFO in the bundle, which the daemon reads,
+joins into lines and writes into the log file (cri_shim.runtime.logcopy); conmon never opens the
+log file itself. Every path it is given is absolute and the runtime's own. Containers made before
+the daemon copied logs write their log file themselves, and are reopened through conmon.
 """
 
 from __future__ import annotations
@@ -35,7 +31,9 @@ from pathlib import Path
 
 from cri_shim.errors import FailedPrecondition, Internal
 from cri_shim.linux import proc as procfs
+from cri_shim.runtime import logcopy
 from cri_shim.runtime.exits import ExitWatcher
+from cri_shim.runtime.logcopy import LogCopier
 from cri_shim.runtime.monitor import Created, MonitorSpec
 from cri_shim.runtime.runc import error_message
 
@@ -76,13 +74,12 @@ class ConmonMonitor:
     """Monitor implementation with one conmon process per container."""
 
     def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info",
-                 log_size_max: int = -1) -> None:
-        # Absolute: conmon starts in the log's directory, where a bare name would be looked up.
+                 log_size_max: int = -1, max_log_line: int = 16384) -> None:
         self.binary = shutil.which(binary) or binary
         self.socket_dir = socket_dir
         self.log_level = log_level
-        self.log_size_max = log_size_max  # bytes; -1 for no limit
         self.exits = ExitWatcher(exit_dir)
+        self.logs = LogCopier(max_log_line, log_size_max)
         # An id is 64 hex characters; the attach socket path must still fit in sun_path.
         longest = len(str(socket_dir / ("0" * 64) / ATTACH))
         if longest > SUN_PATH_MAX:
@@ -97,6 +94,12 @@ class ConmonMonitor:
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return found
 
+    def start(self) -> None:
+        self.logs.start()
+
+    def close(self) -> None:
+        self.logs.close()
+
     def attach_socket(self, container_id: str) -> Path:
         return self.socket_dir / container_id / ATTACH
 
@@ -107,12 +110,11 @@ class ConmonMonitor:
             "-b", str(spec.bundle), "-c", spec.container_id, "-u", spec.container_id, "-n", spec.name,
             "-r", spec.runtime.binary,
             "--exit-dir", str(self.exits.directory), "--persist-dir", str(spec.bundle),
-            "-l", f"k8s-file:{spec.log_name}", "--log-level", self.log_level,
+            "-l", f"k8s-file:{spec.bundle / logcopy.FIFO}", "--no-sync-log",
+            "--log-level", self.log_level,
             "-P", str(spec.bundle / "conmon.pid"), "-p", str(spec.bundle / "pidfile"),
             "--socket-dir-path", str(self.socket_dir),
         ]
-        if self.log_size_max > 0:
-            args += ["--log-size-max", str(self.log_size_max)]
         for arg in spec.runtime.global_args():
             args += ["--runtime-arg", arg]
         if spec.tty:
@@ -124,8 +126,10 @@ class ConmonMonitor:
         return args
 
     async def create(self, spec: MonitorSpec, timeout: float) -> Created:
+        """Runs conmon, which runs `runc create`; the container's log is copied from conmon's FIFO
+        from the start (the caller's release() ends the copy when the create fails)."""
         for binary in (self.binary, spec.runtime.binary):
-            if not os.path.isabs(binary):  # it would be looked up in the log's directory
+            if not os.path.isabs(binary):  # it would be looked up in the bundle
                 raise Internal(f"{binary} is not found in PATH")
         sync_parent, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         start_parent, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -136,8 +140,10 @@ class ConmonMonitor:
         }
         debug_log = open(spec.bundle / "conmon.log", "ab")
         try:
+            await logcopy.hold(spec.bundle)
+            self.logs.add(spec.container_id, spec.bundle, spec.log_dir, spec.log_name, spec.log_path)
             proc = await asyncio.create_subprocess_exec(
-                *self.args(spec), cwd=f"/proc/self/fd/{spec.log_dir}", env=env, stdin=asyncio.subprocess.DEVNULL,
+                *self.args(spec), cwd=spec.bundle, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=debug_log, stderr=debug_log, pass_fds=(sync_child.fileno(), start_child.fileno()),
             )
         finally:
@@ -188,10 +194,18 @@ class ConmonMonitor:
         finally:
             os.close(fd)
 
-    async def reopen_log(self, bundle: Path, log_dir: int, log_name: str, monitor_pid: int, timeout: float) -> None:
-        """conmon makes <log_name>.tmp in its working directory and renames it over log_name: check
-        that log_dir is that directory, clear a <log_name>.tmp someone else put there (conmon would
-        open it, following a symlink), then wait until the rename has happened."""
+    async def reopen_log(self, container_id: str, bundle: Path, log_dir: int, log_name: str, monitor_pid: int,
+                         timeout: float) -> None:
+        if (bundle / logcopy.FIFO).exists():
+            self.logs.reopen(container_id, log_dir)
+        else:
+            await self._reopen_by_conmon(bundle, log_dir, log_name, monitor_pid, timeout)
+
+    async def _reopen_by_conmon(self, bundle: Path, log_dir: int, log_name: str, monitor_pid: int, timeout: float) -> None:
+        """A container made before the daemon copied logs: conmon, which runs in the log's directory,
+        makes <log_name>.tmp there and renames it over log_name: check that log_dir is that
+        directory, clear a <log_name>.tmp someone else put there (conmon would open it, following
+        a symlink), then wait until the rename has happened."""
         try:
             cwd = os.stat(f"/proc/{monitor_pid}/cwd")
         except OSError:
@@ -215,6 +229,15 @@ class ConmonMonitor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         raise Internal(f"conmon did not reopen {log_name} within {timeout}s")
+
+    def recover_log(self, container_id: str, bundle: Path, log_path: str) -> None:
+        self.logs.recover(container_id, bundle, log_path)
+
+    def log_written(self, container_id: str, timeout: float) -> bool:
+        return self.logs.drained(container_id, timeout)
+
+    def release(self, container_id: str, bundle: Path) -> None:
+        self.logs.release(container_id, bundle)
 
     async def resize(self, bundle: Path, height: int, width: int) -> None:
         self._write_ctl(bundle, f"1 {height} {width}\n".encode())

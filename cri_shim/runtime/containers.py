@@ -48,6 +48,9 @@ CREATE_TIMEOUT = 240.0
 KILL_WAIT = 30.0
 REOPEN_TIMEOUT = 10.0
 DISCARD_WAIT = 5.0
+# How long recording an exit waits for the container's last output to reach its log.
+LOG_WAIT = 2.0
+CONSOLE_LOG = "console.log"
 UNKNOWN_EXIT = 255
 
 
@@ -84,7 +87,8 @@ class ContainerRuntime:
         systemd = cfg.runtime.cgroup_driver == "systemd"
         runtimes = {name: Runc(h.path, Path(h.root), systemd_cgroup=systemd) for name, h in cfg.runtime.handlers.items()}
         monitor = ConmonMonitor(cfg.runtime.conmon, cfg.run_dir / "exits", cfg.run_dir / "s",
-                                log_size_max=cfg.runtime.log_size_max_bytes)
+                                log_size_max=cfg.runtime.log_size_max_bytes,
+                                max_log_line=cfg.runtime.max_container_log_line_size)
         store: RecordStore[ContainerRecord] = RecordStore("container", cfg.state_dir / "containers", ContainerRecord)
         defaults = Defaults(seccomp_profile=cfg.runtime.seccomp_default_profile,
                             seccomp_when_unset=cfg.runtime.seccomp_default_when_unset,
@@ -97,6 +101,7 @@ class ContainerRuntime:
     async def open(self) -> None:
         """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
         await self.monitor.check()
+        self.monitor.start()
         for path, exc in self.store.load():
             log.warning("unreadable container record", extra={"path": str(path), "error": str(exc)})
         self.monitor.exits.start()
@@ -105,6 +110,7 @@ class ContainerRuntime:
     def close(self) -> None:
         """Stops watching exits; containers and their monitors keep running."""
         self.monitor.exits.close()
+        self.monitor.close()
 
     def subscribe(self, callback: Callable[[int, ContainerRecord], None]) -> None:
         """callback(event type, record) runs when a start or an exit is recorded (container events:
@@ -147,10 +153,11 @@ class ContainerRuntime:
             bundle.mkdir(parents=True, mode=0o700)
             # The bundle lives in the volatile run dir: a power cut takes the container with it.
             atomic.write_json(bundle / "config.json", built.spec, durable=False)
-            log_file = logfile.for_create(log_path) if log_path else logfile.in_directory(bundle, "console.log")
+            log_file = logfile.for_create(log_path) if log_path else logfile.in_directory(bundle, CONSOLE_LOG)
             with log_file as (log_dir, log_name):
                 created = await self.monitor.create(MonitorSpec(
                     container_id=container_id, name=name, bundle=bundle, log_dir=log_dir, log_name=log_name,
+                    log_path=self.log_file(record),
                     runtime=runc, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
                 ), CREATE_TIMEOUT)
         except BaseException:
@@ -188,9 +195,15 @@ class ContainerRuntime:
         """Removes the files a container had outside its record: the bundle, the exit file, and
         the attach socket's directory, which conmon makes a symlink to the bundle and leaves
         behind when it exits."""
+        self.monitor.release(container_id, bundle)
         shutil.rmtree(bundle, ignore_errors=True)
         self.monitor.attach_socket(container_id).parent.unlink(missing_ok=True)
         self.monitor.exits.forget(container_id)
+
+    @staticmethod
+    def log_file(record: ContainerRecord) -> str:
+        """Where the container's output goes: its log, or a file in its bundle when it asked for none."""
+        return record.log_path or str(Path(record.bundle) / CONSOLE_LOG)
 
     def _live_monitor(self, record: ContainerRecord) -> tuple[int, int] | None:
         """(pid, start time) of the container's monitor while it runs."""
@@ -220,6 +233,9 @@ class ContainerRuntime:
                     message="the container's monitor exited without recording an exit"))
         if found is None:
             return stored
+        # The exit file is written once the output is in the monitor's pipe: let it reach the log.
+        if not self.monitor.log_written(record.id, LOG_WAIT):
+            log.warning("the container's log is still being written at its exit", extra={"container": record.id})
         # An OOM kill of some child while the main process exits 0 is still a completion.
         if found.code != 0 and (self.monitor.oom_killed(Path(record.bundle)) or stats.oom_kills(record.cgroups_path) > 0):
             reason = "OOMKilled"
@@ -340,7 +356,7 @@ class ContainerRuntime:
         record = self.running(container_id)
         if record.log_path:
             with logfile.for_reopen(record.log_path) as (log_dir, log_name):
-                await self.monitor.reopen_log(Path(record.bundle), log_dir, log_name, record.monitor_pid, REOPEN_TIMEOUT)
+                await self.monitor.reopen_log(record.id, Path(record.bundle), log_dir, log_name, record.monitor_pid, REOPEN_TIMEOUT)
 
     async def update_resources(self, container_id: str, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
         """Applies new cgroup limits with `runc update`, then records them."""

@@ -3,16 +3,18 @@ following a symlink.
 
 The path is the pod's log_directory joined with the container's log_path (kubelet's
 /var/log/pods/<ns>_<pod>_<uid>/<container>/<n>.log). Whoever can write there (a pod with a
-hostPath mount of /var/log) could plant a symlink in it, and conmon, which opens its log by
-name, would create and write a root-owned file wherever that points. So:
+hostPath mount of /var/log) could plant a symlink in it, and a writer that opened the log by
+name would create and write a root-owned file wherever that points. So:
 - verify() checks the path lexically (no NUL, inside the log directory) and refuses a symlink
   in any component that exists, before the container's rootfs, spec or bundle are made;
 - for_create() opens the file's directory component by component without following symlinks,
-  making what is missing, and creates the file itself with O_NOFOLLOW; the monitor is handed
+  making what is missing, and creates the file itself with O_NOFOLLOW; the log writer is handed
   that directory's descriptor and the bare file name, and keeps using that directory whatever
-  its path names later (cri_shim.runtime.conmon);
+  its path names later (cri_shim.runtime.logcopy);
 - for_reopen() opens the directory the same way again, so a log directory swapped for a
-  symlink after the create is refused (FailedPrecondition) rather than written through.
+  symlink after the create is refused (FailedPrecondition) rather than written through;
+- open_append() and open_fresh() open the file beneath a directory descriptor: an existing log
+  (never a symlink, a FIFO or a second link), or a new one renamed over the name.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from cri_shim.linux import nofollow
 # The kernel's limits on one name and on a whole path (linux/limits.h).
 NAME_MAX = 255
 PATH_MAX = 4096
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted at the name must not hang (it is refused after the open).
+_APPEND_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def resolve(log_directory: str, log_path: str) -> str:
@@ -92,19 +95,53 @@ def for_create(path: str) -> Iterator[tuple[int, str]]:
     InvalidArgument when a component is a symlink or the file is not a plain file."""
     fd, name = _open_parent(path, create=True, error=InvalidArgument)
     try:
-        try:
-            file_fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a symlink, a FIFO, a directory
-                raise InvalidArgument(f"log file {path} is not a regular file") from None
-            raise
-        try:
-            _check_file(os.fstat(file_fd), path)
-        finally:
-            os.close(file_fd)
+        os.close(open_append(fd, name, path))
         yield fd, name
     finally:
         os.close(fd)
+
+
+def open_append(directory: int, name: str, path: str) -> int:
+    """The log file name in the directory open as directory, made when missing, open for appending;
+    InvalidArgument when it is a symlink or not a plain file of its own."""
+    try:
+        fd = os.open(name, _APPEND_FLAGS, 0o600, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a symlink, a FIFO, a directory
+            raise InvalidArgument(f"log file {path} is not a regular file") from None
+        raise
+    try:
+        _check_file(os.fstat(fd), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return fd
+
+
+def open_fresh(directory: int, name: str, path: str) -> int:
+    """A new, empty log file at name (a reopen, or a log started afresh), open for appending: made
+    as <name>.tmp and renamed over name, so that whatever name held (the old log, a symlink
+    planted there) is replaced, never written through, and readers never find the name missing.
+    A <name>.tmp someone else made is removed first (never followed)."""
+    tmp = f"{name}.tmp"
+    try:
+        os.unlink(tmp, dir_fd=directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise FailedPrecondition(f"{path}.tmp cannot be cleared: {exc.strerror}") from None
+    try:
+        fd = os.open(tmp, _APPEND_FLAGS | os.O_EXCL, 0o600, dir_fd=directory)
+    except FileExistsError:
+        raise FailedPrecondition(f"{path}.tmp was made again while the log was reopened") from None
+    try:
+        os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return fd
 
 
 @contextlib.contextmanager

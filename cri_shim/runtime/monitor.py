@@ -1,7 +1,8 @@
 """The Monitor interface: the process that owns a container's stdio, log and exit record.
 
-One monitor process runs per container, outside the daemon, so containers keep running,
-logging and having their exits recorded while the daemon is down or restarting. The
+One monitor process runs per container, outside the daemon, so containers keep running and
+having their exits recorded while the daemon is down or restarting; their output waits for the
+daemon in a pipe, which writes the log files (cri_shim.runtime.logcopy). The
 conmon implementation (cri_shim.runtime.conmon) is the only one today; the interface is what
 the lifecycle code and the streaming server use, so another monitor can replace it.
 """
@@ -22,8 +23,9 @@ class MonitorSpec:
 
     bundle holds config.json and doubles as the container's persistent directory: the
     monitor leaves its pid file, control FIFOs, "exit" and "oom" files there. The log is the
-    file log_name in the directory open as log_dir (cri_shim.runtime.logfile verified it): the
-    monitor writes it there for the container's life, whatever that directory's path names later.
+    file log_name in the directory open as log_dir (cri_shim.runtime.logfile verified it), log_path
+    by name: it is written there, whatever that directory's path names later, until a reopen or
+    a daemon restart looks the path up again.
     """
 
     container_id: str
@@ -31,6 +33,7 @@ class MonitorSpec:
     bundle: Path
     log_dir: int
     log_name: str
+    log_path: str
     runtime: Runc
     stdin: bool = False
     stdin_once: bool = False
@@ -59,10 +62,31 @@ class Monitor(Protocol):
         """Runs `runtime create` under a new monitor; returns once the container exists."""
         ...
 
-    async def reopen_log(self, bundle: Path, log_dir: int, log_name: str, monitor_pid: int, timeout: float) -> None:
-        """Makes the monitor write to a fresh file log_name in the directory open as log_dir (its
+    def start(self) -> None:
+        """Starts what the daemon does for running monitors (copying their logs)."""
+        ...
+
+    def close(self) -> None:
+        """Stops it; the monitors and their containers keep running."""
+        ...
+
+    async def reopen_log(self, container_id: str, bundle: Path, log_dir: int, log_name: str, monitor_pid: int,
+                         timeout: float) -> None:
+        """Writes the container's log to a fresh file log_name in the directory open as log_dir (its
         path verified again by the caller); returns once it exists. FailedPrecondition when that
-        is not the directory the monitor writes in."""
+        is not the directory the log is written in."""
+        ...
+
+    def recover_log(self, container_id: str, bundle: Path, log_path: str) -> None:
+        """After a daemon restart: writes on the container's log, what it wrote meanwhile first."""
+        ...
+
+    def log_written(self, container_id: str, timeout: float) -> bool:
+        """Waits (at most timeout seconds) until what the container wrote before its exit is in its log."""
+        ...
+
+    def release(self, container_id: str, bundle: Path) -> None:
+        """Forgets a container that is removed or whose create failed."""
         ...
 
     async def resize(self, bundle: Path, height: int, width: int) -> None:

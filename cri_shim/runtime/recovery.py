@@ -3,7 +3,9 @@
 The matrix follows containerd's restart.go: a record whose create was interrupted
 (created_at 0) is discarded with everything it may have left; an exit recorded while the
 daemon was down is applied; a container runc reports running while its record says created
-was started just before a crash; bundles and exit files no record owns are removed.
+was started just before a crash; bundles and exit files no record owns are removed. Every
+container's log is picked up again first (what it wrote while the daemon was down is in its
+monitor's pipe), so an exit recorded here finds its output in the log.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cri_shim.errors import NotFound
@@ -34,6 +37,7 @@ async def recover(rt: ContainerRuntime) -> None:
             except Exception:  # noqa: BLE001 - kept; RemoveContainer retries the delete
                 log.exception("could not discard an interrupted container", extra={"container": record.id})
             continue
+        rt.monitor.recover_log(record.id, Path(record.bundle), rt.log_file(record))
         record = rt.refresh(record)
         if record.state == CONTAINER_CREATED:
             await _adopt_started(rt, record)

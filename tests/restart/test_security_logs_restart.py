@@ -4,6 +4,7 @@ ReopenContainerLog still checks the path again before asking conmon for a new fi
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,42 @@ def test_reopen_after_a_restart_checks_the_path_and_reaches_the_same_monitor(pul
     logs.unlink()
     logs.with_name("relog.moved").rename(logs)
 
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}
+    cri.close()
+
+
+def _numbered(log: Path, stream: str = "stdout") -> list[int]:
+    return [int(e.content.split()[1]) for e in written(log) if e.stream == stream and e.content.startswith("line ")]
+
+
+def test_a_container_writing_through_a_crash_keeps_every_line(pulled: Pulled) -> None:
+    """kill -9 while a container writes 20,000 lines (1.5 MB: the pipe fills while the daemon is
+    down and the container waits on it), and another exits while the daemon is down: after the
+    start, every line is in each log once and in order, and the last unterminated output too."""
+    d = pulled.daemon
+    cri = pulled.cri
+    pod = logged_pod(d, "crash")
+    logs = Path(pod.log_directory)
+    sid = run_pod(cri, pod)
+    n = 20000
+    writer = run_container(cri, sid, pod, container_config(
+        "writer", "sh", "-c", f"i=0; while [ $i -lt {n} ]; do echo \"line $i of the writer's output\"; i=$((i+1)); "
+        "[ $i = 100 ] && sleep 1; done; printf end", image=pulled.name))
+    quick = run_container(cri, sid, pod, container_config(
+        "quick", "sh", "-c", "sleep 1.5; for i in 0 1 2; do echo line $i; done; printf tail >&2", image=pulled.name))
+    until(lambda: len(_numbered(logs / "writer_0.log")) >= 100, "the writer's first lines")
+    d.kill()
+    time.sleep(3)  # the writer fills its pipe and blocks; quick exits meanwhile
+    d.start()
+    cri = Cri(d.endpoint)
+    until(lambda: cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=writer)).status.state
+          == api.CONTAINER_EXITED, "the writer's end", timeout=120)
+    assert _numbered(logs / "writer_0.log") == list(range(n))
+    assert [(e.partial, e.content) for e in written(logs / "writer_0.log")][-1] == (True, "end")
+    quick_log = [(e.stream, e.partial, e.content) for e in written(logs / "quick_0.log")]
+    assert quick_log == [("stdout", False, "line 0"), ("stdout", False, "line 1"), ("stdout", False, "line 2"),
+                         ("stderr", True, "tail")]
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}
     cri.close()

@@ -146,16 +146,17 @@ def test_conmon_command_line(tmp_path: Path) -> None:
     sockets = Path("/run/cri-shim/s")  # attach sockets need a short directory (sun_path)
     mon = ConmonMonitor("/usr/bin/conmon", tmp_path / "exits", sockets)
     runc = Runc("/usr/sbin/runc", tmp_path / "root", systemd_cgroup=True)
-    spec = MonitorSpec(container_id="c" * 64, name="n", bundle=tmp_path / "b", log_dir=3, log_name="l.log", runtime=runc,
-                       stdin=True, stdin_once=False, tty=True)
+    spec = MonitorSpec(container_id="c" * 64, name="n", bundle=tmp_path / "b", log_dir=3, log_name="l.log",
+                       log_path="/l.log", runtime=runc, stdin=True, stdin_once=False, tty=True)
     args = mon.args(spec)
     pairs = dict(zip(args, args[1:]))
     assert pairs["--api-version"] == "1" and pairs["-c"] == pairs["-u"] == "c" * 64
     assert pairs["--exit-dir"] == str(tmp_path / "exits") and pairs["--persist-dir"] == str(tmp_path / "b")
-    assert pairs["-l"] == "k8s-file:l.log" and pairs["--socket-dir-path"] == str(sockets)
+    assert pairs["-l"] == f"k8s-file:{tmp_path / 'b' / 'log.fifo'}" and pairs["--socket-dir-path"] == str(sockets)
     assert [args[i + 1] for i, a in enumerate(args) if a == "--runtime-arg"] == [f"--root={tmp_path / 'root'}", "--systemd-cgroup"]
     assert {"-t", "-i", "--leave-stdin-open"} <= set(args)
-    once = mon.args(MonitorSpec(container_id="c", name="n", bundle=tmp_path, log_dir=3, log_name="l", runtime=runc, stdin=True, stdin_once=True))
+    once = mon.args(MonitorSpec(container_id="c", name="n", bundle=tmp_path, log_dir=3, log_name="l", log_path="/l",
+                                runtime=runc, stdin=True, stdin_once=True))
     assert "-i" in once and "--leave-stdin-open" not in once and "-t" not in once
     assert mon.attach_socket("abc") == sockets / "abc" / "attach"
     with pytest.raises(ValueError, match="too long"):

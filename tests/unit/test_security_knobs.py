@@ -61,13 +61,13 @@ def test_runtime_default_seccomp_for_containers_that_name_no_profile(tmp_path: P
     assert "seccomp" not in spec(tmp_path, privileged, on, pod)["linux"]
 
 
-def test_conmon_gets_the_log_size_cap_only_when_set(tmp_path: Path) -> None:
+def test_conmon_writes_its_records_into_the_bundle_and_the_daemon_caps_the_log(tmp_path: Path) -> None:
     monitor_spec = MonitorSpec(container_id="c" * 64, name="n", bundle=tmp_path, log_dir=0, log_name="0.log",
-                               runtime=Runc("/usr/bin/runc", tmp_path / "root"))
-    plain = ConmonMonitor("/usr/bin/conmon", tmp_path / "exits", SOCKETS).args(monitor_spec)
-    assert "--log-size-max" not in plain and "k8s-file:0.log" in plain
-    capped = ConmonMonitor("/usr/bin/conmon", tmp_path / "exits", SOCKETS, log_size_max=65536).args(monitor_spec)
-    assert capped[capped.index("--log-size-max") + 1] == "65536"
+                               log_path="/logs/0.log", runtime=Runc("/usr/bin/runc", tmp_path / "root"))
+    capped = ConmonMonitor("/usr/bin/conmon", tmp_path / "exits", SOCKETS, log_size_max=65536)
+    args = capped.args(monitor_spec)
+    assert "--log-size-max" not in args and f"k8s-file:{tmp_path}/log.fifo" in args and "--no-sync-log" in args
+    assert capped.logs.size_max == 65536
 
 
 def test_knob_defaults_are_documented_and_bad_values_refused(tmp_path: Path) -> None:
@@ -78,9 +78,12 @@ def test_knob_defaults_are_documented_and_bad_values_refused(tmp_path: Path) -> 
         assert key in text
     path = tmp_path / "c.toml"
     for body, message in (("default_pids_limit = -2", "default_pids_limit"), ("log_size_max_bytes = 100", "8192"),
-                          ("log_size_max_bytes = 0", "8192")):
+                          ("log_size_max_bytes = 0", "8192"), ("max_container_log_line_size = 0", "1048576"),
+                          ("max_container_log_line_size = 1048577", "1048576")):
         path.write_text(f"[runtime]\n{body}\n")
         with pytest.raises(config.ConfigError, match=message):
             config.load(path)
-    path.write_text("[runtime]\ndefault_pids_limit = 0\nlog_size_max_bytes = 8192\n")
-    assert (config.load(path).runtime.default_pids_limit, config.load(path).runtime.log_size_max_bytes) == (0, 8192)
+    path.write_text("[runtime]\ndefault_pids_limit = 0\nlog_size_max_bytes = 8192\nmax_container_log_line_size = -1\n")
+    loaded = config.load(path).runtime
+    assert (loaded.default_pids_limit, loaded.log_size_max_bytes, loaded.max_container_log_line_size) == (0, 8192, -1)
+    assert runtime.max_container_log_line_size == 16384 and "max_container_log_line_size = 16384" in text
