@@ -48,7 +48,7 @@ def test_pids_limit_and_seccomp_for_containers_that_set_neither(pulled: Pulled, 
 
 
 @pytest.mark.parametrize("daemon_overrides", [KNOBS], indirect=True, ids=["knobs"])
-def test_conmon_keeps_the_log_under_the_size_cap(pulled: Pulled) -> None:
+def test_the_log_is_kept_under_the_size_cap(pulled: Pulled) -> None:
     cri, d = pulled.cri, pulled.daemon
     pod = logged_pod(d, "capped")
     sid = run_pod(cri, pod)
@@ -62,6 +62,6 @@ def test_conmon_keeps_the_log_under_the_size_cap(pulled: Pulled) -> None:
     # Some 45 bytes a line: line 2000 is well past 16 KiB of output.
     until(lambda: max(numbers(), default=0) >= 2000, "line 2000 in the log")
     assert log.stat().st_size <= 16384
-    assert 0 not in numbers()  # conmon started the file afresh
+    assert 0 not in numbers()  # the file was started afresh
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}

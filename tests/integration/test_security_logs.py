@@ -95,22 +95,22 @@ def test_a_log_directory_swapped_after_create_is_never_written_through(pulled: P
     log = logs / "app_0.log"
     until(lambda: bool(written(log)), "the first log line")
 
-    # Swapped for a symlink: refused, nothing made where it points, conmon keeps its directory.
+    # Swapped for a symlink: refused, nothing made where it points, the log is written on in its directory.
     moved = logs.with_name("swap.moved")
     logs.rename(moved)
     logs.symlink_to(target)
     refused(lambda: reopen(cri, cid), grpc.StatusCode.FAILED_PRECONDITION, "swap is a symlink")
     assert os.listdir(target) == []
     size = (moved / "app_0.log").stat().st_size
-    until(lambda: (moved / "app_0.log").stat().st_size > size, "conmon writing on in the moved directory")
+    until(lambda: (moved / "app_0.log").stat().st_size > size, "the log written on in the moved directory")
 
-    # Swapped for another directory: refused too, for it is not the one conmon writes in.
+    # Swapped for another directory: refused too, for it is not the one the log is written in.
     logs.unlink()
     logs.mkdir()
     refused(lambda: reopen(cri, cid), grpc.StatusCode.FAILED_PRECONDITION, "replaced")
     assert os.listdir(logs) == []
 
-    # Put back, with a symlink planted where conmon makes its new file: cleared, then reopened.
+    # Put back, with a symlink planted where the new file is made: cleared, then reopened.
     logs.rmdir()
     moved.rename(logs)
     (logs / "app_0.log.tmp").symlink_to(target / "stolen")

@@ -1,5 +1,6 @@
-"""A container's log after a daemon restart: conmon keeps the directory it was verified in, and
-ReopenContainerLog still checks the path again before asking conmon for a new file."""
+"""A container's log across daemon restarts: the daemon writes on in the log it finds again by
+path (without following symlinks), ReopenContainerLog still checks the path, and what containers
+write while the daemon is down, or killed, reaches their logs."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def daemon_overrides(registry: Registry) -> dict[str, Any]:
     return pulling_from(registry)
 
 
-def test_reopen_after_a_restart_checks_the_path_and_reaches_the_same_monitor(pulled: Pulled) -> None:
+def test_reopen_after_a_restart_checks_the_path(pulled: Pulled) -> None:
     d = pulled.daemon
     cri = pulled.cri
     pod = logged_pod(d, "relog")
