@@ -14,13 +14,14 @@ Surviving the daemon (a restart, kill -9):
   (64 KiB) and then conmon, and so the container, blocks on it until the daemon is back and reads
   on, as containerd's containers block on their FIFOs;
 - a container that exits meanwhile leaves what it wrote last in the pipe, which the holder keeps
-  after conmon has exited (conmon itself closes every descriptor before its exit command), until
-  the daemon has read it to the end, or the container is removed, and writes the holder its line;
+  after conmon has exited, until the daemon has read it to the end (or the container is removed)
+  and writes the holder its line; the holder reads nothing the container wrote;
 - at start-up the daemon opens every container's FIFO again by name and reads on (recover()).
 The pipes keep the kernel's default size: enlarging them counts against the user's pipe pages
 (fs.pipe-user-pages-soft), past which every new pipe of the user is cut to one page.
 
-The daemon may lose at most what it had read from a FIFO and not yet written when it is killed.
+Killed, the daemon loses what it had read from a FIFO and not yet written, and each stream's
+unfinished line it held (at most the maximum line size).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class _Pipe:
     name: str
     file: int = -1
     size: int = 0
-    failed: bool = False  # a write failed: said once, then output is dropped until a new file
+    failed: bool = False  # a write failed (its output is dropped): said once until a new file
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -116,7 +117,7 @@ class LogCopier:
         self._thread.start()
 
     def close(self) -> None:
-        """Stops reading; the FIFOs stay held by their monitors, and are read on at the next start."""
+        """Stops reading; the FIFOs stay held by their holders, and are read on at the next start."""
         if self._thread is None:
             return
         os.write(self._wake_w, b"x")
@@ -170,7 +171,7 @@ class LogCopier:
             return
         try:
             ack = os.open(bundle / ACK, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:  # ENXIO: no exit command waits (conmon still runs, or is gone)
+        except OSError:  # ENXIO: no holder waits any more
             ack = -1
         pipe = _Pipe(container_id, fifo, ack, Joiner(self.max_line), path, -1, os.path.basename(path))
         try:
@@ -196,8 +197,8 @@ class LogCopier:
             self._epoll.register(pipe.fifo, select.EPOLLIN)
 
     def release(self, container_id: str, bundle: Path) -> None:
-        """Forgets a container (removed, or its create failed): lets its exit command end, also
-        one the daemon no longer knew of."""
+        """Forgets a container (removed, or its create failed): lets its holder end, also one the
+        daemon no longer knew of."""
         with self._lock:
             pipe = self._pipes.pop(container_id, None)
             if pipe is not None:
@@ -216,9 +217,6 @@ class LogCopier:
         """Waits until the container's output is all in its log (its monitor closed the FIFO)."""
         pipe = self._pipes.get(container_id)
         return pipe is None or pipe.done.wait(timeout)
-
-    def copies(self, container_id: str) -> bool:
-        return container_id in self._pipes
 
     def reopen(self, container_id: str, directory: int) -> None:
         """ReopenContainerLog: a fresh file at the log's name, if directory (the log's directory,
@@ -286,7 +284,7 @@ class LogCopier:
                 pipe.size += written
         except OSError as exc:
             if not pipe.failed:
-                log.warning("container log write failed; output is dropped until the log is reopened",
+                log.warning("container log write failed; output is dropped while writes fail",
                             extra={"container": pipe.container_id, "path": pipe.path, "error": exc.strerror})
                 pipe.failed = True
 
@@ -304,7 +302,7 @@ class LogCopier:
         pipe.file, pipe.size, pipe.failed = fd, 0, False
 
     def _forget(self, pipe: _Pipe, ack: bool) -> None:
-        """Closes the pipe's descriptors (called with self._lock held); ack lets the exit command end."""
+        """Closes the pipe's descriptors (called with self._lock held); ack lets its holder end."""
         with pipe.lock:
             if pipe.fifo >= 0:
                 assert self._epoll is not None
@@ -325,7 +323,7 @@ class LogCopier:
 
 
 def _ack(fd: int) -> None:
-    """The line the exit command waits for (already there, or nobody reading: nothing to do)."""
+    """The line the holder waits for (already there, or nobody reading: nothing to do)."""
     try:
         os.write(fd, b"\n")
     except OSError as exc:

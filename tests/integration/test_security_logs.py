@@ -152,3 +152,25 @@ def test_log_paths_with_nul_are_refused_before_anything_is_made(pulled: Pulled) 
     assert not volume.exists()
     assert changes(before, leaks(pulled)) == {}
     remove_pod(cri, sid)
+
+
+def test_a_symlink_planted_at_the_log_name_is_replaced_at_reopen(pulled: Pulled) -> None:
+    """kubelet renames the log away before ReopenContainerLog; whoever can write in the directory
+    may plant a symlink at the name meanwhile: the new log replaces it, nothing is written through."""
+    cri, d = pulled.cri, pulled.daemon
+    target = d.dir / "target"
+    target.mkdir()
+    pod = logged_pod(d, "plantname")
+    logs = Path(pod.log_directory)
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, printer(pulled.name))
+    log = logs / "app_0.log"
+    until(lambda: bool(written(log)), "the first log line")
+    os.rename(log, logs / "app_0.log.1")
+    log.symlink_to(target / "stolen")
+    reopen(cri, cid)
+    assert log.is_file() and not log.is_symlink() and os.listdir(target) == []
+    until(lambda: bool(written(log)), "a line in the reopened log")
+    assert os.listdir(target) == [] and not (logs / "app_0.log.tmp").exists()
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}
