@@ -94,3 +94,35 @@ def test_a_container_writing_through_a_crash_keeps_every_line(pulled: Pulled) ->
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}
     cri.close()
+
+
+def test_a_log_gone_while_the_daemon_was_down_never_blocks_its_container(pulled: Pulled) -> None:
+    """The log directory removed, and a symlink put in its place, while the daemon is down: at the
+    start the log cannot be opened again without following it, so the output is dropped, and the
+    container, which had filled its pipe meanwhile, writes on to its end."""
+    d = pulled.daemon
+    cri = pulled.cri
+    pod = logged_pod(d, "gone")
+    logs = Path(pod.log_directory)
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, container_config(
+        "app", "sh", "-c", "echo first; sleep 1; i=0; while [ $i -lt 20000 ]; do echo \"line $i of the output\"; "
+        "i=$((i+1)); done", image=pulled.name))
+    until(lambda: bool(written(logs / "app_0.log")), "the first line")
+    d.kill()
+    for entry in logs.iterdir():
+        entry.unlink()
+    logs.rmdir()
+    target = d.dir / "elsewhere"
+    target.mkdir()
+    logs.symlink_to(target)
+    time.sleep(2)
+    d.start()
+    cri = Cri(d.endpoint)
+    until(lambda: cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status.state
+          == api.CONTAINER_EXITED, "the container's end", timeout=60)
+    assert os.listdir(target) == []
+    logs.unlink()
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}
+    cri.close()
