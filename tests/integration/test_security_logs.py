@@ -55,6 +55,18 @@ def printer(image: str, **fields: Any) -> api.ContainerConfig:
                             image=image, **fields)
 
 
+def printing(pulled: Pulled, pod_name: str) -> tuple[Path, Path, str, str]:
+    """A pod with a printer container whose first line is in its log: (an empty directory a
+    symlink may point to, the pod's log directory, the sandbox id, the container id)."""
+    target = pulled.daemon.dir / "target"
+    target.mkdir()
+    pod = logged_pod(pulled.daemon, pod_name)
+    sid = run_pod(pulled.cri, pod)
+    cid = run_container(pulled.cri, sid, pod, printer(pulled.name))
+    until(lambda: bool(written(Path(pod.log_directory) / "app_0.log")), "the first log line")
+    return target, Path(pod.log_directory), sid, cid
+
+
 def test_symlinks_in_the_log_directory_are_refused_at_create(pulled: Pulled) -> None:
     cri, d = pulled.cri, pulled.daemon
     target = d.dir / "target"
@@ -86,14 +98,8 @@ def test_symlinks_in_the_log_directory_are_refused_at_create(pulled: Pulled) -> 
 
 def test_a_log_directory_swapped_after_create_is_never_written_through(pulled: Pulled) -> None:
     cri, d = pulled.cri, pulled.daemon
-    target = d.dir / "target"
-    target.mkdir()
-    pod = logged_pod(d, "swap")
-    logs = Path(pod.log_directory)
-    sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, printer(pulled.name))
+    target, logs, sid, cid = printing(pulled, "swap")
     log = logs / "app_0.log"
-    until(lambda: bool(written(log)), "the first log line")
 
     # Swapped for a symlink: refused, nothing made where it points, the log is written on in its directory.
     moved = logs.with_name("swap.moved")
@@ -158,14 +164,8 @@ def test_a_symlink_planted_at_the_log_name_is_replaced_at_reopen(pulled: Pulled)
     """kubelet renames the log away before ReopenContainerLog; whoever can write in the directory
     may plant a symlink at the name meanwhile: the new log replaces it, nothing is written through."""
     cri, d = pulled.cri, pulled.daemon
-    target = d.dir / "target"
-    target.mkdir()
-    pod = logged_pod(d, "plantname")
-    logs = Path(pod.log_directory)
-    sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, printer(pulled.name))
+    target, logs, sid, cid = printing(pulled, "plantname")
     log = logs / "app_0.log"
-    until(lambda: bool(written(log)), "the first log line")
     os.rename(log, logs / "app_0.log.1")
     log.symlink_to(target / "stolen")
     reopen(cri, cid)

@@ -27,14 +27,17 @@ def daemon_overrides(registry: Registry) -> dict[str, Any]:
     return pulling_from(registry)
 
 
+def _logging(pulled: Pulled, pod_name: str, script: str) -> tuple[Path, str, str]:
+    """A pod whose container "app" runs script: (the pod's log directory, sandbox id, container id)."""
+    pod = logged_pod(pulled.daemon, pod_name)
+    sid = run_pod(pulled.cri, pod)
+    cid = run_container(pulled.cri, sid, pod, container_config("app", "sh", "-c", script, image=pulled.name))
+    return Path(pod.log_directory), sid, cid
+
+
 def test_reopen_after_a_restart_checks_the_path(pulled: Pulled) -> None:
     d = pulled.daemon
-    cri = pulled.cri
-    pod = logged_pod(d, "relog")
-    logs = Path(pod.log_directory)
-    sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, container_config(
-        "app", "sh", "-c", "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done", image=pulled.name))
+    logs, sid, cid = _logging(pulled, "relog", "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done")
     log = logs / "app_0.log"
     until(lambda: bool(written(log)), "the first log line")
     d.kill()
@@ -58,6 +61,11 @@ def test_reopen_after_a_restart_checks_the_path(pulled: Pulled) -> None:
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}
     cri.close()
+
+
+def _wait_exited(cri: Cri, cid: str) -> None:
+    until(lambda: cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status.state
+          == api.CONTAINER_EXITED, f"the end of {cid}", timeout=120)
 
 
 def _numbered(log: Path, stream: str = "stdout") -> list[int]:
@@ -84,8 +92,7 @@ def test_a_container_writing_through_a_crash_keeps_every_line(pulled: Pulled) ->
     time.sleep(3)  # the writer fills its pipe and blocks; quick exits meanwhile
     d.start()
     cri = Cri(d.endpoint)
-    until(lambda: cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=writer)).status.state
-          == api.CONTAINER_EXITED, "the writer's end", timeout=120)
+    _wait_exited(cri, writer)
     assert _numbered(logs / "writer_0.log") == list(range(n))
     assert [(e.partial, e.content) for e in written(logs / "writer_0.log")][-1] == (True, "end")
     quick_log = [(e.stream, e.partial, e.content) for e in written(logs / "quick_0.log")]
@@ -101,13 +108,8 @@ def test_a_log_gone_while_the_daemon_was_down_never_blocks_its_container(pulled:
     start the log cannot be opened again without following it, so the output is dropped, and the
     container, which had filled its pipe meanwhile, writes on to its end."""
     d = pulled.daemon
-    cri = pulled.cri
-    pod = logged_pod(d, "gone")
-    logs = Path(pod.log_directory)
-    sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, container_config(
-        "app", "sh", "-c", "echo first; sleep 1; i=0; while [ $i -lt 20000 ]; do echo \"line $i of the output\"; "
-        "i=$((i+1)); done", image=pulled.name))
+    logs, sid, cid = _logging(pulled, "gone", "echo first; sleep 1; i=0; while [ $i -lt 20000 ]; do "
+                              "echo \"line $i of the output\"; i=$((i+1)); done")
     until(lambda: bool(written(logs / "app_0.log")), "the first line")
     d.kill()
     for entry in logs.iterdir():
@@ -119,8 +121,7 @@ def test_a_log_gone_while_the_daemon_was_down_never_blocks_its_container(pulled:
     time.sleep(2)
     d.start()
     cri = Cri(d.endpoint)
-    until(lambda: cri.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status.state
-          == api.CONTAINER_EXITED, "the container's end", timeout=60)
+    _wait_exited(cri, cid)
     assert os.listdir(target) == []
     logs.unlink()
     remove_pod(cri, sid)
