@@ -18,6 +18,13 @@ themselves are shared read-only lower directories.
 
 overlayfs takes all options in one page (4096 bytes): with many layers or long paths the
 lower directories are passed as /proc/self/fd/N of descriptors opened for the mount call.
+
+The root of a container in a user namespace is an overlay over idmapped layers: each layer is a
+detached idmapped copy (cri_shim.linux.idmap), passed as /proc/self/fd/N and held by the overlay
+alone, so nothing but the overlay is mounted and it unmounts as any other. overlayfs cannot be
+idmapped itself, but over idmapped layers it shows image files with the pod's host ids (an image
+file of uid 1000 is the pod's uid 1000), copies them up with those ids, and writes new files
+with the writer's host ids; its upper directory is the pod root's, so that / is root's inside.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ import shutil
 from pathlib import Path
 
 from cri_shim.errors import Internal, InvalidArgument
+from cri_shim.idmappings import IdMappings
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.store import ImageStore
 from cri_shim.image.usage import disk_usage
+from cri_shim.linux import idmap
 
 log = logging.getLogger("cri_shim.image.rootfs")
 
@@ -90,29 +99,43 @@ class Rootfs:
     def mounted(container_dir: Path) -> bool:
         return os.path.ismount(container_dir / "rootfs")
 
-    async def prepare(self, image_ref: str, container_dir: Path) -> Path:
-        """Mounts the image (by ID, tag or digest) at container_dir/rootfs and returns that path."""
+    async def prepare(self, image_ref: str, container_dir: Path, userns: tuple[str, IdMappings] | None = None) -> Path:
+        """Mounts the image (by ID, tag or digest) at container_dir/rootfs and returns that path;
+        with userns (the pinned namespace and its mappings), over layers idmapped through it."""
         target = container_dir / "rootfs"
         if self.mounted(container_dir):
             return target
         record = self.store.resolve(image_ref)
         await self.store.lease_layers(container_dir, record)
         try:
-            await asyncio.to_thread(self._mount, record.chain_ids, container_dir)
+            await asyncio.to_thread(self._mount, record.chain_ids, container_dir, userns)
         except BaseException:
             await self.release(container_dir)
             raise
         log.info("rootfs mounted", extra={"image": record.image_id, "path": str(target), "layers": len(record.chain_ids)})
         return target
 
-    def _mount(self, chains: list[str], container_dir: Path) -> None:
+    def _mount(self, chains: list[str], container_dir: Path, userns: tuple[str, IdMappings] | None) -> None:
         upper, work, target = container_dir / "upper", container_dir / "work", container_dir / "rootfs"
+        container_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         for d in (upper, work, target):
-            d.mkdir(parents=True, exist_ok=True, mode=0o755)
+            d.mkdir(exist_ok=True, mode=0o755)
         lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)]
         if not lowers:
             lowers = [self.store.empty]
-        _mount_overlay(target, lowers, upper, work)
+        if userns is None:
+            _mount_overlay(target, lowers, upper, work)
+            return
+        path, ids = userns
+        os.chown(upper, *ids.root())
+        trees: list[int] = []
+        try:
+            for lower in lowers:
+                trees.append(idmap.detached(str(lower), path))
+            _mount_overlay(target, [Path(f"/proc/self/fd/{fd}") for fd in trees], upper, work)
+        finally:
+            for fd in trees:
+                os.close(fd)
 
     async def release(self, container_dir: Path) -> None:
         """Unmounts and removes the rootfs and writable layer; nothing there is not an error."""

@@ -3,7 +3,8 @@
 The matrix follows containerd's restart.go: a record whose create was interrupted
 (created_at 0) is discarded with everything it may have left; an exit recorded while the
 daemon was down is applied; a container runc reports running while its record says created
-was started just before a crash; bundles and exit files no record owns are removed.
+was started just before a crash; bundles and exit files no record owns are removed, and so
+are idmapped sources (attached only while a create runs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cri_shim.errors import NotFound
+from cri_shim.runtime import idmounts
 from cri_shim.store.records import CONTAINER_CREATED, ContainerRecord
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ async def recover(rt: ContainerRuntime) -> None:
         record = rt.refresh(record)
         if record.state == CONTAINER_CREATED:
             await _adopt_started(rt, record)
+    idmounts.release_all(rt.idmap_root)
     rt.bundle_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     for bundle in rt.bundle_root.iterdir():
         if bundle.name not in known:

@@ -7,6 +7,11 @@ thread's namespaces), brings lo up through a socket made in the new network name
 the namespaces live on only through the pins. That costs about 2 ms; running util-linux
 `unshare --net=F ...` plus a shell for the rest costs about 6 ms.
 
+A pod with a user namespace (cri_shim.sandbox.userns) has its namespaces made and pinned by a
+child process instead, so that the user namespace owns them; the thread then joins the pinned
+network and UTS namespaces (setns, which a multithreaded process may do for every kind but user)
+for the hostname, sysctls and lo, with the daemon's privileges over a namespace its child made.
+
 A pod PID namespace is not made here: the infra container (cri_shim.sandbox.infra) makes it.
 """
 
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cri_shim.linux import syscalls, threads
+from cri_shim.idmappings import IdMappings
+from cri_shim.sandbox import userns
 from cri_shim.sandbox.sysctl import Sysctl
 
 _FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
@@ -43,6 +50,7 @@ class NamespaceSpec:
     pins: dict[str, str]
     hostname: str
     sysctls: tuple[Sysctl, ...] = ()
+    ids: IdMappings | None = None
 
 
 def pin_path(run_dir: Path, kind: str, sandbox_id: str) -> str:
@@ -75,17 +83,33 @@ def _write_sysctl(s: Sysctl) -> None:
         raise SysctlFailed(s, exc) from None
 
 
-def _in_thread(spec: NamespaceSpec) -> None:
-    """Runs on the dedicated thread; the thread ends right after, taking its namespaces with it."""
+def _unshare_and_pin(pins: dict[str, str]) -> None:
     flags = 0
-    for kind in spec.pins:
+    for kind in pins:
         flags |= _FLAGS[kind]
     if flags:
         syscalls.unshare(flags)
-    for kind, path in spec.pins.items():
+    for kind, path in pins.items():
         os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
         os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
         syscalls.mount(f"/proc/thread-self/ns/{kind}", path, None, syscalls.MS_BIND)
+
+
+def _join(pins: dict[str, str]) -> None:
+    for kind, path in pins.items():
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            syscalls.setns(fd, _FLAGS[kind])
+        finally:
+            os.close(fd)
+
+
+def _in_thread(spec: NamespaceSpec) -> None:
+    """Runs on the dedicated thread; the thread ends right after, taking its namespaces with it."""
+    if spec.ids is not None:
+        _join({kind: path for kind, path in spec.pins.items() if kind != "user"})
+    else:
+        _unshare_and_pin(spec.pins)
     if "uts" in spec.pins:
         syscalls.sethostname(spec.hostname)
     for s in spec.sysctls:
@@ -100,4 +124,6 @@ async def make(spec: NamespaceSpec) -> None:
     If the caller is cancelled, this still waits for the thread to finish, so that a rollback
     that follows sees every pin the thread made.
     """
+    if spec.ids is not None:
+        await userns.make(spec.pins, spec.ids)
     await threads.on_new_thread(lambda: _in_thread(spec), "pod-namespaces", lambda _: None)

@@ -22,7 +22,9 @@ from cri_shim.config import Config
 from cri_shim.errors import InvalidArgument
 from cri_shim.network.pod import PortMapping
 from cri_shim.oci.values import check_id
+from cri_shim import idmappings
 from cri_shim.sandbox import sysctl
+from cri_shim.sandbox.record import NAMESPACE_KINDS
 
 MAX_HOSTNAME_BYTES = 64
 
@@ -61,14 +63,12 @@ def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
             raise InvalidArgument(f"namespace mode {getattr(options, field)} for {field} is unknown")
         if getattr(options, field) == api.TARGET:
             raise InvalidArgument(f"namespace mode TARGET is for containers, not for a pod ({field})")
-    if options.HasField("userns_options") and options.userns_options.mode != api.NODE:
-        raise InvalidArgument("user namespaces are not supported by this runtime (userns_options must be NODE)")
-    own = []
+    own = ["user"] if idmappings.check(options) is not None else []
     if options.network != api.NODE:
         own += ["net", "uts"]  # the UTS namespace follows the network's, as in kubelet and containerd
     if options.ipc != api.NODE:
         own.append("ipc")
-    return tuple(k for k in ("net", "ipc", "uts") if k in own), options.pid == api.POD
+    return tuple(k for k in NAMESPACE_KINDS if k in own), options.pid == api.POD
 
 
 def _check_ids(sc: api.LinuxSandboxSecurityContext) -> None:
