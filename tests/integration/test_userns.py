@@ -19,6 +19,7 @@ from tests.support.client import Cri, api
 from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status
 from tests.support.registry import Registry
+from tests.support.userns import RANGE, mapping, userns
 from tests.support.workloads import (
     Pulled,
     container_config,
@@ -28,38 +29,27 @@ from tests.support.workloads import (
     pulled_daemon,
     pulling_from,
     run_container,
+    userns_container_config,
+    userns_pod_config,
     verbose_info,
 )
 
 pytestmark = pytest.mark.integration
 _ = pulled_daemon  # the `pulled` fixture
 
-RANGE = 65536
-
-
 @pytest.fixture
 def daemon_overrides(registry: Registry) -> dict[str, Any]:
     return pulling_from(registry)
 
 
-def mapping(host_id: int, length: int = RANGE, container_id: int = 0) -> api.IDMapping:
-    return api.IDMapping(container_id=container_id, host_id=host_id, length=length)
-
-
-def userns(host_id: int) -> api.NamespaceOption:
-    return api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD, uids=[mapping(host_id)], gids=[mapping(host_id)]))
-
-
 def userns_pod(pulled: Pulled, name: str, host_id: int) -> tuple[str, api.PodSandboxConfig]:
-    pod = logged_pod(pulled.daemon, name, linux=api.LinuxPodSandboxConfig(
-        security_context=api.LinuxSandboxSecurityContext(namespace_options=userns(host_id))))
+    pod = userns_pod_config(pulled.daemon, name, host_id)
     return run_pod(pulled.cri, pod), pod
 
 
 def userns_container(pulled: Pulled, sid: str, pod: api.PodSandboxConfig, name: str, host_id: int,
                      mounts: list[api.Mount] | None = None, image: str = "", add_caps: tuple[str, ...] = ()) -> str:
-    cfg = container_config(name, "sleep", "3600", image=image or pulled.image, mounts=mounts or [])
-    cfg.linux.security_context.namespace_options.CopyFrom(userns(host_id))
+    cfg = userns_container_config(name, host_id, image or pulled.image, mounts=mounts or [])
     cfg.linux.security_context.capabilities.add_capabilities.extend(add_caps)
     return run_container(pulled.cri, sid, pod, cfg)
 

@@ -14,17 +14,18 @@ from tests.support.client import Cri, api
 from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status as pod_status
 from tests.support.registry import Registry
+from tests.support.userns import RANGE
 from tests.support.workloads import (
     WAIT,
     Pulled,
-    container_config,
     create,
     exec_sync,
     faulty_runc,
-    logged_pod,
     pulled_daemon,
     pulling_from,
     run_container,
+    userns_container_config,
+    userns_pod_config,
     start,
     status,
     wait_state,
@@ -33,29 +34,10 @@ from tests.support.workloads import (
 pytestmark = pytest.mark.restart
 _ = (pulled_daemon, faulty_runc)  # the `pulled` and `runc_wrapper` fixtures
 
-RANGE = 65536
-
-
 @pytest.fixture
 def daemon_overrides(registry: Registry, runc_wrapper: FaultyBinary) -> dict[str, Any]:
     """Pulls from the session's registry; runc is the fault wrapper (passing calls through until armed)."""
     return pulling_from(registry, runc=runc_wrapper)
-
-
-def userns(host_id: int) -> api.NamespaceOption:
-    ids = [api.IDMapping(container_id=0, host_id=host_id, length=RANGE)]
-    return api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD, uids=ids, gids=ids))
-
-
-def userns_pod(pulled: Pulled, name: str, host_id: int) -> api.PodSandboxConfig:
-    return logged_pod(pulled.daemon, name, linux=api.LinuxPodSandboxConfig(
-        security_context=api.LinuxSandboxSecurityContext(namespace_options=userns(host_id))))
-
-
-def userns_container(pulled: Pulled, name: str, host_id: int) -> api.ContainerConfig:
-    cfg = container_config(name, "sleep", "3600", image=pulled.image)
-    cfg.linux.security_context.namespace_options.CopyFrom(userns(host_id))
-    return cfg
 
 
 def idmapped_mounts() -> list[str]:
@@ -66,9 +48,9 @@ def idmapped_mounts() -> list[str]:
 
 def test_a_running_userns_pod_is_adopted_after_kill_9(pulled: Pulled) -> None:
     daemon, cri = pulled.daemon, pulled.cri
-    pod = userns_pod(pulled, "adopted", 200000)
+    pod = userns_pod_config(pulled.daemon, "adopted", 200000)
     sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, userns_container(pulled, "first", 200000))
+    cid = run_container(cri, sid, pod, userns_container_config("first", 200000, pulled.image))
     daemon.kill()
     daemon.start()
     cri = Cri(daemon.endpoint)
@@ -76,7 +58,7 @@ def test_a_running_userns_pod_is_adopted_after_kill_9(pulled: Pulled) -> None:
     assert status(cri, cid).state == api.CONTAINER_RUNNING
     assert exec_sync(cri, cid, "cat", "/proc/self/uid_map").stdout.split() == [b"0", b"200000", str(RANGE).encode()]
     # A new container joins the same user namespace, through the pin the restart kept.
-    second = run_container(cri, sid, pod, userns_container(pulled, "second", 200000))
+    second = run_container(cri, sid, pod, userns_container_config("second", 200000, pulled.image))
     ns = [exec_sync(cri, c, "readlink", "/proc/self/ns/user").stdout for c in (cid, second)]
     assert ns[0] == ns[1] and ns[0].startswith(b"user:[")
     assert idmapped_mounts() == []  # the host side keeps none once the containers are made
@@ -88,10 +70,10 @@ def test_a_running_userns_pod_is_adopted_after_kill_9(pulled: Pulled) -> None:
 def test_kill_9_while_a_userns_container_is_created_leaves_no_idmapped_mount(pulled: Pulled,
                                                                              runc_wrapper: FaultyBinary) -> None:
     daemon, cri = pulled.daemon, pulled.cri
-    pod = userns_pod(pulled, "interrupted", 300000)
+    pod = userns_pod_config(pulled.daemon, "interrupted", 300000)
     sid = run_pod(cri, pod)
     with_pod = snapshot(daemon)
-    config = userns_container(pulled, "interrupted", 300000)
+    config = userns_container_config("interrupted", 300000, pulled.image)
     runc_wrapper.inject("create", "hang")
     call = cri.runtime.CreateContainer.future(api.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod))
     runc_wrapper.wait_hung()
@@ -116,7 +98,7 @@ def test_kill_9_while_a_userns_container_is_created_leaves_no_idmapped_mount(pul
 
 def test_kill_9_while_a_userns_pod_is_made_leaves_no_pin_or_process(pulled: Pulled, runc_wrapper: FaultyBinary) -> None:
     daemon, cri = pulled.daemon, pulled.cri
-    pod = userns_pod(pulled, "half-made", 400000)
+    pod = userns_pod_config(pulled.daemon, "half-made", 400000)
     runc_wrapper.inject("run", "hang")  # the infra container's start: the namespaces are pinned by then
     call = cri.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(config=pod))
     runc_wrapper.wait_hung()
