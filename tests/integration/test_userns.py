@@ -195,10 +195,10 @@ def test_a_mount_with_the_pods_mappings_is_idmapped_and_keeps_host_ownership(pul
     remove_pod(cri, sid)
 
 
-def _pod_with(options: api.NamespaceOption) -> api.PodSandboxConfig:
+def _pod_with(options: api.NamespaceOption, **security: Any) -> api.PodSandboxConfig:
     return api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name="hostile", namespace="test-ns", uid="uid-hostile"),
-        linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=options)))
+        linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=options, **security)))
 
 
 def _userns(mode: int = api.POD, uids: list[api.IDMapping] | None = None, gids: list[api.IDMapping] | None = None,
@@ -229,9 +229,11 @@ HOSTILE_PODS = [
 
 
 def test_hostile_user_namespace_requests_are_refused_and_leave_nothing(pulled: Pulled) -> None:
-    for label, options, message in HOSTILE_PODS:
+    unmapped = [("infra user not mapped", _pod_with(_userns(), run_as_user=api.Int64Value(value=RANGE)), "run_as_user 65536"),
+                ("infra group not mapped", _pod_with(_userns(), run_as_group=api.Int64Value(value=2**31)), "run_as_group")]
+    for label, config, message in [(label, _pod_with(options), message) for label, options, message in HOSTILE_PODS] + unmapped:
         with pytest.raises(grpc.RpcError) as err:
-            run_pod(pulled.cri, _pod_with(options))
+            run_pod(pulled.cri, config)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, label
         assert message in err.value.details(), (label, err.value.details())
         assert changes(pulled.before, snapshot(pulled.daemon)) == {}, label

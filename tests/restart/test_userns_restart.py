@@ -118,3 +118,26 @@ def test_kill_9_while_a_userns_pod_is_made_leaves_no_pin_or_process(pulled: Pull
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(daemon)) == {}, daemon.log_tail()
     cri.close()
+
+
+def test_kill_9_while_a_userns_pod_is_removed_and_the_retry_releases_everything(pulled: Pulled,
+                                                                                 runc_wrapper: FaultyBinary) -> None:
+    daemon, cri = pulled.daemon, pulled.cri
+    pod = userns_pod_config(pulled.daemon, "removed", 500000)
+    sid = run_pod(cri, pod)
+    run_container(cri, sid, pod, userns_container_config("c", 500000, pulled.image))
+    runc_wrapper.inject("delete", "hang")  # the container's, then the infra container's
+    call = cri.runtime.RemovePodSandbox.future(api.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    runc_wrapper.wait_hung()
+    daemon.kill()
+    with pytest.raises(grpc.RpcError):
+        call.result(timeout=WAIT)
+    runc_wrapper.kill_hung()
+    runc_wrapper.clear()
+    daemon.start()
+    cri = Cri(daemon.endpoint)
+    remove_pod(cri, sid)  # kubelet retries the removal it got no answer for
+    assert idmapped_mounts() == []
+    assert list((Path(daemon.config["paths"]["run_dir"]) / "ns" / "user").iterdir()) == []
+    assert changes(pulled.before, snapshot(daemon)) == {}, daemon.log_tail()
+    cri.close()
