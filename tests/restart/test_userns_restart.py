@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
 from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status as pod_status
 from tests.support.registry import Registry
@@ -44,6 +45,18 @@ def idmapped_mounts() -> list[str]:
     """Mounts of this namespace that are idmapped (mountinfo's idmapped option)."""
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if "idmapped" in line.split()[5].split(",")]
+
+
+def restart_after_kill_9(daemon: Daemon, call: grpc.Future, runc_wrapper: FaultyBinary) -> Cri:
+    """kill -9 while call waits on a hung runc (the call fails), the hung runc ended and the fault
+    cleared, the daemon started again (recovery done): a client on it."""
+    daemon.kill()
+    with pytest.raises(grpc.RpcError):
+        call.result(timeout=WAIT)
+    runc_wrapper.kill_hung()
+    runc_wrapper.clear()
+    daemon.start()
+    return Cri(daemon.endpoint)
 
 
 def test_a_running_userns_pod_is_adopted_after_kill_9(pulled: Pulled) -> None:
@@ -80,12 +93,7 @@ def test_kill_9_while_a_userns_container_is_created_leaves_no_idmapped_mount(pul
     idmap = Path(daemon.config["paths"]["run_dir"]) / "idmap"
     attached = idmapped_mounts()
     assert attached and all(Path(m).parent.parent == idmap for m in attached), attached
-    daemon.kill()
-    with pytest.raises(grpc.RpcError):
-        call.result(timeout=WAIT)
-    runc_wrapper.clear()
-    daemon.start()
-    cri = Cri(daemon.endpoint)
+    cri = restart_after_kill_9(daemon, call, runc_wrapper)
     assert idmapped_mounts() == []
     assert changes(with_pod, snapshot(daemon)) == {}, daemon.log_tail()
     cid = create(cri, sid, pod, config)  # kubelet's retry
@@ -104,13 +112,7 @@ def test_kill_9_while_a_userns_pod_is_made_leaves_no_pin_or_process(pulled: Pull
     runc_wrapper.wait_hung()
     pins = Path(daemon.config["paths"]["run_dir"]) / "ns" / "user"
     assert len(list(pins.iterdir())) == 1
-    daemon.kill()
-    with pytest.raises(grpc.RpcError):
-        call.result(timeout=WAIT)
-    runc_wrapper.kill_hung()
-    runc_wrapper.clear()
-    daemon.start()
-    cri = Cri(daemon.endpoint)
+    cri = restart_after_kill_9(daemon, call, runc_wrapper)
     assert list(pins.iterdir()) == []
     assert changes(pulled.before, snapshot(daemon)) == {}, daemon.log_tail()
     sid = run_pod(cri, pod)  # kubelet's retry
@@ -129,13 +131,7 @@ def test_kill_9_while_a_userns_pod_is_removed_and_the_retry_releases_everything(
     runc_wrapper.inject("delete", "hang")  # the container's, then the infra container's
     call = cri.runtime.RemovePodSandbox.future(api.RemovePodSandboxRequest(pod_sandbox_id=sid))
     runc_wrapper.wait_hung()
-    daemon.kill()
-    with pytest.raises(grpc.RpcError):
-        call.result(timeout=WAIT)
-    runc_wrapper.kill_hung()
-    runc_wrapper.clear()
-    daemon.start()
-    cri = Cri(daemon.endpoint)
+    cri = restart_after_kill_9(daemon, call, runc_wrapper)
     remove_pod(cri, sid)  # kubelet retries the removal it got no answer for
     assert idmapped_mounts() == []
     assert list((Path(daemon.config["paths"]["run_dir"]) / "ns" / "user").iterdir()) == []
