@@ -71,9 +71,15 @@ def owner(cri: Cri, cid: str, path: str) -> str:
 
 def test_a_pod_runs_in_its_user_namespace_with_its_files_owned_by_its_root(pulled: Pulled) -> None:
     cri = pulled.cri
-    sid, pod = userns_pod(pulled, "userns", 200000)
+    pod = userns_pod_config(pulled.daemon, "userns", 200000)
+    pod.hostname = "in-userns"
+    pod.linux.sysctls["net.ipv4.ip_unprivileged_port_start"] = "80"
+    sid = run_pod(cri, pod)
     cid = userns_container(pulled, sid, pod, "c", 200000)
     assert ok(cri, cid, "cat /proc/self/uid_map").split() == ["0", "200000", str(RANGE)]
+    # The pod's namespaces belong to its user namespace, set up as any pod's.
+    assert ok(cri, cid, "hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start").split() == ["in-userns", "80"]
+    assert "127.0.0.1" in ok(cri, cid, "ip -4 addr show lo 2>/dev/null || ifconfig lo")
     assert ok(cri, cid, "cat /proc/self/gid_map").split() == ["0", "200000", str(RANGE)]
     for path in ("/", "/bin/busybox", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/dev/shm"):
         assert owner(cri, cid, path) == "0:0", path
