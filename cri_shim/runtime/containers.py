@@ -59,13 +59,13 @@ class ContainerRuntime:
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
                  bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int,
-                 exec_drain: float | None, spec_limit: int, idmap_root: Path | None = None) -> None:
+                 exec_drain: float | None, spec_limit: int, idmap_root: Path) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
         self.bundle_root = bundle_root
         # Where the idmapped sources of containers being created are attached (idmounts).
-        self.idmap_root = idmap_root or bundle_root.parent / "idmap"
+        self.idmap_root = idmap_root
         self.host = host
         self.spec_defaults = spec_defaults
         # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cri_shim.errors import FailedPrecondition
 from cri_shim.linux import idmap, syscalls
 
 _FIELDS = ("uidMappings", "gidMappings")
@@ -29,7 +30,9 @@ def directory(root: Path, container_id: str) -> Path:
 
 def attach(spec: dict[str, Any], where: Path, userns: str) -> dict[str, str]:
     """Replaces the source of every mount of spec marked with uid/gid mappings by an idmapped copy
-    under where; returns {destination: original source} of the mounts it idmapped."""
+    under where; returns {destination: original source} of the mounts it idmapped.
+    FailedPrecondition for a source whose filesystem cannot be idmapped (procfs, or an NFS
+    export, say); the caller releases what was attached before."""
     done: dict[str, str] = {}
     for n, mount in enumerate(spec.get("mounts", [])):
         if not any(field in mount for field in _FIELDS):
@@ -42,7 +45,10 @@ def attach(spec: dict[str, Any], where: Path, userns: str) -> dict[str, str]:
             target.mkdir(mode=0o700, exist_ok=True)
         else:
             os.close(os.open(target, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o400))
-        idmap.make(source, str(target), userns)
+        try:
+            idmap.make(source, str(target), userns)
+        except OSError as exc:
+            raise FailedPrecondition(f"mount {mount['destination']!r}: {source} cannot be idmapped: {exc.strerror}") from None
         done[mount["destination"]] = source
         mount["source"] = str(target)
         for field in _FIELDS:

@@ -259,6 +259,9 @@ def test_hostile_container_requests_in_a_user_namespace_pod_are_refused_and_leav
          None, "must be the pod's"),
         (sid, "idmapped with propagation", {"mounts": [api.Mount(container_path="/v", host_path=str(volume), uidMappings=ours, gidMappings=ours,
                                                                  propagation=api.PROPAGATION_HOST_TO_CONTAINER)]}, None, "private propagation"),
+        (sid, "a filesystem without idmapped mounts", {"mounts": [
+            api.Mount(container_path="/v", host_path=str(volume), uidMappings=ours, gidMappings=ours),
+            api.Mount(container_path="/p", host_path="/proc/sys", uidMappings=ours, gidMappings=ours)]}, None, "cannot be idmapped"),
         (sid, "host user namespace", {}, api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NODE)), "userns mode POD"),
         (sid, "host PID namespace", {}, api.NamespaceOption(pid=api.NODE), "host's pid"),
         (plain_sid, "userns POD in a pod without one", {}, userns(900000), "no user namespace"),
@@ -271,7 +274,8 @@ def test_hostile_container_requests_in_a_user_namespace_pod_are_refused_and_leav
             cfg.linux.security_context.namespace_options.CopyFrom(options)
         with pytest.raises(grpc.RpcError) as err:
             cri.runtime.CreateContainer(api.CreateContainerRequest(pod_sandbox_id=target, config=cfg, sandbox_config=pod))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (label, err.value.details())
+        code = grpc.StatusCode.FAILED_PRECONDITION if "idmapped mounts" in label else grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.code() == code, (label, err.value.details())
         assert message in err.value.details(), (label, err.value.details())
         assert changes(before, snapshot(pulled.daemon)) == {}, label
     remove_pod(cri, sid)
