@@ -106,8 +106,14 @@ def test_what_the_pod_root_writes_to_a_plain_host_path_is_owned_by_its_host_uid(
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o1777)
     shared.chmod(0o1777)
-    sid, pod = userns_pod(pulled, "hostpath", 200000)
-    cid = userns_container(pulled, sid, pod, "c", 200000, mounts=[api.Mount(container_path="/shared", host_path=str(shared))])
+    # kubelet's default PID mode: no infra process, each container a PID namespace of its own (in the pod's userns).
+    pod = userns_pod_config(pulled.daemon, "hostpath", 200000)
+    pod.linux.security_context.namespace_options.pid = api.CONTAINER
+    sid = run_pod(cri, pod)
+    cfg = userns_container_config("c", 200000, pulled.image, mounts=[api.Mount(container_path="/shared", host_path=str(shared))])
+    cfg.linux.security_context.namespace_options.pid = api.CONTAINER
+    cid = run_container(cri, sid, pod, cfg)
+    assert ok(cri, cid, "cat /proc/1/cmdline | tr '\\0' ' '").strip() == "sleep 3600"
     ok(cri, cid, "echo x > /shared/by-root && mkdir /shared/dir")
     for name in ("by-root", "dir"):
         st = os.stat(shared / name)
