@@ -8,6 +8,7 @@ files, idmapped CRI mounts, and that removal leaves nothing (no pin, no idmapped
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from tests.support.client import Cri, api
 from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
+from tests.support.portforward_client import PortForward
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status
 from tests.support.registry import Registry
 from tests.support.userns import RANGE, mapping, userns
@@ -29,6 +31,7 @@ from tests.support.workloads import (
     pulled_daemon,
     pulling_from,
     run_container,
+    until,
     userns_container_config,
     userns_pod_config,
     verbose_info,
@@ -286,3 +289,25 @@ def test_hostile_container_requests_in_a_user_namespace_pod_are_refused_and_leav
         assert changes(before, snapshot(pulled.daemon)) == {}, label
     remove_pod(cri, sid)
     remove_pod(cri, plain_sid)
+
+
+def test_port_forward_and_exec_reach_a_user_namespaced_pod(pulled: Pulled) -> None:
+    cri = pulled.cri
+    sid, pod = userns_pod(pulled, "forwarded", 1100000)
+    cfg = userns_container_config("web", 1100000, pulled.image)
+    cfg.command[:] = ["sh", "-c", "mkdir -p /www && echo hello from userns > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    cid = run_container(cri, sid, pod, cfg)
+    until(lambda: sh(cri, cid, "wget -q -O /dev/null http://127.0.0.1:8080/index.html").exit_code == 0, "httpd serving")
+    url = cri.runtime.PortForward(api.PortForwardRequest(pod_sandbox_id=sid, port=[8080])).url
+
+    async def fetch() -> tuple[bytes, bytes]:
+        pf = await PortForward.start(url)
+        try:
+            return await pf.exchange(8080, b"GET /index.html HTTP/1.0\r\n\r\n")
+        finally:
+            await pf.close()
+
+    reply, error = asyncio.run(fetch())
+    assert error == b"" and reply.endswith(b"hello from userns\n"), (reply, error)
+    assert ok(cri, cid, "id -u") == "0\n"
+    remove_pod(cri, sid)
