@@ -207,8 +207,9 @@ class ContainerManager:
         target_pid_ns = self._target_pid_namespace(sb, ns.target_id) if ns.pid == api.TARGET else None
         container_dir = self.rootfs_root / container_id
         try:
-            rootfs = await self.rootfs.prepare(image.image_id, container_dir, self._userns(sb))
-            config = await self.image_volumes.mount(container_dir, config, volume_images)
+            userns = self._userns(sb)
+            rootfs = await self.rootfs.prepare(image.image_id, container_dir, userns)
+            config = await self.image_volumes.mount(container_dir, config, volume_images, userns)
             record = await self.runtime.create(
                 container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=sb.config,
                 config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),

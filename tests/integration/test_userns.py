@@ -137,8 +137,11 @@ def test_an_image_file_of_uid_1000_is_uid_1000_inside(pulled: Pulled, registry: 
     Pusher(registry.url).push(image, "userns-owned", "latest")
     ref = pull(pulled.cri, f"{registry.host}/userns-owned:latest")
     sid, pod = userns_pod(pulled, "owned", 300000)
-    cid = userns_container(pulled, sid, pod, "c", 300000, image=ref)
+    volume = api.Mount(container_path="/image", image=api.ImageSpec(image=ref), readonly=True)
+    cid = userns_container(pulled, sid, pod, "c", 300000, image=ref, mounts=[volume])
     assert owner(pulled.cri, cid, "/home/user/file") == "1000:1000"
+    # The same image as an image volume: its layers are idmapped too.
+    assert owner(pulled.cri, cid, "/image/home/user/file") == "1000:1000" and owner(pulled.cri, cid, "/image/bin") == "0:0"
     # Changed inside, it is copied up still 1000's: on disk with the pod's host id for 1000.
     ok(pulled.cri, cid, "echo more >> /home/user/file")
     assert owner(pulled.cri, cid, "/home/user/file") == "1000:1000"
