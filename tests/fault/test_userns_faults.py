@@ -57,12 +57,19 @@ def userns_pod(name: str) -> api.PodSandboxConfig:
         security_context=api.LinuxSandboxSecurityContext(namespace_options=userns(1000000))))
 
 
-def test_a_failing_unshare_is_internal_and_leaves_nothing(wrapped: tuple[Daemon, Path]) -> None:
+def armed(wrapped: tuple[Daemon, Path], mode: str) -> tuple[Cri, dict[str, object]]:
+    """A client after one pod went through, the leak snapshot to compare with, the wrapper armed."""
     d, control = wrapped
     cri = Cri(d.endpoint)
     warm_up(cri)
     before = snapshot(d)
-    (control / "mode").write_text("fail")
+    (control / "mode").write_text(mode)
+    return cri, before
+
+
+def test_a_failing_unshare_is_internal_and_leaves_nothing(wrapped: tuple[Daemon, Path]) -> None:
+    d, control = wrapped
+    cri, before = armed(wrapped, "fail")
     with pytest.raises(grpc.RpcError) as err:
         run_pod(cri, userns_pod("failing"))
     assert err.value.code() == grpc.StatusCode.INTERNAL and "user namespace" in err.value.details(), err.value.details()
@@ -77,10 +84,7 @@ def test_a_failing_unshare_is_internal_and_leaves_nothing(wrapped: tuple[Daemon,
 
 def test_a_daemon_killed_while_the_child_starts_leaves_no_process_or_pin(wrapped: tuple[Daemon, Path]) -> None:
     d, control = wrapped
-    cri = Cri(d.endpoint)
-    warm_up(cri)
-    before = snapshot(d)
-    (control / "mode").write_text("wait")
+    cri, before = armed(wrapped, "wait")
     call = cri.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(config=userns_pod("killed")))
     until(lambda: (control / "pid").exists() and (control / "pid").read_text().strip() != "", "the unshare child starting")
     child = int((control / "pid").read_text())
