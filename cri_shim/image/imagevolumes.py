@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument, NotFound
+from cri_shim.idmappings import IdMappings
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
@@ -57,10 +58,11 @@ class ImageVolumes:
                 raise NotFound(f"image volume at {m.container_path!r}: image {m.image.image!r} not found (pull it first)") from None
         return found
 
-    async def mount(self, container_dir: Path, config: api_pb2.ContainerConfig,
-                    images: dict[int, ImageRecord]) -> api_pb2.ContainerConfig:
+    async def mount(self, container_dir: Path, config: api_pb2.ContainerConfig, images: dict[int, ImageRecord],
+                    userns: tuple[str, IdMappings] | None = None) -> api_pb2.ContainerConfig:
         """Mounts each checked image and returns config with those mounts' host paths filled in
-        (what the spec binds, and what ContainerStatus shows, as containerd does)."""
+        (what the spec binds, and what ContainerStatus shows, as containerd does); over idmapped
+        layers in a pod with a user namespace (userns: its pin and mappings)."""
         if not images:
             return config
         out = api_pb2.ContainerConfig()
@@ -68,7 +70,7 @@ class ImageVolumes:
         for n, record in images.items():
             m = out.mounts[n]
             target = container_dir / "images" / str(n)
-            await self.rootfs.mount_image(record, target)
+            await self.rootfs.mount_image(record, target, userns)
             source = rootpath.resolve(target, m.image_sub_path)
             if not source.exists():
                 raise NotFound(f"image volume at {m.container_path!r}: {m.image_sub_path!r} not found in image {m.image.image!r}")

@@ -18,6 +18,14 @@ themselves are shared read-only lower directories.
 
 overlayfs takes all options in one page (4096 bytes): with many layers or long paths the
 lower directories are passed as /proc/self/fd/N of descriptors opened for the mount call.
+
+The root of a container in a user namespace, and each image volume of it, is an overlay over
+idmapped layers: each layer is a
+detached idmapped copy (cri_shim.linux.idmap), passed as /proc/self/fd/N and held by the overlay
+alone, so nothing but the overlay is mounted and it unmounts as any other. overlayfs cannot be
+idmapped itself, but over idmapped layers it shows image files with the pod's host ids (an image
+file of uid 1000 is the pod's uid 1000), copies them up with those ids, and writes new files
+with the writer's host ids; its upper directory is the pod root's, so that / is root's inside.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ import shutil
 from pathlib import Path
 
 from cri_shim.errors import Internal, InvalidArgument
+from cri_shim.idmappings import IdMappings
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.store import ImageStore
 from cri_shim.image.usage import disk_usage
+from cri_shim.linux import idmap
 
 log = logging.getLogger("cri_shim.image.rootfs")
 
@@ -69,6 +79,23 @@ def _mount_overlay(target: Path, lowers: list[Path], upper: Path | None = None, 
             os.close(fd)
 
 
+def _mount_idmapped(target: Path, lowers: list[Path], userns: tuple[str, IdMappings] | None,
+                    upper: Path | None = None, work: Path | None = None) -> None:
+    """_mount_overlay, over copies of the lowers idmapped through the pinned user namespace
+    userns[0] when there is one (detached: the overlay alone holds them)."""
+    if userns is None:
+        _mount_overlay(target, lowers, upper, work)
+        return
+    trees: list[int] = []
+    try:
+        for lower in lowers:
+            trees.append(idmap.detached(str(lower), userns[0]))
+        _mount_overlay(target, [Path(f"/proc/self/fd/{fd}") for fd in trees], upper, work)
+    finally:
+        for fd in trees:
+            os.close(fd)
+
+
 def _unmount(target: Path) -> None:
     if _libc.umount2(os.fsencode(target), 0) == 0:
         return
@@ -90,29 +117,33 @@ class Rootfs:
     def mounted(container_dir: Path) -> bool:
         return os.path.ismount(container_dir / "rootfs")
 
-    async def prepare(self, image_ref: str, container_dir: Path) -> Path:
-        """Mounts the image (by ID, tag or digest) at container_dir/rootfs and returns that path."""
+    async def prepare(self, image_ref: str, container_dir: Path, userns: tuple[str, IdMappings] | None = None) -> Path:
+        """Mounts the image (by ID, tag or digest) at container_dir/rootfs and returns that path;
+        with userns (the pinned namespace and its mappings), over layers idmapped through it."""
         target = container_dir / "rootfs"
         if self.mounted(container_dir):
             return target
         record = self.store.resolve(image_ref)
         await self.store.lease_layers(container_dir, record)
         try:
-            await asyncio.to_thread(self._mount, record.chain_ids, container_dir)
+            await asyncio.to_thread(self._mount, record.chain_ids, container_dir, userns)
         except BaseException:
             await self.release(container_dir)
             raise
         log.info("rootfs mounted", extra={"image": record.image_id, "path": str(target), "layers": len(record.chain_ids)})
         return target
 
-    def _mount(self, chains: list[str], container_dir: Path) -> None:
+    def _mount(self, chains: list[str], container_dir: Path, userns: tuple[str, IdMappings] | None) -> None:
         upper, work, target = container_dir / "upper", container_dir / "work", container_dir / "rootfs"
+        container_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         for d in (upper, work, target):
-            d.mkdir(parents=True, exist_ok=True, mode=0o755)
+            d.mkdir(exist_ok=True, mode=0o755)
         lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)]
         if not lowers:
             lowers = [self.store.empty]
-        _mount_overlay(target, lowers, upper, work)
+        if userns is not None:
+            os.chown(upper, *userns[1].root())
+        _mount_idmapped(target, lowers, userns, upper, work)
 
     async def release(self, container_dir: Path) -> None:
         """Unmounts and removes the rootfs and writable layer; nothing there is not an error."""
@@ -126,24 +157,25 @@ class Rootfs:
         await asyncio.to_thread(cleanup)
         await self._unlease(container_dir)
 
-    async def mount_image(self, record: ImageRecord, target: Path) -> None:
+    async def mount_image(self, record: ImageRecord, target: Path, userns: tuple[str, IdMappings] | None = None) -> None:
         """Mounts the image's layers read-only at target: an overlay with no writable layer, its
-        layers leased under target as a rootfs's are under its container directory."""
+        layers leased under target as a rootfs's are under its container directory; idmapped
+        through userns as prepare() does."""
         if os.path.ismount(target):
             return
         await self.store.lease_layers(target, record)
         try:
-            await asyncio.to_thread(self._mount_readonly, record.chain_ids, target)
+            await asyncio.to_thread(self._mount_readonly, record.chain_ids, target, userns)
         except BaseException:
             await self.release_image(target)
             raise
         log.info("image mounted read-only", extra={"image": record.image_id, "path": str(target)})
 
-    def _mount_readonly(self, chains: list[str], target: Path) -> None:
+    def _mount_readonly(self, chains: list[str], target: Path, userns: tuple[str, IdMappings] | None) -> None:
         target.mkdir(parents=True, exist_ok=True, mode=0o755)
         # Without an upper layer overlayfs wants two lower ones: the empty directory is the bottom one.
         lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)] + [self.store.empty]
-        _mount_overlay(target, lowers)
+        _mount_idmapped(target, lowers, userns)
 
     async def release_image(self, target: Path) -> None:
         """Unmounts and removes what mount_image made at target; nothing there is not an error."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri_shim.cgroups import container_cgroups_path
+from cri_shim.idmappings import IdMappings
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -29,6 +30,7 @@ class SandboxInfo:
     itself uses the host's namespace: its containers' POD mode then means the host's too, as
     in containerd, where containers join whatever namespaces the sandbox has. cgroup_parent
     is the pod cgroup (cgroupfs path, or a systemd slice name when systemd_cgroup is set).
+    userns_path and id_mappings name the pod's user namespace, when it has one.
     """
 
     id: str
@@ -48,6 +50,8 @@ class SandboxInfo:
     cgroup_parent: str = ""
     systemd_cgroup: bool = False
     sysctls: dict[str, str] = field(default_factory=dict)
+    userns_path: str | None = None
+    id_mappings: IdMappings | None = None
 
     def cgroups_path(self, container_id: str) -> str:
         """runc's linux.cgroupsPath for a container of this pod."""

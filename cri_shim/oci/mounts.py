@@ -8,6 +8,11 @@ host side can propagate at all. Bidirectional propagation is for privileged cont
 Kubernetes validates it: a mount made inside reaches the host's mount table. Recursive read-only ("rro") needs a private, read-only mount.
 A CRI mount at the same destination as a default replaces it; the pod's /etc/hosts,
 /etc/resolv.conf, /etc/hostname and /dev/shm are added unless a CRI mount already covers them.
+In a pod with a user namespace the pod's files and /dev/shm are idmapped, and so is each CRI
+mount kubelet sends with uid and gid mappings (which must be the pod's, and private: an idmapped
+copy does not receive the host's mount events); they carry the OCI uidMappings and gidMappings
+fields (cri_shim.runtime.idmounts). A CRI mount without mappings is bound as it is: its files keep
+their host ids, so what the pod's root writes there is owned on the host by the pod's host uid.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cri_shim.api import api_pb2
 from cri_shim.errors import FailedPrecondition, InvalidArgument
 from cri_shim.oci import rootpath
 from cri_shim.oci.context import SandboxInfo
+from cri_shim.idmappings import IdMappings
 
 Mount = dict[str, Any]
 
@@ -75,9 +81,21 @@ def _check_propagation(source: str, propagation: int) -> None:
         raise FailedPrecondition(f"path {source!r} is mounted on a mount that is neither shared nor slave (needed for host-to-container propagation)")
 
 
-def validate(mounts: list[api_pb2.Mount], privileged: bool) -> None:
+def _check_idmap(m: api_pb2.Mount, ids: IdMappings | None) -> None:
+    if not m.uidMappings and not m.gidMappings:
+        return
+    if ids is None:
+        raise InvalidArgument(f"mount {m.container_path!r} has uid/gid mappings, but its pod has no user namespace")
+    if not ids.same_as(list(m.uidMappings), list(m.gidMappings)):
+        raise InvalidArgument(f"mount {m.container_path!r}: uid/gid mappings must be the pod's user namespace's")
+    if m.propagation != api_pb2.PROPAGATION_PRIVATE:
+        raise InvalidArgument(f"idmapped mount {m.container_path!r} needs private propagation")
+
+
+def validate(mounts: list[api_pb2.Mount], privileged: bool, ids: IdMappings | None = None) -> None:
     """Rejects what must fail at create time, before anything is created."""
     for m in mounts:
+        _check_idmap(m, ids)
         if not m.container_path.startswith("/"):
             raise InvalidArgument(f"mount container path {m.container_path!r} must be absolute")
         if not m.host_path:
@@ -108,7 +126,10 @@ def cri_mount(m: api_pb2.Mount) -> Mount:
     options = ["rbind", PROPAGATION[m.propagation], "ro" if m.readonly else "rw"]
     if m.recursive_read_only:
         options.append("rro")
-    return {"destination": os.path.normpath(m.container_path), "type": "bind", "source": source, "options": options}
+    out = {"destination": os.path.normpath(m.container_path), "type": "bind", "source": source, "options": options}
+    if m.uidMappings:  # validate(): then they are the pod's
+        out.update(IdMappings.from_cri(list(m.uidMappings), list(m.gidMappings)).oci())
+    return out
 
 
 def rootfs_propagation(mounts: list[api_pb2.Mount]) -> str | None:
@@ -132,6 +153,9 @@ def pod_mounts(sandbox: SandboxInfo, readonly_rootfs: bool, host_ipc: bool) -> l
     shm = "/dev/shm" if host_ipc else sandbox.shm_path
     if shm:
         out.append({"destination": "/dev/shm", "type": "bind", "source": shm, "options": ["rbind", "rprivate", "rw"]})
+    if sandbox.id_mappings is not None:
+        for m in out:
+            m.update(sandbox.id_mappings.oci())
     return out
 
 
@@ -151,7 +175,7 @@ def build(config: api_pb2.ContainerConfig, sandbox: SandboxInfo, rootfs: Path, i
           privileged: bool, cgroup_v2: bool, host_ipc: bool) -> tuple[list[Mount], str | None, dict[str, str]]:
     """All mounts of the container, parents before children; the rootfs propagation; and the
     host directories of the image's volumes made in the rootfs."""
-    validate(list(config.mounts), privileged)
+    validate(list(config.mounts), privileged, sandbox.id_mappings)
     readonly_rootfs = config.linux.security_context.readonly_rootfs
     cri = [cri_mount(m) for m in config.mounts]
     covered = {m["destination"] for m in cri}

@@ -4,7 +4,11 @@ Modes come from the container's NamespaceOption (kubelet mirrors the pod's). NOD
 host's namespace (no entry), POD joins the sandbox's pinned namespace (the host's when the
 pod itself uses the host's, a fresh one when the sandbox pinned none), CONTAINER is fresh, TARGET
 (pid only) joins another container's PID namespace, whose path the caller resolves. UTS follows
-the network: a host-network pod keeps the host's hostname.
+the network: a host-network pod keeps the host's hostname. A container of a pod with a user
+namespace joins it (listed first: the runtime joins it before the namespaces it owns); it must
+then not ask for the host's user, network, IPC or PID namespace, which a process in the pod's
+user namespace cannot join, and a container asking for a pod user namespace its pod does not
+have is refused too.
 
 A container config without namespace options reads as pid POD (proto3's zero), which is what
 crictl users send into a pod whose own pid mode is CONTAINER: such a pod has no PID namespace to
@@ -29,6 +33,19 @@ def effective(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo) -> api_pb2.Na
     return out
 
 
+def _check_userns(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo) -> None:
+    asked = opts.userns_options.mode if opts.HasField("userns_options") else None
+    if sandbox.userns_path is None:
+        if asked not in (None, api_pb2.NODE):
+            raise InvalidArgument(f"sandbox {sandbox.id} has no user namespace for the container to join")
+        return
+    if asked not in (None, api_pb2.POD):
+        raise InvalidArgument(f"containers of sandbox {sandbox.id} run in its user namespace (userns mode POD)")
+    for field in ("network", "ipc", "pid"):
+        if getattr(opts, field) == api_pb2.NODE:
+            raise InvalidArgument(f"a container in the pod's user namespace cannot use the host's {field} namespace")
+
+
 def _entry(kind: str, path: str | None) -> dict[str, str]:
     return {"type": kind, "path": path} if path else {"type": kind}
 
@@ -40,7 +57,9 @@ def build(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: st
         # proto3 keeps unknown enum numbers; read as "not POD/NODE" one would mean the host's PID namespace
         if getattr(opts, field) not in (api_pb2.POD, api_pb2.CONTAINER, api_pb2.NODE, api_pb2.TARGET):
             raise InvalidArgument(f"namespace mode {getattr(opts, field)} for {field} is unknown")
-    out = [{"type": "mount"}]
+    _check_userns(opts, sandbox)
+    out = [{"type": "user", "path": sandbox.userns_path}] if sandbox.userns_path else []
+    out.append({"type": "mount"})
     if opts.network != api_pb2.NODE:
         out.append(_entry("network", sandbox.netns_path if opts.network == api_pb2.POD else None))
         out.append(_entry("uts", sandbox.uts_ns_path if opts.network == api_pb2.POD else None))

@@ -122,6 +122,8 @@ def build_spec(
         "maskedPaths": masked,
         "readonlyPaths": readonly,
     }
+    if sandbox.id_mappings is not None:
+        linux.update(sandbox.id_mappings.oci())
     sysctl = security.sysctls(sandbox.sysctls, host_network, host_ipc)
     if sysctl:
         linux["sysctl"] = sysctl

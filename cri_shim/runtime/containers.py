@@ -35,7 +35,7 @@ from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import Defaults, build_spec
-from cri_shim.runtime import execsync, logfile, recovery
+from cri_shim.runtime import execsync, idmounts, logfile, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
@@ -63,11 +63,13 @@ class ContainerRuntime:
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
                  bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int,
-                 exec_drain: float | None, spec_limit: int) -> None:
+                 exec_drain: float | None, spec_limit: int, idmap_root: Path) -> None:
         self.store = store
         self.monitor = monitor
         self.runtimes = runtimes
         self.bundle_root = bundle_root
+        # Where the idmapped sources of containers being created are attached (idmounts).
+        self.idmap_root = idmap_root
         self.host = host
         self.spec_defaults = spec_defaults
         # ExecSync's stdout and stderr together, so that its reply fits the gRPC message limit.
@@ -96,7 +98,7 @@ class ContainerRuntime:
         return cls(store, monitor, runtimes, cfg.run_dir / "bundles", HostInfo.detect(), defaults,
                    execsync.output_limit(cfg.server.max_message_bytes),
                    cfg.runtime.drain_exec_sync_io_timeout_ms / 1000 or None,
-                   bundlespec.spec_limit(cfg.server.max_message_bytes))
+                   bundlespec.spec_limit(cfg.server.max_message_bytes), cfg.run_dir / "idmap")
 
     async def open(self) -> None:
         """Start-up: checks the monitor, loads the records, watches exits, reconciles."""
@@ -149,8 +151,12 @@ class ContainerRuntime:
             cgroups_path=built.spec["linux"]["cgroupsPath"], image_volumes=built.image_volumes,
         )
         self.store.save(record)
+        idmapped: dict[str, str] = {}
         try:
             bundle.mkdir(parents=True, mode=0o700)
+            if sandbox.userns_path is not None:
+                idmapped = {"/": str(rootfs), **idmounts.attach(
+                    built.spec, idmounts.directory(self.idmap_root, container_id), sandbox.userns_path)}
             # The bundle lives in the volatile run dir: a power cut takes the container with it.
             atomic.write_json(bundle / "config.json", built.spec, durable=False)
             log_file = logfile.for_create(log_path) if log_path else logfile.in_directory(bundle, CONSOLE_LOG)
@@ -166,8 +172,12 @@ class ContainerRuntime:
             except Exception:  # noqa: BLE001 - the create's own error is the one to report
                 log.exception("rollback incomplete, record kept for RemoveContainer", extra={"container": record.id})
             raise
+        finally:
+            # The container's mount namespace holds its own binds of them now (or it failed).
+            idmounts.release(idmounts.directory(self.idmap_root, container_id))
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
-                                     monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time)
+                                     monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time,
+                                     idmapped=idmapped)
         self.store.save(record)
         return self.refresh(record)
 
@@ -192,9 +202,10 @@ class ContainerRuntime:
         self.store.delete(record.id)
 
     def drop_files(self, container_id: str, bundle: Path) -> None:
-        """Removes the files a container had outside its record: the bundle, the exit file, and
-        the attach socket's directory, which conmon makes a symlink to the bundle and leaves
-        behind when it exits."""
+        """Removes the files a container had outside its record: idmapped sources a crash kept
+        attached, the bundle, the exit file, and the attach socket's directory, which conmon
+        makes a symlink to the bundle and leaves behind when it exits."""
+        idmounts.release(idmounts.directory(self.idmap_root, container_id))
         self.monitor.release(container_id, bundle)
         shutil.rmtree(bundle, ignore_errors=True)
         self.monitor.attach_socket(container_id).parent.unlink(missing_ok=True)
@@ -337,7 +348,11 @@ class ContainerRuntime:
         (pid), its sandbox, its handler and, as runtimeType, the OCI runtime binary the handler
         runs (containerd names its shim type there; ours is runc under conmon)."""
         runtime = self.runtimes.get(record.runtime_handler)
+        idmapped = [{"destination": d, "source": s,
+                     "how": "overlay over idmapped layers (cri-shim)" if d == "/" else "idmapped bind (cri-shim)"}
+                    for d, s in sorted(record.idmapped.items())]
         return {
+            **({"idmappedMounts": idmapped} if idmapped else {}),
             "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.runtime_handler,
             "runtimeType": runtime.binary if runtime else "", "bundle": record.bundle, "monitorPid": record.monitor_pid,
             "cgroupsPath": record.cgroups_path, "stdin": record.stdin, "stdinOnce": record.stdin_once, "tty": record.tty,

@@ -38,6 +38,7 @@ from cri_shim.cdi.registry import Registry
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
+from cri_shim.idmappings import IdMappings
 from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri_shim.image.imagevolumes import ImageVolumes
 from cri_shim.image.rootfs import Rootfs
@@ -108,14 +109,18 @@ class ContainerManager:
         Runs after sandbox recovery: a container whose sandbox did not survive it is removed,
         as RemovePodSandbox would have done.
         """
+        # Searchable (not listable) by all: a pod's root in a user namespace is an unprivileged host
+        # user, and the handler reaches the container's root (<id>/rootfs) as that user.
+        self.rootfs_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.rootfs_root.chmod(0o711)
+        userns = features.userns_host(features.kernel_version(), [self.rootfs_root, self.cfg.run_dir / "infra"])
         for name, runtime in self.runtime.runtimes.items():
-            self._features[name] = await features.detect(runtime)
+            self._features[name] = await features.detect(runtime, userns)
         await self.runtime.open()
         for record in self.runtime.store:
             if self.sandboxes.store.get(record.sandbox_id) is None:
                 log.info("removing a container whose sandbox is gone", extra={"container": record.id})
                 await self._remove(record)
-        self.rootfs_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for container_dir in self.rootfs_root.iterdir():
             if self.runtime.store.get(container_dir.name) is None:
                 log.info("releasing an orphaned rootfs", extra={"container": container_dir.name})
@@ -211,8 +216,9 @@ class ContainerManager:
         target_pid_ns = self._target_pid_namespace(sb, ns.target_id) if ns.pid == api.TARGET else None
         container_dir = self.rootfs_root / container_id
         try:
-            rootfs = await self.rootfs.prepare(image.image_id, container_dir)
-            config = await self.image_volumes.mount(container_dir, config, volume_images)
+            userns = self._userns(sb)
+            rootfs = await self.rootfs.prepare(image.image_id, container_dir, userns)
+            config = await self.image_volumes.mount(container_dir, config, volume_images, userns)
             record = await self.runtime.create(
                 container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=sb.config,
                 config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
@@ -238,6 +244,15 @@ class ContainerManager:
         if target.sandbox_id != sb.id:
             raise InvalidArgument(f"target container {target.id} does not belong to sandbox {sb.id}")
         return self.runtime.pid_namespace(target.id)
+
+    @staticmethod
+    def _userns(sb: Sandbox) -> tuple[str, IdMappings] | None:
+        path, ids = sb.namespace_path("user"), sb.id_mappings
+        return (path, ids) if path is not None and ids is not None else None
+
+    def user_namespaces(self, handler: str) -> bool:
+        """Whether pods of the handler may have user namespaces (SandboxContainers)."""
+        return self.features(handler or self.cfg.runtime.default_handler).user_namespaces
 
     def features(self, handler: str) -> HandlerFeatures:
         """What a runtime handler offers (nothing for one that is not configured)."""
@@ -268,6 +283,8 @@ class ContainerManager:
             cgroup_parent=sb.cgroup_parent,
             systemd_cgroup=sb.cgroup_driver == "systemd",
             sysctls=dict(sb.config.linux.sysctls),
+            userns_path=sb.namespace_path("user"),
+            id_mappings=sb.id_mappings,
         )
 
     # -- Start, Stop, Remove --------------------------------------------------------------

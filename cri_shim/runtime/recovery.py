@@ -3,9 +3,10 @@
 The matrix follows containerd's restart.go: a record whose create was interrupted
 (created_at 0) is discarded with everything it may have left; an exit recorded while the
 daemon was down is applied; a container runc reports running while its record says created
-was started just before a crash; bundles and exit files no record owns are removed. Every
-container's log is picked up again first (what it wrote while the daemon was down is in its
-monitor's pipe), so an exit recorded here finds its output in the log.
+was started just before a crash; bundles and exit files no record owns are removed, and so
+are idmapped sources (attached only while a create runs). Every container's log is picked up
+again first (what it wrote while the daemon was down is in its monitor's pipe), so an exit
+recorded here finds its output in the log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cri_shim.errors import NotFound
+from cri_shim.runtime import idmounts
 from cri_shim.store.records import CONTAINER_CREATED, ContainerRecord
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ async def recover(rt: ContainerRuntime) -> None:
         record = rt.refresh(record)
         if record.state == CONTAINER_CREATED:
             await _adopt_started(rt, record)
+    idmounts.release_all(rt.idmap_root)
     rt.bundle_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     for bundle in rt.bundle_root.iterdir():
         if bundle.name not in known:

@@ -5,7 +5,8 @@ SandboxManager.register_containers(); StopPodSandbox calls stop_sandbox_containe
 kills the infra process and releases the network; RemovePodSandbox does all that, then calls
 remove_sandbox_containers before it releases the rest (namespace pins, /dev/shm, cgroups,
 files). Both must be idempotent and must succeed
-for a sandbox that has no containers.
+for a sandbox that has no containers. RunPodSandbox asks user_namespaces() before it makes a
+pod with a user namespace: the container side knows what each handler offers.
 """
 
 from __future__ import annotations
@@ -24,3 +25,6 @@ class SandboxContainers(Protocol):
 
     async def remove_sandbox_containers(self, sandbox_id: str) -> None:
         """Removes every container of the sandbox, stopping any that still runs."""
+
+    def user_namespaces(self, handler: str) -> bool:
+        """Whether the handler's pods may have user namespaces (RunPodSandbox refuses them otherwise)."""

@@ -9,7 +9,8 @@ holding nothing but the infra binary (bind-mounted, so it must be statically lin
 a /dev tmpfs; with no capabilities, no_new_privs, the RuntimeDefault seccomp profile, an
 unprivileged user (the pod's run_as_user/run_as_group where it sets them, else 65535 as the
 pause image's), no devices, in the pod's infra cgroup, and in the pod's pinned net/ipc/uts
-namespaces.
+namespaces, and in the pod's user namespace when it has one (its root directory and binary
+are then seen as owned by nobody, which changes nothing for a read-only root it only executes).
 
 `runc run --detach` returns once the process runs; it is then reparented to init, so nothing
 here reaps it. An infra container is named by the sandbox id in a runc --root of its own per
@@ -95,10 +96,12 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
     gid = sc.run_as_group.value if sc.HasField("run_as_group") else DEFAULT_ID
     no_caps: dict[str, list[str]] = {k: [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
     namespaces = [{"type": "pid"}, {"type": "mount"}]
-    kinds = {"net": "network", "ipc": "ipc", "uts": "uts"}
+    kinds = {"user": "user", "net": "network", "ipc": "ipc", "uts": "uts"}
     namespaces += [{"type": kinds[kind], "path": path} for kind, path in sorted(sb.pins.items())]
     if host.cgroup_v2:
         namespaces.append({"type": "cgroup"})
+    ids = sb.id_mappings
+    mappings = ids.oci() if ids is not None else {}
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -124,6 +127,7 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
             "maskedPaths": list(security.MASKED_PATHS),
             "readonlyPaths": list(security.READONLY_PATHS),
             "seccomp": seccomp.runtime_default([], arch=host.arch),
+            **mappings,
         },
     }
 

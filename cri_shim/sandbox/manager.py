@@ -37,7 +37,7 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
-from cri_shim.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from cri_shim.linux import proc
 from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.network.cni import CniError
@@ -123,6 +123,8 @@ class SandboxManager:
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> str:
         """Makes a ready sandbox, or returns the one this pod attempt already has."""
         pod = plan(config, runtime_handler, self.cfg, socket.gethostname())
+        if "user" in pod.own_namespaces and self.containers is not None and not self.containers.user_namespaces(runtime_handler):
+            raise FailedPrecondition(f"runtime handler {runtime_handler!r} does not support user namespaces on this host")
         name = reservation_name(config.metadata)
         if name not in self._attempts:
             existing = self.store.by_name(name)
@@ -307,7 +309,13 @@ class SandboxManager:
         only a pod with a PID namespace of its own has: the others run no process of their own."""
         infra = bundlespec.verbose_entries(self.resources.infra_bundle(sb.id),
                                            bundlespec.spec_limit(self.cfg.server.max_message_bytes)) if sb.infra else {}
+        ids = sb.id_mappings
         return {
+            **({"userNamespace": {"path": sb.pins["user"], **ids.oci(),
+                                  "idmappedMounts": "made by cri-shim: the containers' roots are overlays over "
+                                                    "idmapped layers, the pod's files, /dev/shm and CRI mounts "
+                                                    "with mappings are idmapped binds"}}
+               if ids is not None and "user" in sb.pins else {}),
             "id": sb.id,
             "phase": sb.phase,
             "pid": sb.infra.pid if sb.infra else 0,

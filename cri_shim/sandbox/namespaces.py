@@ -7,11 +7,21 @@ thread's namespaces), brings lo up through a socket made in the new network name
 the namespaces live on only through the pins. That costs about 2 ms; running util-linux
 `unshare --net=F ...` plus a shell for the rest costs about 6 ms.
 
+A pod with a user namespace (cri_shim.idmappings) has its namespaces made by a child process
+instead, as a multithreaded process can neither unshare nor setns a user namespace: util-linux
+`unshare` makes the user, network, IPC and UTS namespaces together, so that the user namespace
+owns the others, and runs `cat`, which echoes one byte to say it is in them. The daemon writes
+the mappings into /proc/<pid>/uid_map and gid_map, pins the four namespaces and closes the pipe:
+cat exits, and a daemon killed at any point leaves no process behind (the pipe closes with it).
+The thread then joins the pinned network and UTS namespaces (setns, allowed for every kind but
+user) for the hostname, sysctls and lo, with the daemon's privileges over what its child made.
+
 A pod PID namespace is not made here: the infra container (cri_shim.sandbox.infra) makes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import socket
@@ -19,10 +29,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from cri_shim.errors import Internal
+from cri_shim.idmappings import IdMappings, Mapping
 from cri_shim.linux import syscalls, threads
 from cri_shim.sandbox.sysctl import Sysctl
 
 _FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
+_UNSHARE_OPTIONS = {"user": "--user", "net": "--net", "ipc": "--ipc", "uts": "--uts"}
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -43,6 +56,7 @@ class NamespaceSpec:
     pins: dict[str, str]
     hostname: str
     sysctls: tuple[Sysctl, ...] = ()
+    ids: IdMappings | None = None
 
 
 def pin_path(run_dir: Path, kind: str, sandbox_id: str) -> str:
@@ -75,17 +89,73 @@ def _write_sysctl(s: Sysctl) -> None:
         raise SysctlFailed(s, exc) from None
 
 
-def _in_thread(spec: NamespaceSpec) -> None:
-    """Runs on the dedicated thread; the thread ends right after, taking its namespaces with it."""
+def _pin(namespace: str, path: str) -> None:
+    """Bind-mounts a namespace file (/proc/.../ns/<kind>) onto a new pin file at path."""
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+    syscalls.mount(namespace, path, None, syscalls.MS_BIND)
+
+
+def _unshare_and_pin(pins: dict[str, str]) -> None:
     flags = 0
-    for kind in spec.pins:
+    for kind in pins:
         flags |= _FLAGS[kind]
     if flags:
         syscalls.unshare(flags)
-    for kind, path in spec.pins.items():
-        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
-        syscalls.mount(f"/proc/thread-self/ns/{kind}", path, None, syscalls.MS_BIND)
+    for kind, path in pins.items():
+        _pin(f"/proc/thread-self/ns/{kind}", path)
+
+
+def _map_text(mappings: tuple[Mapping, ...]) -> bytes:
+    return "".join(f"{m.container_id} {m.host_id} {m.length}\n" for m in mappings).encode()
+
+
+def _map_and_pin(pid: int, pins: dict[str, str], ids: IdMappings) -> None:
+    for name, mappings in (("uid_map", ids.uids), ("gid_map", ids.gids)):
+        with open(f"/proc/{pid}/{name}", "wb") as f:
+            f.write(_map_text(mappings))
+    for kind, path in pins.items():
+        _pin(f"/proc/{pid}/ns/{kind}", path)
+
+
+async def _make_with_userns(pins: dict[str, str], ids: IdMappings) -> None:
+    """Makes the user namespace and, owned by it, the other namespaces pins names (with "user"),
+    and pins them all, through a child process (see the module's docstring)."""
+    child = await asyncio.create_subprocess_exec(
+        "unshare", *(_UNSHARE_OPTIONS[kind] for kind in pins), "--", "cat",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    try:
+        child.stdin.write(b".")
+        await child.stdin.drain()
+        if await child.stdout.read(1) != b".":
+            raise Internal(f"unshare did not make the pod's user namespace: {(await child.stderr.read()).decode(errors='replace')}")
+        await asyncio.to_thread(_map_and_pin, child.pid, pins, ids)
+    finally:
+        child.stdin.close()
+        if child.returncode is None:
+            try:
+                child.kill()
+            except ProcessLookupError:
+                pass
+        await child.wait()
+
+
+def _join(pins: dict[str, str]) -> None:
+    for kind, path in pins.items():
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            syscalls.setns(fd, _FLAGS[kind])
+        finally:
+            os.close(fd)
+
+
+def _in_thread(spec: NamespaceSpec) -> None:
+    """Runs on the dedicated thread; the thread ends right after, taking its namespaces with it."""
+    if spec.ids is not None:
+        _join({kind: path for kind, path in spec.pins.items() if kind != "user"})
+    else:
+        _unshare_and_pin(spec.pins)
     if "uts" in spec.pins:
         syscalls.sethostname(spec.hostname)
     for s in spec.sysctls:
@@ -100,4 +170,6 @@ async def make(spec: NamespaceSpec) -> None:
     If the caller is cancelled, this still waits for the thread to finish, so that a rollback
     that follows sees every pin the thread made.
     """
+    if spec.ids is not None:
+        await _make_with_userns(spec.pins, spec.ids)
     await threads.on_new_thread(lambda: _in_thread(spec), "pod-namespaces", lambda _: None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cri_shim import idmappings
 from cri_shim.api import api_pb2 as api
 from cri_shim.store.codec import JsonRecord
 
@@ -16,8 +17,8 @@ CREATING = "creating"
 READY = "ready"
 NOTREADY = "notready"
 
-# Namespace kinds a pod may pin, in the order they are made.
-NAMESPACE_KINDS = ("net", "ipc", "uts")
+# Namespace kinds a pod may pin, in the order they are made (a user namespace owns the others).
+NAMESPACE_KINDS = ("user", "net", "ipc", "uts")
 
 
 @dataclass
@@ -71,8 +72,13 @@ class Sandbox(JsonRecord):
     def state(self) -> int:
         return api.SANDBOX_READY if self.phase == READY else api.SANDBOX_NOTREADY
 
+    @property
+    def id_mappings(self) -> idmappings.IdMappings | None:
+        """The uid and gid mappings of the pod's user namespace; None when it uses the host's."""
+        return idmappings.of_config(self.config)
+
     def namespace_path(self, kind: str) -> str | None:
-        """The pinned net, ipc or uts namespace containers join; None means the host's."""
+        """The pinned user, net, ipc or uts namespace containers join; None means the host's."""
         return self.pins.get(kind)
 
     def pid_namespace_path(self) -> str | None:

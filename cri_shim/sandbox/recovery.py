@@ -68,7 +68,8 @@ async def _sweep(mgr: SandboxManager) -> None:
     def local() -> None:
         for kind in NAMESPACE_KINDS:
             d = cfg.run_dir / "ns" / kind
-            for entry in d.iterdir() if d.is_dir() else []:
+            d.mkdir(parents=True, exist_ok=True, mode=0o711)
+            for entry in d.iterdir():
                 if str(entry) not in pinned:
                     log.warning("removing an orphaned namespace pin", extra={"path": str(entry)})
                     namespaces.unpin(str(entry))

@@ -90,7 +90,8 @@ class Resources:
 
     async def make_namespaces(self, sb: Sandbox, plan: PodPlan) -> None:
         """Pins the namespaces, with the pod's hostname and sysctls."""
-        await namespaces.make(namespaces.NamespaceSpec(pins=dict(sb.pins), hostname=plan.hostname, sysctls=plan.sysctls))
+        await namespaces.make(namespaces.NamespaceSpec(pins=dict(sb.pins), hostname=plan.hostname, sysctls=plan.sysctls,
+                                                       ids=sb.id_mappings))
 
     async def start_infra(self, sb: Sandbox) -> None:
         """Runs the infra container in the pinned namespaces and its cgroup (recorded in sb.infra)."""

@@ -7,7 +7,8 @@ for a pod with a UTS namespace of its own (not host-network); namespace modes mu
 (proto3 passes unknown enum numbers through); a log_directory, when given, must be absolute
 and free of NUL (container log paths are joined to it); DNS servers must be IP addresses and
 search domains and options single words (they are written into resolv.conf); run_as_user and
-run_as_group kernel ids (the infra process runs as them).
+run_as_group kernel ids (the infra process runs as them), mapped in the pod's user namespace
+when it has one; user namespace mappings as cri_shim.idmappings checks them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from cri_shim.config import Config
 from cri_shim.errors import InvalidArgument
 from cri_shim.network.pod import PortMapping
 from cri_shim.oci.values import check_id
+from cri_shim import idmappings
 from cri_shim.sandbox import sysctl
+from cri_shim.sandbox.record import NAMESPACE_KINDS
 
 MAX_HOSTNAME_BYTES = 64
 
@@ -55,20 +58,26 @@ _METADATA_BOUNDS = (
 _MODES = (api.POD, api.CONTAINER, api.NODE, api.TARGET)
 
 
-def _namespaces(options: api.NamespaceOption) -> tuple[tuple[str, ...], bool]:
+def _namespaces(sc: api.LinuxSandboxSecurityContext) -> tuple[tuple[str, ...], bool]:
+    options = sc.namespace_options
     for field in ("network", "pid", "ipc"):
         if getattr(options, field) not in _MODES:  # proto3 keeps unknown enum numbers: refuse them
             raise InvalidArgument(f"namespace mode {getattr(options, field)} for {field} is unknown")
         if getattr(options, field) == api.TARGET:
             raise InvalidArgument(f"namespace mode TARGET is for containers, not for a pod ({field})")
-    if options.HasField("userns_options") and options.userns_options.mode != api.NODE:
-        raise InvalidArgument("user namespaces are not supported by this runtime (userns_options must be NODE)")
-    own = []
+    ids = idmappings.check(options)
+    if ids is not None:
+        for field, mappings in (("run_as_user", ids.uids), ("run_as_group", ids.gids)):
+            if sc.HasField(field) and not any(m.container_id <= getattr(sc, field).value < m.container_id + m.length
+                                               for m in mappings):
+                # The infra process runs as it: outside the mapping the kernel would refuse it.
+                raise InvalidArgument(f"sandbox {field} {getattr(sc, field).value} is not mapped in the pod's user namespace")
+    own = ["user"] if ids is not None else []
     if options.network != api.NODE:
         own += ["net", "uts"]  # the UTS namespace follows the network's, as in kubelet and containerd
     if options.ipc != api.NODE:
         own.append("ipc")
-    return tuple(k for k in ("net", "ipc", "uts") if k in own), options.pid == api.POD
+    return tuple(k for k in NAMESPACE_KINDS if k in own), options.pid == api.POD
 
 
 def _check_ids(sc: api.LinuxSandboxSecurityContext) -> None:
@@ -124,7 +133,7 @@ def plan(config: api.PodSandboxConfig, runtime_handler: str, cfg: Config, host_n
     metadata.check_labels_and_annotations("sandbox", config.labels, config.annotations)
     _check_dns(config.dns_config)
     _check_ids(config.linux.security_context)
-    own, pod_pid = _namespaces(config.linux.security_context.namespace_options)
+    own, pod_pid = _namespaces(config.linux.security_context)
     if config.hostname and "uts" not in own:
         # Setting it would rename the node; kubelet sends no hostname for host-network pods.
         raise InvalidArgument(f"hostname {config.hostname!r} needs the pod's own UTS namespace, "

@@ -89,5 +89,5 @@ class RuntimeInfoService:
 
 
 def _handler_features(offered: HandlerFeatures) -> api.RuntimeHandlerFeatures:
-    # User namespaces are not offered yet.
-    return api.RuntimeHandlerFeatures(recursive_read_only_mounts=offered.recursive_read_only_mounts, user_namespaces=False)
+    return api.RuntimeHandlerFeatures(recursive_read_only_mounts=offered.recursive_read_only_mounts,
+                                      user_namespaces=offered.user_namespaces)

@@ -165,7 +165,9 @@ class ContainerRecord(JsonRecord):
     create` finished has created_at 0 and reads UNKNOWN, which recovery cleans up. Times are
     nanoseconds since the epoch. mounts are the CRI mounts as requested (ContainerStatus echoes
     them), image volumes with the host path they were given; user is the resolved uid, gid and
-    groups; image_volumes maps the image's VOLUME paths to their directories on the host.
+    groups; image_volumes maps the image's VOLUME paths to their directories on the host;
+    idmapped maps the destinations cri-shim idmapped (a pod with a user namespace) to the
+    sources it idmapped.
     """
 
     id: str
@@ -199,6 +201,7 @@ class ContainerRecord(JsonRecord):
     monitor_start_time: int = 0
     cgroups_path: str = ""
     image_volumes: dict[str, str] = dataclasses.field(default_factory=dict)
+    idmapped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def state(self) -> int:

@@ -2,7 +2,7 @@
 
 Run through scripts/bench (it installs containerd and enters the private namespaces):
     scripts/bench [--iterations N] [--parallel-pods N] [--concurrency N] [--containers N] [--pulls N]
-                  [--network embedded|bridge] [--pid container|pod]
+                  [--network embedded|bridge] [--pid container|pod] [--userns N]
 
 A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
 three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
@@ -16,7 +16,10 @@ is doing weighs on both alike; then emptied and stopped. Measured for each:
   StopPodSandbox, RemovePodSandbox; pods per second are full cycles at that concurrency;
 - memory: the daemon's RSS just after start-up, idle after the latency runs, and with
   --containers running containers (one a pod); the monitors (conmon, containerd-shim) and the
-  sandbox holders (containerd's pause containers; cri-shim pins namespaces instead) apart.
+  sandbox holders (containerd's pause containers; cri-shim pins namespaces instead) apart;
+- cri-shim alone (containerd 1.6 has no user namespaces): pod start and full cycle of --userns
+  pods in a user namespace of their own (hostUsers: false, each its own 65536 host ids) taking
+  turns with as many without.
 
 Pods are configured as kubelet does by default: their own network on the runtime's CNI bridge
 (cri-shim's embedded chain, or with --network bridge its bridge plugin alone, for both runtimes),
@@ -53,6 +56,7 @@ from tests.support.daemon import Daemon
 from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
 from tests.support.leftovers import infra_processes, release_leftovers
 from tests.support.registry import Registry
+from tests.support.userns import RANGE, userns
 
 PAUSE_BINARY = Path("/usr/bin/catatonit")  # static; `catatonit -P` is a pause process
 # Honours SIGTERM at once, and says so in its log (PID 1 of its PID namespace ignores signals it has no handler for).
@@ -218,7 +222,7 @@ class Workload:
         self.pid = pid
         self.logs = runtime.dir / "pods"
 
-    def sandbox_config(self, name: str) -> api.PodSandboxConfig:
+    def sandbox_config(self, name: str, userns: api.NamespaceOption | None = None) -> api.PodSandboxConfig:
         """As kubelet makes it, log directory included (kubelet creates it before RunPodSandbox)."""
         uid = f"uid-{name}"
         log_directory = self.logs / f"bench_{name}_{uid}"
@@ -229,16 +233,18 @@ class Workload:
             log_directory=str(log_directory),
             linux=api.LinuxPodSandboxConfig(cgroup_parent=f"/{self.runtime.dir.name}/pod{uid}"),
         )
+        if userns is not None:
+            config.linux.security_context.namespace_options.CopyFrom(userns)
         config.linux.security_context.namespace_options.pid = self.pid
         return config
 
-    def start(self, name: str) -> Pod:
+    def start(self, name: str, userns: api.NamespaceOption | None = None) -> Pod:
         """RunPodSandbox, then (in the container workload) CreateContainer and StartContainer of one
-        container whose image is cached."""
-        config = self.sandbox_config(name)
+        container whose image is cached; in a user namespace with those options."""
+        config = self.sandbox_config(name, userns)
         container = api.ContainerConfig(metadata=api.ContainerMetadata(name="app"), image=api.ImageSpec(image=self.image),
                                         command=CONTAINER_COMMAND, log_path="app.log")
-        container.linux.security_context.namespace_options.pid = self.pid
+        container.linux.security_context.namespace_options.CopyFrom(config.linux.security_context.namespace_options)
         rt = self.cri.runtime
         pod = Pod(Laps(), log=Path(config.log_directory) / container.log_path)
         pod.sandbox_id = pod.laps("RunPodSandbox", rt.RunPodSandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
@@ -270,9 +276,9 @@ class Workload:
             time.sleep(0.005)
         pod.laps.skip()
 
-    def cycle(self, name: str) -> dict[str, float]:
+    def cycle(self, name: str, userns: api.NamespaceOption | None = None) -> dict[str, float]:
         """One pod started and torn down: ms by RPC."""
-        pod = self.start(name)
+        pod = self.start(name, userns)
         self.stop(pod)
         return pod.laps.ms
 
@@ -315,6 +321,8 @@ class Results:
     rss_started: Memory = field(default_factory=Memory)
     rss_idle: Memory = field(default_factory=Memory)
     rss_loaded: Memory = field(default_factory=Memory)
+    userns: list[dict[str, float]] = field(default_factory=list)  # in a user namespace, taking turns with
+    plain: list[dict[str, float]] = field(default_factory=list)  # these without
     monitors: Memory = field(default_factory=Memory)
     holders: Memory = field(default_factory=Memory)
 
@@ -385,6 +393,26 @@ def measure(sides: list[Side], images: Images, args: argparse.Namespace) -> None
             r.monitors = memory_of(s.runtime.procs.monitors())
             r.holders = memory_of(s.runtime.procs.holders())
             list(pool.map(s.work.stop, pods))
+
+
+def measure_userns(ours: Side, count: int) -> None:
+    """cri-shim's pods with a user namespace taking turns with pods without."""
+    print(f"cri-shim pods with and without a user namespace: {count} each", flush=True)
+    for i in range(count):
+        ours.results.userns.append(ours.work.cycle(f"userns-{i}", userns(RANGE * (i + 1))))
+        ours.results.plain.append(ours.work.cycle(f"plain-{i}"))
+
+
+def report_userns(r: Results) -> None:
+    print(f"\ncri-shim alone, one at a time (n={len(r.userns)} each){'':8}  {'userns':>10}  {'no userns':>10}  {'userns/none':>11}")
+    for label, pick in (("pod start, p50 ms", starts), ("pod start, p99 ms", starts), ("full pod cycle, p50 ms", cycles)):
+        stat = p99 if "p99" in label else p50
+        a, b = stat(pick(r.userns)), stat(pick(r.plain))
+        print(f"{label:46}  {a:10.1f}  {b:10.1f}  {a / b:11.2f}")
+    for rpc in r.userns[0]:
+        a, b = p50([laps[rpc] for laps in r.userns]), p50([laps[rpc] for laps in r.plain])
+        print(f"  {rpc + ', p50 ms':44}  {a:10.1f}  {b:10.1f}  {a / b:11.2f}")
+    print(f"goal: pod start in a user namespace within 1.3x of one without: {p50(starts(r.userns)) / p50(starts(r.plain)):.2f}x at p50")
 
 
 def starts(pods: list[dict[str, float]]) -> list[float]:
@@ -468,6 +496,8 @@ def parse_args() -> argparse.Namespace:
                         help="the pods' CNI network for both runtimes: cri-shim's embedded chain, or its bridge plugin alone")
     parser.add_argument("--pid", choices=list(PID_MODES), default="container",
                         help="the pods' PID namespace: one per container (kubelet's default) or one for the pod")
+    parser.add_argument("--userns", type=int, default=20,
+                        help="cri-shim pods in a user namespace, taking turns with as many without (0: none)")
     return parser.parse_args()
 
 
@@ -483,11 +513,15 @@ def main() -> None:
             theirs = stack.enter_context(containerd_runtime(images, registry, args.network))
             sides = [stack.enter_context(side(rt, images.pod, containers, PID_MODES[args.pid])) for rt in (ours, theirs)]
             measure(sides, images, args)
+            if args.userns and containers:
+                measure_userns(sides[0], args.userns)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {benchnet.NETWORKS[args.network]}, "
           f"a PID namespace per {args.pid}")
     report(sides[0].results, sides[1].results, args, containers)
+    if sides[0].results.userns:
+        report_userns(sides[0].results)
 
 
 if __name__ == "__main__":

@@ -274,8 +274,8 @@ ROWS = [
     Row("run: unknown pid namespace mode", _run(pod_config("e2", linux=_ns(pid=42))), INVALID, "namespace mode"),
     Row("run: unknown ipc namespace mode", _run(pod_config("e3", linux=_ns(ipc=-1))), INVALID, "namespace mode"),
     Row("run: TARGET pid mode for a pod", _run(pod_config("e4", linux=_ns(pid=api.TARGET))), INVALID, "TARGET"),
-    Row("run: user namespace", _run(pod_config("userns", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
-        namespace_options=api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD)))))), INVALID, "user namespaces"),
+    Row("run: user namespace without mappings", _run(pod_config("userns", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
+        namespace_options=api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD)))))), INVALID, "exactly one uid mapping"),
     Row("run: unknown port protocol", _run(pod_config("p1", port_mappings=[api.PortMapping(protocol=9, container_port=80, host_port=18401)])), INVALID, "protocol"),
     Row("run: container port 0", _run(pod_config("p2", port_mappings=[api.PortMapping(container_port=0, host_port=80)])), INVALID, "port"),
     Row("run: host port out of range", _run(pod_config("p3", port_mappings=[api.PortMapping(container_port=80, host_port=70000)])), INVALID, "port"),

@@ -84,6 +84,9 @@ class Daemon:
         """nofile: the (soft, hard) RLIMIT_NOFILE the process starts with; the test's own by default."""
         # A short path: conmon's attach sockets must fit in sun_path (108 bytes).
         self.dir = Path(tempfile.mkdtemp(prefix="cs", dir="/tmp"))
+        # Searchable by all, as the daemon makes its own state and run directories: a pod's root
+        # in a user namespace is an unprivileged host user on the way to its container's root.
+        self.dir.chmod(0o711)
         self.socket = self.dir / "cri.sock"
         self.log_path = self.dir / "daemon.log"
         base = {

@@ -31,6 +31,7 @@ from tests.support.faultbin import FaultyBinary
 from tests.support.images import Catalog
 from tests.support.pods import pod_config, remove_all_pods, remove_pod, run_pod, snapshot, warm_up
 from tests.support.registry import Registry
+from tests.support.userns import userns
 
 WAIT = 60.0
 STATE_NAMES = {v: k for k, v in api.ContainerState.items()}
@@ -73,6 +74,18 @@ def container_config(name: str, *command: str, image: str, attempt: int = 0, **f
     fields.setdefault("log_path", f"{name}_{attempt}.log")
     return api.ContainerConfig(metadata=api.ContainerMetadata(name=name, attempt=attempt), image=api.ImageSpec(image=image),
                                command=list(command), **fields)
+
+
+def userns_pod_config(daemon: Daemon, name: str, host_id: int) -> api.PodSandboxConfig:
+    return logged_pod(daemon, name, linux=api.LinuxPodSandboxConfig(
+        security_context=api.LinuxSandboxSecurityContext(namespace_options=userns(host_id))))
+
+
+def userns_container_config(name: str, host_id: int, image: str, **fields: object) -> api.ContainerConfig:
+    """A container sleeping an hour in its pod's user namespace."""
+    cfg = container_config(name, "sleep", "3600", image=image, **fields)
+    cfg.linux.security_context.namespace_options.CopyFrom(userns(host_id))
+    return cfg
 
 
 def create(cri: Cri, sandbox_id: str, pod: api.PodSandboxConfig, config: api.ContainerConfig) -> str:

@@ -73,3 +73,16 @@ def test_the_root_holds_mount_points_only(tmp_path: Path) -> None:
     infra.make_root(tmp_path / "root", "/usr/bin/catatonit")
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["catatonit", "dev", "proc"]
     assert (tmp_path / "root" / "catatonit").stat().st_size == 0
+
+
+def test_the_infra_process_joins_the_pods_user_namespace() -> None:
+    sb = sandbox()
+    userns = sb.config.linux.security_context.namespace_options.userns_options
+    userns.mode = api.POD
+    userns.uids.add(container_id=0, host_id=65536, length=65536)
+    userns.gids.add(container_id=0, host_id=65536, length=65536)
+    sb.pins["user"] = "/run/ns/user/a"
+    linux = infra.spec(sb, "/bin/c", Path("/r"), HostInfo())["linux"]
+    assert {"type": "user", "path": "/run/ns/user/a"} in linux["namespaces"]
+    assert linux["uidMappings"] == linux["gidMappings"] == [{"containerID": 0, "hostID": 65536, "size": 65536}]
+    assert "uidMappings" not in infra.spec(sandbox(), "/bin/c", Path("/r"), HostInfo())["linux"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import pytest
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import FailedPrecondition, InvalidArgument
+from cri_shim.idmappings import IdMappings, Mapping
 from cri_shim.oci import capabilities, devices, mounts, namespaces, resources, seccomp, security, signals
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image import imageconfig
@@ -382,3 +384,34 @@ def test_image_config_parsed_as_specs_use_it() -> None:
 def test_host_info_detects_this_host() -> None:
     host = HostInfo.detect()
     assert host.last_cap >= 36 and host.oom_score_adj_min <= int(Path(f"/proc/{os.getpid()}/oom_score_adj").read_text())
+
+
+USERNS_IDS = IdMappings((Mapping(0, 65536, 65536),), (Mapping(0, 65536, 65536),))
+USERNS_SANDBOX = dataclasses.replace(SANDBOX, userns_path="/run/ns/user", id_mappings=USERNS_IDS, hosts_path="/sb/hosts",
+                                     shm_path="/sb/shm")
+
+
+def test_a_user_namespace_pod_is_joined_first_with_its_mappings_and_idmapped_pod_files(rootfs: Path) -> None:
+    spec = build(rootfs, api.ContainerConfig(), sandbox=USERNS_SANDBOX)
+    assert spec["linux"]["namespaces"][0] == {"type": "user", "path": "/run/ns/user"}
+    assert spec["linux"]["uidMappings"] == spec["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 65536, "size": 65536}]
+    for dest in ("/etc/hosts", "/dev/shm"):
+        assert find_mount(spec, dest)["uidMappings"] == [{"containerID": 0, "hostID": 65536, "size": 65536}]
+    assert "uidMappings" not in find_mount(spec, "/proc")
+    assert "uidMappings" not in build(rootfs, api.ContainerConfig(), sandbox=dataclasses.replace(USERNS_SANDBOX, userns_path=None,
+                                                                                                 id_mappings=None))["linux"]
+
+
+def test_cri_mounts_are_idmapped_only_with_the_pods_mappings(rootfs: Path, tmp_path: Path) -> None:
+    ours = [api.IDMapping(container_id=0, host_id=65536, length=65536)]
+    cfg = api.ContainerConfig(mounts=[api.Mount(container_path="/v", host_path=str(tmp_path), uidMappings=ours, gidMappings=ours),
+                                      api.Mount(container_path="/plain", host_path=str(tmp_path))])
+    spec = build(rootfs, cfg, sandbox=USERNS_SANDBOX)
+    assert find_mount(spec, "/v")["gidMappings"] == [{"containerID": 0, "hostID": 65536, "size": 65536}]
+    assert "uidMappings" not in find_mount(spec, "/plain")
+    other = [api.IDMapping(container_id=0, host_id=131072, length=65536)]
+    with pytest.raises(InvalidArgument, match="pod's"):
+        build(rootfs, api.ContainerConfig(mounts=[api.Mount(container_path="/v", host_path=str(tmp_path), uidMappings=other,
+                                                            gidMappings=ours)]), sandbox=USERNS_SANDBOX)
+    with pytest.raises(InvalidArgument, match="no user namespace"):
+        build(rootfs, cfg)

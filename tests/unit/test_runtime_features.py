@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from cri_shim.runtime.features import HandlerFeatures, from_features, kernel_version
+from cri_shim.runtime.features import HandlerFeatures, from_features, kernel_version, traversable, userns_host
 
 pytestmark = pytest.mark.unit
 
@@ -27,3 +30,19 @@ def test_recursive_read_only_needs_rro_and_mount_setattr() -> None:
     assert not from_features(without, (6, 1)).recursive_read_only_mounts
     assert not from_features(b"not json", (6, 1)).recursive_read_only_mounts
     assert not from_features(b"[]", (6, 1)).recursive_read_only_mounts
+
+
+def test_user_namespaces_come_from_the_host_not_the_handler() -> None:
+    assert from_features(RUNC_1_1, (6, 1), True).user_namespaces
+    assert not from_features(RUNC_1_1, (6, 1)).user_namespaces
+    top = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path sits below a 0700 directory
+    try:
+        open_dir = top / "open"
+        open_dir.mkdir()
+        top.chmod(0o711)
+        assert traversable(open_dir / "not-yet" / "made")
+        assert userns_host((6, 1), [open_dir]) and not userns_host((5, 18), [open_dir])
+        top.chmod(0o700)
+        assert not traversable(open_dir) and not userns_host((6, 1), [open_dir])
+    finally:
+        shutil.rmtree(top)

@@ -118,3 +118,24 @@ def test_records_round_trip_exactly() -> None:
     assert again.namespace_options.pid == api.CONTAINER and again.pid_namespace_path() == "/proc/10/ns/pid"
     assert again.namespace_path("net") == "/run/ns/net/abc" and again.namespace_path("ipc") is None
     assert sb.name == "p/n/u/0"
+
+
+def userns_config(**security: object) -> api.PodSandboxConfig:
+    ids = [api.IDMapping(container_id=0, host_id=65536, length=65536)]
+    userns = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.POD, uids=ids, gids=ids))
+    return config(linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=userns,
+                                                                                                  **security)))
+
+
+def test_a_pod_user_namespace_is_pinned_first_and_its_ids_must_be_mapped() -> None:
+    p = plan(userns_config(), "", Config(), "node1")
+    assert p.own_namespaces == ("user", "net", "ipc", "uts") and p.pod_pid
+    assert plan(userns_config(run_as_user=api.Int64Value(value=65535)), "", Config(), "node1").own_namespaces[0] == "user"
+    with pytest.raises(InvalidArgument, match="run_as_user 65536 is not mapped"):
+        plan(userns_config(run_as_user=api.Int64Value(value=65536)), "", Config(), "node1")
+    with pytest.raises(InvalidArgument, match="run_as_group"):
+        plan(userns_config(run_as_user=api.Int64Value(value=0), run_as_group=api.Int64Value(value=70000)), "", Config(), "node1")
+    stored = Sandbox(id="s", name="n", config=userns_config(), runtime_handler="", created_at=1, files_dir="/x",
+                     cgroup_driver="cgroupfs", cgroup_parent="/p")
+    assert stored.id_mappings is not None and stored.id_mappings.root() == (65536, 65536)
+    assert Sandbox.from_dict(stored.to_dict()).id_mappings == stored.id_mappings
