@@ -93,6 +93,7 @@ def test_a_container_writing_through_a_crash_keeps_every_line(pulled: Pulled) ->
     d.start()
     cri = Cri(d.endpoint)
     _wait_exited(cri, writer)
+    _wait_exited(cri, quick)
     assert _numbered(logs / "writer_0.log") == list(range(n))
     assert [(e.partial, e.content) for e in written(logs / "writer_0.log")][-1] == (True, "end")
     quick_log = [(e.stream, e.partial, e.content) for e in written(logs / "quick_0.log")]
