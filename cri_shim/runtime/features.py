@@ -46,7 +46,7 @@ async def detect(runtime: Runc) -> HandlerFeatures:
     """The handler's features, none when it cannot say."""
     try:
         text = await runtime.run("features")
-    except Internal as exc:
+    except (Internal, OSError) as exc:  # OSError: a configured handler that is not installed
         log.info("runtime cannot list its features", extra={"runtime": runtime.binary, "error": str(exc)})
         return HandlerFeatures()
     return from_features(text, kernel_version())
