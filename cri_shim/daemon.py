@@ -84,7 +84,8 @@ class Daemon:
 
     async def recover(self) -> None:
         """Reconciles durable records with the system before the first call is answered."""
-        self.handler_checks = await handlers.resolve_default(self.cfg, self.containers.runtime.runtimes)
+        self.handler_checks, _ = await asyncio.gather(
+            handlers.resolve_default(self.cfg, self.containers.runtime.runtimes), self.network.open())
         await asyncio.to_thread(self.images.open)
         await self.sandboxes.recover()
         await self.containers.open()

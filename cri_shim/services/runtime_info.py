@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cri_shim import __version__
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
-from cri_shim.network.conf import NetworkConfError, find_network, missing_plugins
+from cri_shim.network.conf import NetworkConfError, missing_plugins
 from cri_shim.runtime.features import HandlerFeatures
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class RuntimeInfoService:
             response.info["config"] = json.dumps(
                 {"stateDir": cfg.paths.state_dir, "runDir": cfg.paths.run_dir, **dataclasses.asdict(cfg)}
             )
+            # Whether the embedded network carries its firewall plugin, as decided at start-up.
+            response.info["network"] = json.dumps({"embeddedFirewall": dataclasses.asdict(self.daemon.network.firewall)})
             # Which handler pods naming none get, and what each handler's start-up self-check found.
             response.info["runtimeHandlers"] = json.dumps({
                 "default": cfg.runtime.default_handler,
@@ -92,7 +94,7 @@ class RuntimeInfoService:
     def _network_condition(self) -> api.RuntimeCondition:
         cfg = self.daemon.cfg.network
         try:
-            conf = find_network(cfg, self.daemon.cfg.state_dir, self.daemon.pod_cidr)
+            conf = self.daemon.network.current()
         except NetworkConfError as exc:
             return api.RuntimeCondition(type="NetworkReady", status=False, reason="NetworkPluginNotReady", message=str(exc))
         missing = missing_plugins(cfg, conf)

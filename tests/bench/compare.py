@@ -47,6 +47,7 @@ from typing import TypeVar
 
 import grpc
 
+from cri_shim.network import forward
 from tests.support import benchnet
 from tests.support.client import Cri, api
 from tests.support.containerd import Containerd
@@ -141,13 +142,15 @@ def _children(parents: list[int], comm: str) -> list[int]:
 
 
 @contextmanager
-def cri_shim_runtime(registry: Registry, network: str, handler: str, index: int) -> Iterator[Runtime]:
-    """cri-shim with handler as its default, on a bridge and subnet of its own (the index-th)."""
+def cri_shim_runtime(registry: Registry, network: str, handler: str, index: int, firewall: bool) -> Iterator[Runtime]:
+    """cri-shim with handler as its default, on a bridge and subnet of its own (the index-th);
+    firewall says whether the chain has the firewall plugin, as cri-shim decides it for its own."""
     bridge, subnet = f"crishim{index}", f"10.{88 + index}.0.0/16"
     d = Daemon({"server": {"log_level": "warning"}, "images": {"insecure_registries": [registry.host]},
                 "runtime": {"default_handler": handler}, "network": {"default_bridge": bridge, "default_subnet": subnet}})
     if network != "embedded":  # with an empty conf_dir, cri-shim serves its embedded chain itself
-        benchnet.install(Path(d.config["network"]["conf_dir"]), network, bridge, subnet, d.dir / "state", "cri-shim-bench")
+        benchnet.install(Path(d.config["network"]["conf_dir"]), network, bridge, subnet, d.dir / "state", "cri-shim-bench",
+                         firewall)
     d.start()
     assert d.proc is not None
     pid = d.proc.pid
@@ -161,8 +164,8 @@ def cri_shim_runtime(registry: Registry, network: str, handler: str, index: int)
 
 
 @contextmanager
-def containerd_runtime(images: Images, registry: Registry, network: str) -> Iterator[Runtime]:
-    c = Containerd(registry.host, images.pause, network=network)
+def containerd_runtime(images: Images, registry: Registry, network: str, firewall: bool) -> Iterator[Runtime]:
+    c = Containerd(registry.host, images.pause, network=network, firewall=firewall)
     c.start()
     try:
         yield Runtime("containerd", c.endpoint, c.dir, Procs(c.daemon_pid, c.shim_pids, lambda: _children(c.shim_pids(), "pause")))
@@ -489,16 +492,20 @@ def main() -> None:
         with ExitStack() as stack:  # unwinds: pods removed, containerd, cri-shim, registry stopped
             registry = stack.enter_context(Registry())
             images = publish_images(registry, workdir)
-            ours = [stack.enter_context(cri_shim_runtime(registry, args.network, handler, i))
+            # The embedded chain as cri-shim makes it here, for both runtimes alike.
+            firewall = forward.decide()
+            ours = [stack.enter_context(cri_shim_runtime(registry, args.network, handler, i, firewall.needed))
                     for i, handler in enumerate(args.handlers.split(","))]
             containers = serves_containers(ours[0])
-            theirs = stack.enter_context(containerd_runtime(images, registry, args.network))
+            theirs = stack.enter_context(containerd_runtime(images, registry, args.network, firewall.needed))
             sides = [stack.enter_context(side(rt, images.pod, containers, PID_MODES[args.pid])) for rt in (*ours, theirs)]
             measure(sides, images, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{os.cpu_count()} cores; cri-shim on {args.handlers} vs containerd 1.6 (Debian) on runc, "
           f"CNI {benchnet.NETWORKS[args.network]}, a PID namespace per {args.pid}")
+    if args.network == "embedded":
+        print(f"firewall plugin {'in' if firewall.needed else 'left out of'} the chain: {firewall.reason}")
     report(sides[:-1], sides[-1], args, containers)
 
 
