@@ -85,16 +85,18 @@ def probe_spec(binary: str, root: Path, cgroups_path: str) -> dict[str, Any]:
     }
 
 
+def _parent(cfg: Config) -> tuple[str, str]:
+    """The cgroup driver and the normalized default cgroup parent the probes run below."""
+    driver = cfg.runtime.cgroup_driver
+    return driver, normalize_parent(driver, cfg.runtime.default_cgroup_parent)
+
+
 async def run_probe(runtime: Runc, cfg: Config, bundle: Path) -> None:
     """Runs probe_spec's container with the runtime in bundle, then removes it, its cgroup and
     the bundle; Internal with the runtime's words when it cannot."""
-    driver = cfg.runtime.cgroup_driver
-    parent = normalize_parent(driver, cfg.runtime.default_cgroup_parent)
+    driver, parent = _parent(cfg)
     cgroups_path = container_cgroups_path(driver, parent, f"{PROBE}-{bundle.name}")
-    hierarchies = hierarchy.detect()
-    # What the runtime makes (the parent too when absent), pruned afterwards where empty.
-    made = hierarchy.missing_dirs(hierarchies, parent_path(driver, parent))
-    made += hierarchies.dirs(relative_path(driver, cgroups_path))
+    made = hierarchy.detect().dirs(relative_path(driver, cgroups_path))
 
     def prepare() -> None:
         binary = infra.static_binary(cfg.runtime.infra)
@@ -140,8 +142,12 @@ async def resolve_default(cfg: Config, runtimes: dict[str, Runc]) -> dict[str, H
     before anything reads it; the checks by handler name."""
     names = list(runtimes)
     base = cfg.run_dir / "self-check"
+    driver, parent = _parent(cfg)
+    # The default parent's directories the runtimes may make, pruned once every probe is done.
+    made = hierarchy.missing_dirs(hierarchy.detect(), parent_path(driver, parent))
     found = await asyncio.gather(*(self_check(runtimes[name], cfg, base / name) for name in names))
     await asyncio.to_thread(shutil.rmtree, base, True)
+    await asyncio.to_thread(hierarchy.prune, made)
     checks = dict(zip(names, found))
     for name, check in checks.items():
         if not check.usable:
