@@ -61,9 +61,13 @@ class HandlerConfig:
 
 @dataclass
 class RuntimeConfig:
-    default_handler: str = _doc("Handler used when a pod names none (RuntimeHandler \"\").", "runc")
+    default_handler: str = _doc(
+        "Handler used when a pod names none (RuntimeHandler \"\"); empty: the first of crun and runc that passes "
+        "the start-up self-check (see cri_shim/runtime/handlers.py), logged and shown in verbose Status.", ""
+    )
     handlers: dict[str, HandlerConfig] = _doc(
-        "OCI runtimes by RuntimeHandler name.", factory=lambda: {"runc": HandlerConfig()}
+        "OCI runtimes by RuntimeHandler name; runc and crun are always offered.",
+        factory=lambda: {"runc": HandlerConfig(), "crun": HandlerConfig(path="crun")},
     )
     conmon: str = _doc("conmon binary, the per-container monitor.", "conmon")
     infra: str = _doc(
@@ -261,7 +265,7 @@ def _validate(cfg: Config) -> None:
         normalize_parent(cfg.runtime.cgroup_driver, cfg.runtime.default_cgroup_parent)
     except CgroupPathError as exc:
         raise ConfigError(f"runtime.default_cgroup_parent: {exc}") from None
-    if cfg.runtime.default_handler not in cfg.runtime.handlers:
+    if cfg.runtime.default_handler and cfg.runtime.default_handler not in cfg.runtime.handlers:
         raise ConfigError(f"runtime.default_handler {cfg.runtime.default_handler!r} is not in runtime.handlers")
     if cfg.runtime.default_pids_limit < -1:
         raise ConfigError("runtime.default_pids_limit must be -1, 0 (unlimited) or a positive number")
@@ -305,7 +309,7 @@ def load(path: str | Path | None) -> Config:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
         cfg = _build(Config, data, "")
-        # Handlers named in the file come on top of the built-in runc, which stays available.
+        # Handlers named in the file come on top of the built-in runc and crun, which stay available.
         cfg.runtime.handlers = {**RuntimeConfig().handlers, **cfg.runtime.handlers}
     for name, handler in cfg.runtime.handlers.items():
         if not handler.root:

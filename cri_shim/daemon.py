@@ -26,6 +26,7 @@ from cri_shim.image.store import ImageStore
 from cri_shim.linux import sdnotify
 from cri_shim.linux.rlimits import raise_open_files
 from cri_shim.network.pod import PodNetwork
+from cri_shim.runtime import handlers
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.reload import Reloader
@@ -68,6 +69,8 @@ class Daemon:
         self.containers = ContainerManager(
             cfg, self.sandboxes, self.images, self.rootfs, ContainerRuntime.from_config(cfg), self.migrations
         )
+        # Each handler's start-up self-check (Status), made before recovery settles the default.
+        self.handler_checks: dict[str, handlers.HandlerCheck] = {}
         streams = ContainerStreams(self.containers.runtime)
         self.streaming = StreamingServer(cfg.streaming, Backends(
             exec=streams, attach=streams, portforward=PodPortForward(lambda sid: self.sandboxes.get(sid).namespace_path("net")),
@@ -89,6 +92,8 @@ class Daemon:
 
     async def recover(self) -> None:
         """Reconciles durable records with the system before the first call is answered."""
+        self.handler_checks, _ = await asyncio.gather(
+            handlers.resolve_default(self.cfg, self.containers.runtime.runtimes), self.network.open())
         await asyncio.to_thread(self.images.open)
         await self.sandboxes.recover()
         await self.containers.open()

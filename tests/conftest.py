@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import HANDLER_ENV, Daemon, handler_under_test
 from tests.support.images import Catalog, Pusher, publish_test_images
 from tests.support.leftovers import release_leftovers
 from tests.support.registry import Registry
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"runtime handler: {handler_under_test() or 'the daemon default'} ({HANDLER_ENV})"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

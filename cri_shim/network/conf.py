@@ -2,7 +2,7 @@
 
 Files are taken in lexical order, as libcni does (.conflist, and single-plugin .conf/.json
 wrapped into a list). When the directory holds none, the shipped bridge + host-local +
-portmap network is used, with the bridge name and subnet from the configuration (or the pod
+portmap (+ firewall, where the host needs it) network is used, with the bridge name and subnet from the configuration (or the pod
 CIDR kubelet sends through UpdateRuntimeConfig), and its host-local address leases kept under
 the runtime's state directory rather than the host-wide /var/lib/cni.
 """
@@ -58,9 +58,12 @@ def ipam_dir(state_dir: Path) -> Path:
     return state_dir / "cni" / "ipam"
 
 
-def default_network(cfg: NetworkConfig, state_dir: Path, subnet: str | None = None) -> NetworkConf:
-    """The embedded bridge network, on the pod CIDR when kubelet gave one."""
+def default_network(cfg: NetworkConfig, state_dir: Path, subnet: str | None = None, firewall: bool = True) -> NetworkConf:
+    """The embedded bridge network, on the pod CIDR when kubelet gave one; without its firewall
+    plugin where the host's FORWARD chain does not need it (cri_shim.network.forward)."""
     conflist = json.loads(resources.files("cri_shim").joinpath("data/default-network.conflist").read_text())
+    if not firewall:
+        conflist["plugins"] = [p for p in conflist["plugins"] if p["type"] != "firewall"]
     bridge = conflist["plugins"][0]
     bridge["bridge"] = cfg.default_bridge
     bridge["ipam"]["ranges"] = [[{"subnet": subnet or cfg.default_subnet}]]
@@ -68,8 +71,9 @@ def default_network(cfg: NetworkConfig, state_dir: Path, subnet: str | None = No
     return NetworkConf(name=conflist["name"], conflist=conflist, source="embedded default")
 
 
-def find_network(cfg: NetworkConfig, state_dir: Path, pod_cidr: str | None = None) -> NetworkConf:
-    """The network pods join: the named (or first) file in conf_dir, else the embedded default."""
+def find_network(cfg: NetworkConfig, state_dir: Path, pod_cidr: str | None = None, firewall: bool = True) -> NetworkConf:
+    """The network pods join: the named (or first) file in conf_dir, else the embedded default
+    (with its firewall plugin or not)."""
     conf_dir = Path(cfg.conf_dir)
     files = sorted(p for p in conf_dir.glob("*") if p.suffix in (".conflist", ".conf", ".json")) if conf_dir.is_dir() else []
     errors = []
@@ -83,7 +87,7 @@ def find_network(cfg: NetworkConfig, state_dir: Path, pod_cidr: str | None = Non
             return conf
     if cfg.network:
         raise NetworkConfError(f"network {cfg.network!r} not found in {conf_dir} {'; '.join(errors)}".rstrip())
-    return default_network(cfg, state_dir, pod_cidr)
+    return default_network(cfg, state_dir, pod_cidr, firewall)
 
 
 def find_plugin(cfg: NetworkConfig, plugin_type: str) -> Path | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from cri_shim.config import Config
 from cri_shim.errors import InvalidArgument
+from cri_shim.network import forward
 from cri_shim.network.cache import AttachmentCache, CacheEntry
 from cri_shim.network.cni import Attachment, CniError, CniExec, check_args, result_ips
 from cri_shim.network.conf import NetworkConf, NetworkConfError, find_network
@@ -62,10 +63,17 @@ class PodNetwork:
         self._pod_cidr: str | None = None
         self.cache = AttachmentCache(cfg.state_dir / "cni" / "cache")
         self.exec = CniExec(cfg.network.bin_dirs, float(cfg.network.plugin_timeout_seconds))
+        # Whether the embedded network carries the firewall plugin: kept until open() decides.
+        self.firewall = forward.FirewallDecision(True, "not decided yet")
+
+    async def open(self) -> None:
+        """Start-up: decides whether the embedded network needs its firewall plugin."""
+        self.firewall = await asyncio.to_thread(forward.decide)
+        log.info("embedded network firewall plugin", extra={"needed": self.firewall.needed, "reason": self.firewall.reason})
 
     def current(self) -> NetworkConf:
         """The network new pods join."""
-        return find_network(self.cfg.network, self.cfg.state_dir, self._pod_cidr)
+        return find_network(self.cfg.network, self.cfg.state_dir, self._pod_cidr, self.firewall.needed)
 
     def set_pod_cidr(self, cidr: str) -> None:
         """Takes kubelet's pod CIDR ("v4cidr" or dual-stack "v4cidr,v6cidr") for pods started

@@ -170,7 +170,7 @@ class ConmonMonitor:
         except (ValueError, TypeError, AttributeError):
             raise Internal(f"conmon sent an unreadable result: {line[:200]!r}") from None
         if pid <= 0:
-            raise Internal(f"runc create failed: {error_message(str(reply.get('message', ''))) or self._debug_tail(spec)}")
+            raise Internal(f"{spec.runtime.name} create failed: {error_message(str(reply.get('message', ''))) or self._debug_tail(spec)}")
         monitor_pid = int((spec.bundle / "conmon.pid").read_text().strip())
         return Created(pid=pid, monitor_pid=monitor_pid, monitor_start_time=procfs.start_time(monitor_pid) or 0)
 

@@ -115,11 +115,11 @@ def process_files(bundle: Path, argv: list[str], tty: bool = False) -> Iterator[
 
 
 def outcome(pid_file: Path, returncode: int, runc_stderr: bytes) -> int:
-    """The exec'd process's exit code from runc's or execreaper's (which pass it on, 128+signal
-    for a process killed by one); Internal when runc failed before the process existed (no pid
-    file)."""
+    """The exec'd process's exit code from the runtime's or execreaper's (which pass it on,
+    128+signal for a process killed by one); Internal when the runtime failed before the process
+    existed (no pid file), with what it said."""
     if not pid_file.exists():
-        raise Internal(f"runc exec failed: {runc_stderr.decode(errors='replace').strip()}")
+        raise Internal(f"exec failed: {runc_stderr.decode(errors='replace').strip()}")
     return 128 - returncode if returncode < 0 else returncode
 
 

@@ -81,7 +81,7 @@ async def detect(runtime: Runc, userns: bool) -> HandlerFeatures:
     """The handler's features, only user namespaces (when the host has them) when it cannot say."""
     try:
         text = await runtime.run("features")
-    except Internal as exc:
+    except (Internal, OSError) as exc:  # OSError: a configured handler that is not installed
         log.info("runtime cannot list its features", extra={"runtime": runtime.binary, "error": str(exc)})
         return HandlerFeatures(user_namespaces=userns)
     return from_features(text, kernel_version(), userns)

@@ -1,7 +1,9 @@
 """An asyncio wrapper around the runc command line, one instance per runtime handler.
 
-Every call is a subprocess (never a fork from a thread, never preexec_fn); failures become
-Internal errors carrying runc's own message, except where "already gone" must count as done
+crun takes the same command line and is driven by the same class; where the two differ in
+what they print (runc logs in logfmt or JSON, crun plain lines or JSON) the parsing below
+reads both. Every call is a subprocess (never a fork from a thread, never preexec_fn); failures
+become Internal errors carrying the runtime's own message, except where "already gone" must count as done
 (delete of a deleted container, kill of a stopped one), which callers ask for explicitly.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Awaitable
@@ -70,14 +73,14 @@ def error_message(text: str) -> str:
     return "; ".join(errors or [msg for _, msg in found])
 
 
-async def _bounded(proc: asyncio.subprocess.Process, work: Awaitable[T], timeout: float, subcommand: str) -> T:
-    """work's result, or Internal once timeout has passed, with runc killed and reaped."""
+async def _bounded(proc: asyncio.subprocess.Process, work: Awaitable[T], timeout: float, what: str) -> T:
+    """work's result, or Internal once timeout has passed, with the runtime killed and reaped."""
     try:
         return await asyncio.wait_for(work, timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise Internal(f"runc {subcommand} timed out after {timeout}s") from None
+        raise Internal(f"{what} timed out after {timeout}s") from None
 
 
 class Runc:
@@ -86,6 +89,8 @@ class Runc:
     def __init__(self, binary: str, root: Path, systemd_cgroup: bool = False) -> None:
         # conmon wants an absolute runtime path; resolve a bare name through PATH once.
         self.binary = shutil.which(binary) or binary
+        # How errors name it: "runc", "crun".
+        self.name = os.path.basename(self.binary)
         self.root = root
         self.systemd_cgroup = systemd_cgroup
 
@@ -107,10 +112,10 @@ class Runc:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await _bounded(proc, proc.communicate(stdin), timeout, args[0])
+        out, err = await _bounded(proc, proc.communicate(stdin), timeout, f"{self.name} {args[0]}")
         if proc.returncode != 0:
             message = error_message(err.decode(errors="replace"))
-            raise RuncError(f"runc {args[0]} failed: {message}", message)
+            raise RuncError(f"{self.name} {args[0]} failed: {message}", message)
         return out
 
     async def run_detached(self, container_id: str, bundle: Path, pid_file: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -123,24 +128,24 @@ class Runc:
             "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
-        await _bounded(proc, proc.wait(), timeout, "run")
+        await _bounded(proc, proc.wait(), timeout, f"{self.name} run")
         if proc.returncode != 0:
             try:
                 message = error_message(log_file.read_text(errors="replace")[-4096:])
             except OSError:
                 message = f"exit status {proc.returncode}"
-            raise RuncError(f"runc run failed: {message}", message)
+            raise RuncError(f"{self.name} run failed: {message}", message)
 
     async def start(self, container_id: str) -> None:
         await self.run("start", container_id)
 
-    async def state(self, container_id: str) -> dict[str, Any]:
-        """runc's state of the container; NotFound when runc does not know it."""
+    async def state(self, container_id: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The runtime's state of the container; NotFound when the runtime does not know it."""
         try:
-            return json.loads(await self.run("state", container_id))
+            return json.loads(await self.run("state", container_id, timeout=timeout))
         except RuncError as exc:
             if exc.gone:
-                raise NotFound(f"container {container_id} is not known to runc") from None
+                raise NotFound(f"container {container_id} is not known to {self.name}") from None
             raise
 
     async def kill(self, container_id: str, signal: int, all_processes: bool = False) -> bool:

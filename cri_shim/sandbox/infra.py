@@ -12,12 +12,12 @@ pause image's), no devices, in the pod's infra cgroup, and in the pod's pinned n
 namespaces, and in the pod's user namespace when it has one (its root directory and binary
 are then seen as owned by nobody, which changes nothing for a read-only root it only executes).
 
-`runc run --detach` returns once the process runs; it is then reparented to init, so nothing
-here reaps it. An infra container is named by the sandbox id in a runc --root of its own per
-handler (<run_dir>/infra/<handler>), and its process by (pid, start time) in the record. A
+`run --detach` (runc or crun) returns once the process runs; it is then reparented to init, so
+nothing here reaps it. An infra container is named by the sandbox id in a --root of its own per
+handler (<run_dir>/infra/state/<handler>), and its process by (pid, start time) in the record. A
 pidfd watch notices an infra process that dies while the daemon runs, so its sandbox can turn
 NOTREADY, as containerd does when a pause container exits. Removal kills the process by pidfd
-first: `runc delete --force` alone polls for the death it caused every 100 ms.
+first: runc's `delete --force` alone polls for the death it caused every 100 ms.
 """
 
 from __future__ import annotations
@@ -202,9 +202,11 @@ class InfraContainers:
             asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
 
-    async def stop(self, sandbox_id: str, handler: str, infra: Infra | None, strays: set[int]) -> None:
+    async def stop(self, sandbox_id: str, infra: Infra | None, strays: set[int]) -> None:
         """Kills the recorded infra process and any stray pid of its cgroup, waits for them, and
-        deletes the infra container's runtime state (and so its cgroup)."""
+        deletes the infra container's runtime state (and so its cgroup), with the handler whose
+        state holds it: a pod of the default handler ("") may have been made under another
+        default before a restart."""
         self.unwatch(sandbox_id)
         targets = [(infra.pid, infra.start_time)] if infra else []
         for pid in strays:
@@ -213,9 +215,9 @@ class InfraContainers:
                 targets.append((pid, started))
         for pid, started in targets:
             await proc.kill_and_wait(pid, started)
-        runtime = self._runtime(handler)
-        if (runtime.root / sandbox_id).exists():
-            await runtime.delete(sandbox_id)
+        for runtime in self._runtimes.values():
+            if (runtime.root / sandbox_id).exists():
+                await runtime.delete(sandbox_id)
 
     def known(self) -> dict[str, str]:
         """Sandbox ids that have infra container state, with their handler's name."""

@@ -119,17 +119,16 @@ class Resources:
             strays = hierarchy.processes(self.hierarchies, relative_path(sb.cgroup_driver, sb.infra_cgroup))
             if sb.phase == CREATING and sb.infra is None:
                 strays.update(await asyncio.to_thread(proc.with_environment, infra.marker(sb.id)))
-        await self.infra.stop(sb.id, sb.runtime_handler, sb.infra, strays)
+        await self.infra.stop(sb.id, sb.infra, strays)
 
     async def release_orphan_infra(self, sandbox_id: str) -> None:
         """Kills the infra process of a sandbox no record names (found by its marker) and prunes
         its cgroup, and the runtime's default parent when that is left empty."""
         pids = set(await asyncio.to_thread(proc.with_environment, infra.marker(sandbox_id)))
-        handler = self.infra.known().get(sandbox_id)
-        if not pids and handler is None:
+        if not pids and sandbox_id not in self.infra.known():
             return
         leaves = {leaf for pid in pids if (leaf := _cgroup_of(pid, sandbox_id)) is not None}
-        await self.infra.stop(sandbox_id, handler or self.cfg.runtime.default_handler, None, pids)
+        await self.infra.stop(sandbox_id, None, pids)
         driver = self.cfg.runtime.cgroup_driver
         default = parent_path(driver, normalize_parent(driver, self.cfg.runtime.default_cgroup_parent))
         dirs = [d for leaf in leaves for d in self.hierarchies.dirs(leaf)] + self.hierarchies.dirs(default)

@@ -51,6 +51,13 @@ class RuntimeInfoService:
             response.info["config"] = json.dumps(
                 {"stateDir": cfg.paths.state_dir, "runDir": cfg.paths.run_dir, **dataclasses.asdict(cfg)}
             )
+            # Whether the embedded network carries its firewall plugin, as decided at start-up.
+            response.info["network"] = json.dumps({"embeddedFirewall": dataclasses.asdict(self.daemon.network.firewall)})
+            # Which handler pods naming none get, and what each handler's start-up self-check found.
+            response.info["runtimeHandlers"] = json.dumps({
+                "default": cfg.runtime.default_handler,
+                "checks": {name: dataclasses.asdict(check) for name, check in self.daemon.handler_checks.items()},
+            })
         return response
 
     async def RuntimeConfig(self, request: api.RuntimeConfigRequest, context: Any) -> api.RuntimeConfigResponse:
@@ -67,8 +74,9 @@ class RuntimeInfoService:
 
     def _runtime_condition(self) -> api.RuntimeCondition:
         cfg = self.daemon.cfg
-        missing = [b for b in (h.path for h in cfg.runtime.handlers.values()) if shutil.which(b) is None]
-        missing += [b for b in (cfg.runtime.conmon,) if shutil.which(b) is None]
+        # Only the default handler must be there: the shipped crun is optional.
+        needed = (cfg.runtime.handlers[cfg.runtime.default_handler].path, cfg.runtime.conmon)
+        missing = [b for b in needed if shutil.which(b) is None]
         if missing:
             return api.RuntimeCondition(
                 type="RuntimeReady", status=False, reason="BinariesMissing", message=f"not found: {', '.join(missing)}"

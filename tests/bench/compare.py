@@ -2,13 +2,15 @@
 
 Run through scripts/bench (it installs containerd and enters the private namespaces):
     scripts/bench [--iterations N] [--parallel-pods N] [--concurrency N] [--containers N] [--pulls N]
-                  [--network embedded|bridge] [--pid container|pod] [--userns N]
+                  [--network embedded|bridge] [--pid container|pod] [--handlers crun,runc] [--userns N]
 
 A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
 three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
-static catatonit in its pause mode). Both runtimes are started on private dirs and driven with the
-same client code over gRPC, taking turns (never both at once), so that whatever else the machine
-is doing weighs on both alike; then emptied and stopped. Measured for each:
+static catatonit in its pause mode). containerd and one cri-shim for each handler measured (crun
+and runc by default, each the daemon's default handler, each on its own bridge and subnet) are
+started on private dirs and driven with the same client code over gRPC, taking turns (never two
+at once), so that whatever else the machine is doing weighs on all alike; then emptied and
+stopped. Measured for each:
 
 - PullImage of the three-layer image absent (cold; RemoveImage before each) and present (warm);
 - pod start: RunPodSandbox + CreateContainer + StartContainer, the image cached, one at a time
@@ -48,7 +50,7 @@ from typing import TypeVar
 
 import grpc
 
-from cri_shim.config import NetworkConfig
+from cri_shim.network import forward
 from tests.support import benchnet
 from tests.support.client import Cri, api
 from tests.support.containerd import Containerd
@@ -144,17 +146,21 @@ def _children(parents: list[int], comm: str) -> list[int]:
 
 
 @contextmanager
-def cri_shim_runtime(registry: Registry, network: str) -> Iterator[Runtime]:
-    d = Daemon({"server": {"log_level": "warning"}, "images": {"insecure_registries": [registry.host]}})
+def cri_shim_runtime(registry: Registry, network: str, handler: str, index: int, firewall: bool) -> Iterator[Runtime]:
+    """cri-shim with handler as its default, on a bridge and subnet of its own (the index-th);
+    firewall says whether the chain has the firewall plugin, as cri-shim decides it for its own."""
+    bridge, subnet = f"crishim{index}", f"10.{88 + index}.0.0/16"
+    d = Daemon({"server": {"log_level": "warning"}, "images": {"insecure_registries": [registry.host]},
+                "runtime": {"default_handler": handler}, "network": {"default_bridge": bridge, "default_subnet": subnet}})
     if network != "embedded":  # with an empty conf_dir, cri-shim serves its embedded chain itself
-        defaults = NetworkConfig()
-        benchnet.install(Path(d.config["network"]["conf_dir"]), network, defaults.default_bridge, defaults.default_subnet,
-                         d.dir / "state", "cri-shim-bench")
+        benchnet.install(Path(d.config["network"]["conf_dir"]), network, bridge, subnet, d.dir / "state", "cri-shim-bench",
+                         firewall)
     d.start()
     assert d.proc is not None
     pid = d.proc.pid
     try:
-        yield Runtime("cri-shim", d.endpoint, d.dir, Procs(lambda: pid, lambda: _conmons(d.dir), lambda: infra_processes(d)))
+        yield Runtime(f"cri-shim/{handler}", d.endpoint, d.dir,
+                      Procs(lambda: pid, lambda: _conmons(d.dir), lambda: infra_processes(d)))
     finally:
         d.stop()
         release_leftovers(d)
@@ -162,8 +168,8 @@ def cri_shim_runtime(registry: Registry, network: str) -> Iterator[Runtime]:
 
 
 @contextmanager
-def containerd_runtime(images: Images, registry: Registry, network: str) -> Iterator[Runtime]:
-    c = Containerd(registry.host, images.pause, network=network)
+def containerd_runtime(images: Images, registry: Registry, network: str, firewall: bool) -> Iterator[Runtime]:
+    c = Containerd(registry.host, images.pause, network=network, firewall=firewall)
     c.start()
     try:
         yield Runtime("containerd", c.endpoint, c.dir, Procs(c.daemon_pid, c.shim_pids, lambda: _children(c.shim_pids(), "pause")))
@@ -433,56 +439,62 @@ def p99(xs: list[float]) -> float:
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
-def report(ours: Results, theirs: Results, args: argparse.Namespace, containers: bool) -> None:
+def report(ours: list[Side], theirs: Side, args: argparse.Namespace, containers: bool) -> None:
+    """One column per cri-shim handler and containerd's, then containerd's figure over each
+    handler's (above 1: cri-shim took less, except for pods per second)."""
     start = "RunPodSandbox+CreateContainer+StartContainer" if containers else "RunPodSandbox"
     c = args.concurrency
     n = args.containers
     unit = "containers" if containers else "pods"
-    rows: list[tuple[str, float, float, str]] = [
-        (f"cold pull, 3 layers, p50 ms (n={args.pulls})", p50(ours.cold_pull), p50(theirs.cold_pull), "lower"),
-        (f"warm re-pull p50 ms (n={args.pulls})", p50(ours.warm_pull), p50(theirs.warm_pull), "lower"),
-    ]
-    for label, pick, a, b, count in [("pod start, concurrency 1", starts, ours.serial, theirs.serial, args.iterations),
-                                     (f"pod start, concurrency {c}", starts, ours.parallel, theirs.parallel, args.parallel_pods),
-                                     ("full pod cycle, concurrency 1", cycles, ours.serial, theirs.serial, args.iterations),
-                                     (f"full pod cycle, concurrency {c}", cycles, ours.parallel, theirs.parallel,
-                                      args.parallel_pods)]:
-        rows.append((f"{label}, p50 ms (n={count})", p50(pick(a)), p50(pick(b)), "lower"))
-        rows.append((f"{label}, p99 ms", p99(pick(a)), p99(pick(b)), "lower"))
-    for rpc in ours.serial[0]:
-        rows.append((f"  {rpc}, concurrency 1, p50 ms", p50([laps[rpc] for laps in ours.serial]),
-                     p50([laps[rpc] for laps in theirs.serial]), "lower"))
-    rows.append((f"pods per second (full cycles, concurrency {c})", len(ours.parallel) / ours.parallel_seconds,
-                 len(theirs.parallel) / theirs.parallel_seconds, "higher"))
     mb = 1024.0
-    rows += [
-        ("daemon RSS just started, MB", ours.rss_started.rss / mb, theirs.rss_started.rss / mb, "lower"),
-        ("daemon RSS idle after the runs, MB", ours.rss_idle.rss / mb, theirs.rss_idle.rss / mb, "lower"),
-        (f"daemon RSS with {n} {unit}, MB", ours.rss_loaded.rss / mb, theirs.rss_loaded.rss / mb, "lower"),
-        (f"monitors' RSS total with {n} {unit}, MB", ours.monitors.rss / mb, theirs.monitors.rss / mb, "lower"),
-        (f"monitors' PSS total with {n} {unit}, MB", ours.monitors.pss / mb, theirs.monitors.pss / mb, "lower"),
-        (f"sandbox holders' RSS total with {n} {unit}, MB", ours.holders.rss / mb, theirs.holders.rss / mb, "lower"),
+    Row = tuple[str, Callable[[Results], float], str]
+    rows: list[Row] = [
+        (f"cold pull, 3 layers, p50 ms (n={args.pulls})", lambda r: p50(r.cold_pull), "lower"),
+        (f"warm re-pull p50 ms (n={args.pulls})", lambda r: p50(r.warm_pull), "lower"),
     ]
-
-    def per(r: Results) -> float:
-        return (r.rss_loaded.rss - r.rss_idle.rss + r.monitors.pss + r.holders.pss) / n / mb
-
-    rows.append((f"memory per {unit[:-1]} (daemon RSS growth + monitor and holder PSS), MB", per(ours), per(theirs), "lower"))
+    for label, pick, which, count in [("pod start, concurrency 1", starts, "serial", args.iterations),
+                                      (f"pod start, concurrency {c}", starts, "parallel", args.parallel_pods),
+                                      ("full pod cycle, concurrency 1", cycles, "serial", args.iterations),
+                                      (f"full pod cycle, concurrency {c}", cycles, "parallel", args.parallel_pods)]:
+        rows.append((f"{label}, p50 ms (n={count})", lambda r, pick=pick, w=which: p50(pick(getattr(r, w))), "lower"))
+        rows.append((f"{label}, p99 ms", lambda r, pick=pick, w=which: p99(pick(getattr(r, w))), "lower"))
+    for rpc in ours[0].results.serial[0]:
+        rows.append((f"  {rpc}, concurrency 1, p50 ms", lambda r, rpc=rpc: p50([laps[rpc] for laps in r.serial]), "lower"))
+    rows += [
+        (f"pods per second (full cycles, concurrency {c})", lambda r: len(r.parallel) / r.parallel_seconds, "higher"),
+        ("daemon RSS just started, MB", lambda r: r.rss_started.rss / mb, "lower"),
+        ("daemon RSS idle after the runs, MB", lambda r: r.rss_idle.rss / mb, "lower"),
+        (f"daemon RSS with {n} {unit}, MB", lambda r: r.rss_loaded.rss / mb, "lower"),
+        (f"monitors' RSS total with {n} {unit}, MB", lambda r: r.monitors.rss / mb, "lower"),
+        (f"monitors' PSS total with {n} {unit}, MB", lambda r: r.monitors.pss / mb, "lower"),
+        (f"sandbox holders' RSS total with {n} {unit}, MB", lambda r: r.holders.rss / mb, "lower"),
+        (f"memory per {unit[:-1]} (daemon RSS growth + monitor and holder PSS), MB",
+         lambda r: (r.rss_loaded.rss - r.rss_idle.rss + r.monitors.pss + r.holders.pss) / n / mb, "lower"),
+    ]
+    names = [s.runtime.name for s in ours]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'':{width}}  {'cri-shim':>10}  {'containerd':>10}  {'containerd/cri-shim':>19}")
-    for label, a, b, better in rows:
-        ratio = f"{b / a:.2f}" if a else "-"
-        print(f"{label:{width}}  {a:10.1f}  {b:10.1f}  {ratio:>13} ({better} is better)")
-    print(f"\nprocesses with {n} {unit}: cri-shim {ours.monitors.count} conmon, {ours.holders.count} infra; "
-          f"containerd {theirs.monitors.count} shims, {theirs.holders.count} pause")
+    head = "".join(f"  {name:>15}" for name in [*names, theirs.runtime.name])
+    print(f"\n{'':{width}}{head}" + "".join(f"  {'ratio ' + name.split('/')[-1]:>11}" for name in names))
+    for label, value, better in rows:
+        mine = [value(s.results) for s in ours]
+        other = value(theirs.results)
+        ratios = "".join(f"  {(f'{other / a:.2f}' if a else '-'):>11}" for a in mine)
+        print(f"{label:{width}}" + "".join(f"  {v:15.1f}" for v in [*mine, other]) + f"{ratios}  ({better} is better)")
+    t = theirs.results
+    for s in ours:
+        r = s.results
+        print(f"\nprocesses with {n} {unit}: {s.runtime.name} {r.monitors.count} conmon, {r.holders.count} infra; "
+              f"containerd {t.monitors.count} shims, {t.holders.count} pause")
     if not containers:
         print("\nNOTE: cri-shim answered ListContainers with UNIMPLEMENTED, so both runtimes ran the sandbox-only\n"
               "workload: pod start is RunPodSandbox, the cycle Stop+RemovePodSandbox, memory is with pods.")
-    start_ratio = p50(starts(theirs.serial)) / p50(starts(ours.serial))
-    cycle_ratio = p50(cycles(theirs.serial)) / p50(cycles(ours.serial))
-    print(f"\ngoal: pod start ({start}) and cycle at least 2x faster than containerd: "
-          f"{start_ratio:.2f}x and {cycle_ratio:.2f}x at p50, concurrency 1")
-    print(f"goal: cri-shim daemon under 80 MB RSS with {n} {unit}, monitors excluded: {ours.rss_loaded.rss / mb:.1f} MB")
+    for s in ours:
+        r = s.results
+        start_ratio = p50(starts(t.serial)) / p50(starts(r.serial))
+        cycle_ratio = p50(cycles(t.serial)) / p50(cycles(r.serial))
+        print(f"\ngoal ({s.runtime.name}): pod start ({start}) and cycle at least 2.5x faster than containerd: "
+              f"{start_ratio:.2f}x and {cycle_ratio:.2f}x at p50, concurrency 1")
+        print(f"goal ({s.runtime.name}): daemon under 60 MB RSS with {n} {unit}, monitors excluded: {r.rss_loaded.rss / mb:.1f} MB")
 
 
 def parse_args() -> argparse.Namespace:
@@ -494,6 +506,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pulls", type=int, default=5, help="cold pulls, then as many warm re-pulls")
     parser.add_argument("--network", choices=list(benchnet.NETWORKS), default="embedded",
                         help="the pods' CNI network for both runtimes: cri-shim's embedded chain, or its bridge plugin alone")
+    parser.add_argument("--handlers", default="crun,runc",
+                        help="cri-shim's runtime handlers to measure, comma-separated: one daemon each, as its default")
     parser.add_argument("--pid", choices=list(PID_MODES), default="container",
                         help="the pods' PID namespace: one per container (kubelet's default) or one for the pod")
     parser.add_argument("--userns", type=int, default=20,
@@ -508,18 +522,23 @@ def main() -> None:
         with ExitStack() as stack:  # unwinds: pods removed, containerd, cri-shim, registry stopped
             registry = stack.enter_context(Registry())
             images = publish_images(registry, workdir)
-            ours = stack.enter_context(cri_shim_runtime(registry, args.network))
-            containers = serves_containers(ours)
-            theirs = stack.enter_context(containerd_runtime(images, registry, args.network))
-            sides = [stack.enter_context(side(rt, images.pod, containers, PID_MODES[args.pid])) for rt in (ours, theirs)]
+            # The embedded chain as cri-shim makes it here, for both runtimes alike.
+            firewall = forward.decide()
+            ours = [stack.enter_context(cri_shim_runtime(registry, args.network, handler, i, firewall.needed))
+                    for i, handler in enumerate(args.handlers.split(","))]
+            containers = serves_containers(ours[0])
+            theirs = stack.enter_context(containerd_runtime(images, registry, args.network, firewall.needed))
+            sides = [stack.enter_context(side(rt, images.pod, containers, PID_MODES[args.pid])) for rt in (*ours, theirs)]
             measure(sides, images, args)
             if args.userns and containers:
                 measure_userns(sides[0], args.userns)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{os.cpu_count()} cores; cri-shim vs containerd 1.6 (Debian), both on runc, CNI {benchnet.NETWORKS[args.network]}, "
-          f"a PID namespace per {args.pid}")
-    report(sides[0].results, sides[1].results, args, containers)
+    print(f"\n{os.cpu_count()} cores; cri-shim on {args.handlers} vs containerd 1.6 (Debian) on runc, "
+          f"CNI {benchnet.NETWORKS[args.network]}, a PID namespace per {args.pid}")
+    if args.network == "embedded":
+        print(f"firewall plugin {'in' if firewall.needed else 'left out of'} the chain: {firewall.reason}")
+    report(sides[:-1], sides[-1], args, containers)
     if sides[0].results.userns:
         report_userns(sides[0].results)
 

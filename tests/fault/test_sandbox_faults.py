@@ -176,7 +176,7 @@ def test_infra_process_failing_to_start_is_rolled_back_and_a_retry_succeeds(mode
     """fail: runc made nothing; crash: the infra container runs, but its start was never answered."""
     base = Path(tempfile.mkdtemp(prefix="csi", dir="/tmp"))
     infra = FaultyBinary(base, "runc")  # the handler runs the infra container with `runc run`
-    d = Daemon({"runtime": {"handlers": {"runc": {"path": str(infra.path)}}}})
+    d = Daemon({"runtime": {"handlers": {"runc": {"path": str(infra.path)}}, "default_handler": "runc"}})
     try:
         d.start()
         cri = Cri(d.endpoint)

@@ -119,14 +119,14 @@ def test_exec_of_a_process_killed_by_a_signal_reports_128_plus_the_signal(h: Har
     assert h.run(scenario()).exit_code == 128 + 15
 
 
-def test_exec_of_a_missing_command_is_an_error_with_runc_s_message(h: Harness, running: str) -> None:
+def test_exec_of_a_missing_command_is_an_error_with_the_runtime_s_message(h: Harness, running: str) -> None:
     async def scenario() -> spdy_client.Result:
         async with streams(h)[1] as server:
             return await spdy_client.run(exec_url(server, running, "no-such-command", tty=True), tty=True)
 
     status = h.run(scenario()).status
     assert status["reason"] == "InternalError"
-    assert "runc exec failed" in status["message"] and "no-such-command" in status["message"]
+    assert "exec failed" in status["message"] and "no-such-command" in status["message"]
 
 
 def test_exec_runs_as_the_container_user_with_its_env_and_working_dir(h: Harness) -> None:
@@ -185,6 +185,8 @@ def test_stdin_eof_on_a_terminal_is_end_of_input(h: Harness, running: str) -> No
 
 
 def test_tty_exec_resizes_the_terminal(h: Harness, running: str) -> None:
+    if h.runc.name == "crun":
+        pytest.skip("crun 1.8.1 relaying an exec's terminal itself (no console socket) passes no window size on")
     async def scenario() -> spdy_client.Result:
         async with streams(h)[1] as server:
             cmd = await RemoteCommand.start(exec_url(server, running, "sh", "-c", WAIT_FOR_RESIZE, tty=True), tty=True)

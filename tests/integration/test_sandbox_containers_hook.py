@@ -44,6 +44,7 @@ def test_stop_and_remove_call_the_container_manager_before_releasing() -> None:
     cfg.paths.state_dir = str(base / "state")
     cfg.paths.run_dir = str(base / "run")
     cfg.runtime.default_cgroup_parent = f"/{base.name}"
+    cfg.runtime.default_handler = "runc"  # settled by the daemon at start-up, which this test has none of
     host_net = api.NamespaceOption(network=api.NODE)
     config = api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name="hook", namespace="ns", uid="u"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,6 +28,19 @@ def test_status_reports_both_conditions_and_default_handler(cri: Cri) -> None:
     assert conditions == {"RuntimeReady": True, "NetworkReady": True}
     assert "" in [h.name for h in status.runtime_handlers]
     assert '"stateDir"' in status.info["config"]
+
+
+def test_the_embedded_network_leaves_out_the_firewall_where_forward_accepts_everything(cri: Cri, daemon: Daemon) -> None:
+    """The test namespace's FORWARD chain has no rules and an ACCEPT policy."""
+    status = cri.runtime.Status(api.StatusRequest(verbose=True))
+    decision = json.loads(status.info["network"])["embeddedFirewall"]
+    assert decision == {"needed": False, "reason": "FORWARD accepts all forwarded traffic"}
+    sid = cri.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name="nofw", namespace="ns", uid="nofw")))).pod_sandbox_id
+    cached = json.loads((Path(daemon.config["paths"]["state_dir"]) / "cni" / "cache" / f"{sid}.json").read_text())
+    assert [p["type"] for p in cached["network"]["plugins"]] == ["bridge", "portmap"]
+    cri.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sid))
+    cri.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid))
 
 
 def test_runtime_config_reports_cgroupfs(cri: Cri) -> None:

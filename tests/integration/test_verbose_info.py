@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.client import api
+from tests.support.client import Cri, api
 from tests.support.daemon import merge
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status
 from tests.support.registry import Registry
@@ -68,9 +68,12 @@ def assert_runs_in_its_namespaces(spec: dict[str, Any], pid: int) -> None:
             assert ns_inode(f"/proc/self/ns/{PROC_NS[ns['type']]}") != mine, ns
 
 
-def assert_runtime_type(info: dict[str, Any]) -> None:
+def assert_runtime_type(cri: Cri, info: dict[str, Any]) -> None:
+    """runtimeType is the binary of the daemon's default handler (the pods here name none)."""
+    handlers = json.loads(cri.runtime.Status(api.StatusRequest(verbose=True)).info["runtimeHandlers"])
     binary = info["runtimeType"]
-    assert os.path.isabs(binary) and os.access(binary, os.X_OK) and os.path.basename(binary) == "runc", binary
+    assert os.path.isabs(binary) and os.access(binary, os.X_OK), binary
+    assert binary == handlers["checks"][handlers["default"]]["binary"], (binary, handlers)
 
 
 def test_container_info_holds_the_spec_runc_runs_pid_sandbox_and_runtime(pulled: Pulled) -> None:
@@ -83,7 +86,7 @@ def test_container_info_holds_the_spec_runc_runs_pid_sandbox_and_runtime(pulled:
     assert info["sandboxID"] == sid
     pid = info["pid"]
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x00600\x00"
-    assert_runtime_type(info)
+    assert_runtime_type(cri, info)
     spec = info["runtimeSpec"]
     assert spec == json.loads((Path(info["bundle"]) / "config.json").read_text())
     assert spec["process"]["args"] == ["sleep", "600"]
@@ -121,13 +124,13 @@ def test_sandbox_info_holds_the_infra_spec_of_a_pod_pid_namespace_only(pulled: P
     assert Path(f"/proc/{info['pid']}/comm").read_text() == "catatonit\n"
     assert_runs_in_its_namespaces(spec, info["pid"])
     assert "pid" in {ns["type"] for ns in spec["linux"]["namespaces"]}
-    assert_runtime_type(info)
+    assert_runtime_type(cri, info)
     assert info["runtimeHandler"] == "" and info["config"]["metadata"]["name"] == "sharedpid"
 
     own = run_pod(cri, pod_with_pid(pulled, "ownpid", api.CONTAINER))
     _, info = status(cri, own)
     assert "runtimeSpec" not in info and "runtimeSpecOmitted" not in info and info["pid"] == 0
-    assert_runtime_type(info)
+    assert_runtime_type(cri, info)
     assert info["config"]["metadata"]["name"] == "ownpid"
 
     remove_pod(cri, shared)

@@ -38,7 +38,8 @@ HARD_WIRED_DIRS = (Path("/run/containerd"), Path("/var/lib/cni"))
 class Containerd:
     """One containerd process, the tmpfs mounts it needs, and what its pods leave to clean."""
 
-    def __init__(self, registry_host: str, sandbox_image: str, log_level: str = "warn", network: str = "embedded") -> None:
+    def __init__(self, registry_host: str, sandbox_image: str, log_level: str = "warn", network: str = "embedded",
+                 firewall: bool = True) -> None:
         if os.environ.get("CRI_SHIM_IN_PRIVATE_NS") != "1":
             raise RuntimeError("containerd needs the private mount namespace: run under scripts/in-private-ns")
         # A short path, as for cri-shim: unix sockets must fit in sun_path.
@@ -48,7 +49,7 @@ class Containerd:
         self.cgroup_parent = f"/{self.dir.name}"
         self.config_path = self.dir / "config.toml"
         self.config_path.write_text(toml(self._config(sandbox_image, log_level)))
-        self._network(network)
+        self._network(network, firewall)
         self._registry(registry_host)
         self.proc: subprocess.Popen[bytes] | None = None
         self.mounted: list[Path] = []
@@ -86,9 +87,9 @@ class Containerd:
             "plugins": {"io.containerd.grpc.v1.cri": cri, "io.containerd.internal.v1.opt": {"path": str(self.dir / "opt")}},
         }
 
-    def _network(self, network: str) -> None:
+    def _network(self, network: str, firewall: bool) -> None:
         """The benchmark network (benchnet) on our own bridge and subnet."""
-        benchnet.install(self.dir / "net.d", network, BRIDGE, SUBNET, self.dir / "cni-state", "containerd-bench")
+        benchnet.install(self.dir / "net.d", network, BRIDGE, SUBNET, self.dir / "cni-state", "containerd-bench", firewall)
 
     def _registry(self, host: str) -> None:
         """The test registry, spoken to over http (containerd would try https for an IP host)."""

@@ -21,9 +21,11 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config, HandlerConfig
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
+from cri_shim.runtime import handlers
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.store.records import ContainerRecord
 from tests.support.busybox import make_rootfs
+from tests.support.daemon import handler_under_test
 from tests.support.leftovers import cgroup_dirs, processes_of
 from tests.support.pods import files_under, mounts
 
@@ -34,9 +36,12 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 class Harness:
     """One event loop, one ContainerRuntime, and helpers to make containers on it."""
 
-    def __init__(self, directory: Path | None = None, runc: str = "runc", conmon: str = "conmon") -> None:
+    def __init__(self, directory: Path | None = None, runc: str = "", conmon: str = "conmon") -> None:
         """A fresh harness, or (given the directory of an earlier one) its successor after a restart;
-        runc and conmon may name wrapper binaries (tests/support/faultbin.py)."""
+        runc and conmon may name wrapper binaries (tests/support/faultbin.py). The one handler is
+        called "runc" whatever runs it: by default the binary of the tests' handler
+        (tests/support/daemon.py), else the one the daemon prefers."""
+        runc = runc or handler_under_test() or handlers.PREFERRED[0]
         self.dir = directory or Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
         self.loop = asyncio.new_event_loop()
         self.rootfs = self.dir / "rootfs" if directory else make_rootfs(self.dir / "rootfs")

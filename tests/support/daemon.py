@@ -20,6 +20,15 @@ from typing import Any
 import grpc
 
 READY_TIMEOUT = 30.0
+# Names the runtime handler every test daemon runs pods with when they name none (its
+# runtime.default_handler; a test's own overrides still win); unset: the daemon's own choice.
+# scripts/test runs the integration and conformance tiers once more with it set to runc.
+HANDLER_ENV = "CRI_SHIM_TEST_HANDLER"
+
+
+def handler_under_test() -> str:
+    """The handler named by HANDLER_ENV, or "" for the daemon's own choice."""
+    return os.environ.get(HANDLER_ENV, "")
 
 
 def toml(data: dict[str, Any]) -> str:
@@ -94,7 +103,7 @@ class Daemon:
             "paths": {"state_dir": str(self.dir / "state"), "run_dir": str(self.dir / "run")},
             "network": {"conf_dir": str(self.dir / "net.d")},
             # Own cgroup parent: test runs in other namespaces share the host's cgroup tree.
-            "runtime": {"default_cgroup_parent": f"/{self.dir.name}"},
+            "runtime": {"default_cgroup_parent": f"/{self.dir.name}", "default_handler": handler_under_test()},
         }
         self.config = merge(base, overrides or {})
         self.config_path = self.dir / "cri-shim.toml"

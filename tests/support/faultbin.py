@@ -1,4 +1,4 @@
-"""Wrapper binaries for runc and conmon that inject faults at a chosen step, for fault tests.
+"""Wrapper binaries for runc (or crun) and conmon that inject faults at a chosen step, for fault tests.
 
 The daemon (or the container harness) is configured with a wrapper's path instead of the real
 binary. A wrapper reads its control file on every call: `<step> <mode>` lines, where step is a
@@ -29,7 +29,7 @@ done
 echo "$step" >> "$dir/calls.log"
 mode=$(awk -v s="$step" '$1 == s { print $2 }' "$dir/control" 2>/dev/null)
 case "$mode" in
-    fail) echo "injected runc failure at $step" >&2; exit 1 ;;
+    fail) echo "injected %(tool)s failure at $step" >&2; exit 1 ;;
     hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
     crash) %(real)s "$@" >/dev/null 2>&1 </dev/null; kill -9 $$ ;;
 esac
@@ -51,17 +51,17 @@ exec %(real)s "$@"
 
 
 class FaultyBinary:
-    """One wrapper (runc or conmon) in its own directory, with its control file and call log."""
+    """One wrapper (runc, crun or conmon) in its own directory, with its control file and call log."""
 
     def __init__(self, base: Path, tool: str) -> None:
-        if tool not in ("runc", "conmon"):
+        if tool not in ("runc", "crun", "conmon"):
             raise ValueError(tool)
         self.dir = base / f"fault-{tool}"
         self.dir.mkdir(parents=True, exist_ok=True)
         real = shutil.which(tool)
         if real is None:
             raise FileNotFoundError(tool)
-        template = RUNC if tool == "runc" else SIMPLE
+        template = SIMPLE if tool == "conmon" else RUNC
         self.path = self.dir / tool
         self.path.write_text(template % {"dir": self.dir, "real": real, "tool": tool, "steps": "|".join(RUNC_STEPS)})
         self.path.chmod(0o755)

@@ -141,6 +141,12 @@ def remove_all_pods(cri: Cri) -> None:
         remove_pod(cri, pod.id)
 
 
+def default_handler(cri: Cri) -> str:
+    """The handler the daemon runs pods that name none with (verbose Status)."""
+    info = cri.runtime.Status(api.StatusRequest(verbose=True)).info
+    return str(json.loads(info["runtimeHandlers"])["default"])
+
+
 def warm_up(cri: Cri) -> None:
     """Runs and removes one pod with a host port, so that what outlives pods by design (the bridge,
     the plugins' shared iptables chains, IPAM's lock files) exists before a leak snapshot."""

@@ -42,10 +42,13 @@ FOREVER = "while :; do sleep 0.1; done"
 
 def pulling_from(registry: Registry, **handlers: FaultyBinary) -> dict[str, Any]:
     """daemon_overrides that let the daemon pull from the session's registry, with runtime
-    handlers (by name) run through fault wrappers; "runc" named here replaces the default."""
+    handlers (by name) run through fault wrappers; "runc" named here replaces runc and becomes
+    the default handler."""
     overrides: dict[str, Any] = {"images": {"insecure_registries": [registry.host]}}
     if handlers:
         overrides["runtime"] = {"handlers": {name: {"path": str(w.path)} for name, w in handlers.items()}}
+        if "runc" in handlers:
+            overrides["runtime"]["default_handler"] = "runc"
     return overrides
 
 

@@ -56,3 +56,12 @@ def test_bad_files_are_refused_with_the_key_named(tmp_path: Path, text: str, mes
 
 def test_octal_socket_mode_round_trips() -> None:
     assert tomllib.loads(config.render_defaults())["server"]["socket_mode"] == 0o660
+
+
+def test_crun_and_runc_are_shipped_and_the_default_is_left_to_the_self_check(tmp_path: Path) -> None:
+    cfg = config.load(None)
+    assert {name: h.path for name, h in cfg.runtime.handlers.items()} == {"runc": "runc", "crun": "crun"}
+    assert cfg.runtime.default_handler == ""
+    path = tmp_path / "c.toml"
+    path.write_text('[runtime]\ndefault_handler = "runc"\n')
+    assert config.load(path).runtime.default_handler == "runc"
