@@ -6,7 +6,7 @@ those pipes and holds them for as long as it runs; so does a foreground `runc ex
 the output through pipes of its own until they reach EOF. An exec waited for that way lasts as
 long as the child: a probe runs into its timeout and loses its output.
 
-So a process without a terminal runs under execreaper (detached runc, the process reaped by a
+So every exec'd process runs under execreaper (detached runc, the process reaped by a
 subreaper that exits with its status: reaped_command), and its exit is taken from the
 protocol's process_exited (ExecProcess.exit). The caller then reads what the pipes still hold
 for a bounded grace and closes our ends with close(); the background child runs on in the
@@ -58,11 +58,12 @@ class ExecProcess(asyncio.subprocess.Process):
         self._transport.close()
 
 
-def reaped_command(runc: Runc, container_id: str, process_file: Path, pid_file: Path) -> list[str]:
+def reaped_command(runc: Runc, container_id: str, process_file: Path, pid_file: Path, console_socket: str = "") -> list[str]:
     """argv that runs the process of process_file in the container, exiting with its status as
-    soon as it exits (execreaper around a detached `runc exec`)."""
+    soon as it exits (execreaper around a detached `runc exec`; a terminal's master goes to
+    console_socket)."""
     return [sys.executable, "-I", "-S", execreaper.__file__, str(pid_file),
-            *runc.exec_command(container_id, process_file, pid_file, detach=True)]
+            *runc.exec_command(container_id, process_file, pid_file, console_socket)]
 
 
 async def spawn(argv: list[str], **stdio: Any) -> ExecProcess:

@@ -1,13 +1,12 @@
 """Streaming exec: `runc exec` of a command in a running container, wired to a client.
 
 The process is the one ExecSync runs (execsync.process_files: the container's user, env, cwd
-and capabilities). Without a terminal it runs as for ExecSync, under execreaper, which exits
-with its status, and gets our pipes: stdin if the client sends it (its EOF closes the pipe),
-stdout if asked for, and stderr always, since runc's own errors come there too. With a
-terminal runc runs in the foreground, staying the process's parent and exiting with its status
-(it does not wait for the terminal to be let go), and relays between a host pty (ptyio) and the
-container's; the client's stdin EOF becomes ^D and each resize is applied to the host pty and
-signalled to runc, which copies it into the container's terminal.
+and capabilities), run as for ExecSync under execreaper, which exits with its status. Without a
+terminal it gets our pipes: stdin if the client sends it (its EOF closes the pipe), stdout if
+asked for, and stderr always, since the runtime's own errors come there too. With a terminal the
+runtime sends the master of the pty it made in the container (console.py) and the daemon relays
+the client's stream to and from it itself: the client's stdin EOF becomes ^D and each resize is
+set on the master, which the kernel signals to the process, the same under runc and crun.
 
 When the client leaves first, the process is killed through runc's pid file (execsync.kill_exec);
 nobody would see the rest of its output. When the process exits (its parent's exit, execproc), the
@@ -19,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cri_shim.runtime import execsync, ptyio
+from cri_shim.runtime.console import ConsoleSocket
 from cri_shim.runtime.execproc import ExecProcess, reaped_command, spawn
 from cri_shim.runtime.runc import Runc
 from cri_shim.streaming.backend import InputStream, OutputStream, StreamIO
@@ -123,11 +121,9 @@ async def _feed_tty(stdin: InputStream, master: ptyio.PtyMaster) -> None:
         await master.write(ptyio.EOT)
 
 
-async def _resize(io: StreamIO, master: ptyio.PtyMaster, runc: asyncio.subprocess.Process) -> None:
+async def _resize(io: StreamIO, master: ptyio.PtyMaster) -> None:
     async for size in io.resizes():
         set_window_size(master.fd, size)
-        with contextlib.suppress(ProcessLookupError):  # already exited
-            runc.send_signal(signal.SIGWINCH)
 
 
 async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO, drain: float | None) -> int:
@@ -143,19 +139,30 @@ async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO, drain: floa
     return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr, drain)
 
 
-async def _with_terminal(argv: list[str], pid_file: Path, io: StreamIO, drain: float | None) -> int:
-    master_fd, slave = ptyio.host_pair()
-    master = ptyio.PtyMaster(master_fd)
-    try:
-        try:
-            proc = await spawn(argv, stdin=slave, stdout=slave, stderr=asyncio.subprocess.PIPE)
-        finally:
-            os.close(slave)  # runc holds it now; the master reads EIO once runc is gone
+async def _with_terminal(runc: Runc, container_id: str, process_file: Path, pid_file: Path, io: StreamIO,
+                         drain: float | None) -> int:
+    bundle = pid_file.parent
+    with ConsoleSocket(bundle, pid_file.with_suffix(".console").name) as console:
+        argv = reaped_command(runc, container_id, process_file, pid_file, console.name)
+        proc = await spawn(argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                           stderr=asyncio.subprocess.PIPE)
         stderr = proc.stderr
         assert stderr is not None
         runc_stderr = bytearray()
-        pumps = [_Pump(master.read, io.stdout), _Pump(lambda: stderr.read(CHUNK), None, runc_stderr)]
-        helpers = [asyncio.create_task(_resize(io, master, proc))]
+        pumps = [_Pump(lambda: stderr.read(CHUNK), None, runc_stderr)]
+        try:
+            master_fd = await console.receive(proc.exit())
+        except BaseException:
+            await execsync.kill_exec(pid_file, proc)
+            proc.close()
+            pumps[0].task.cancel()
+            raise
+    if master_fd is None:  # the runtime failed before making the terminal: it said why on stderr
+        return await _supervise(proc, pid_file, io, pumps, [], runc_stderr, drain)
+    master = ptyio.PtyMaster(master_fd)
+    try:
+        pumps.append(_Pump(master.read, io.stdout))
+        helpers = [asyncio.create_task(_resize(io, master))]
         if io.stdin is not None:
             helpers.append(asyncio.create_task(_feed_tty(io.stdin, master)))
         return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr, drain)
@@ -169,5 +176,5 @@ async def run(runc: Runc, container_id: str, process_file: Path, pid_file: Path,
     exited and its output has been written (read for at most drain seconds after the exit; None:
     until the outputs close)."""
     if tty:
-        return await _with_terminal(runc.exec_command(container_id, process_file, pid_file), pid_file, io, drain)
+        return await _with_terminal(runc, container_id, process_file, pid_file, io, drain)
     return await _with_pipes(reaped_command(runc, container_id, process_file, pid_file), pid_file, io, drain)

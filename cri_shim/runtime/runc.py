@@ -171,9 +171,10 @@ class Runc:
         """Applies new cgroup resources (UpdateContainerResources)."""
         await self.run("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
 
-    def exec_command(self, container_id: str, process_file: Path, pid_file: Path, detach: bool = False) -> list[str]:
-        """argv of `runc exec` for a process.json; the caller spawns it with the stdio it needs (a
-        terminal of its own for a tty process: runc copies between it and the container's pty).
-        Detached, runc gives the process its own stdio and exits once it has started."""
-        return self.command("exec", *(["--detach"] if detach else []), "--process", str(process_file),
-                            "--pid-file", str(pid_file), container_id)
+    def exec_command(self, container_id: str, process_file: Path, pid_file: Path, console_socket: str = "") -> list[str]:
+        """argv of a detached `runc exec` for a process.json: runc gives the process its own
+        stdio, or for a terminal process sends the pty master to console_socket, and exits once
+        the process has started (execproc.reaped_command makes its exit the process's)."""
+        console = ["--console-socket", console_socket] if console_socket else []
+        return self.command("exec", "--detach", *console, "--process", str(process_file), "--pid-file", str(pid_file),
+                            container_id)

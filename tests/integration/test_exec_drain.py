@@ -13,7 +13,7 @@ import pytest
 from tests.support import spdy_client
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon
-from tests.support.pods import changes, default_handler, remove_pod, run_pod, snapshot
+from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
 from tests.support.workloads import Pulled, container_config, exec_sync, logged_pod, pulled_daemon, pulling_from, run_container
 
@@ -79,9 +79,6 @@ def test_exec_sync_and_exec_end_when_the_command_exits(pulled: Pulled) -> None:
 
 def test_a_tty_exec_ends_when_the_command_exits(pulled: Pulled) -> None:
     cri, d = pulled.cri, pulled.daemon
-    if default_handler(cri) == "crun":
-        pytest.skip("crun 1.8.1 relaying an exec's terminal itself (no console socket) loses what the process "
-                    "wrote just before it exited")
     pod = logged_pod(d, "drain-tty")
     sid = run_pod(cri, pod)
     cid = run_container(cri, sid, pod, container_config("app", "sleep", "600", image=pulled.name))

@@ -168,8 +168,10 @@ def test_runc_exec_command_line(tmp_path: Path) -> None:
 
     runc = Runc("/usr/sbin/runc", tmp_path / "root")
     cmd = runc.exec_command("cid", tmp_path / "p.json", tmp_path / "p.pid")
-    assert cmd == ["/usr/sbin/runc", f"--root={tmp_path / 'root'}", "exec", "--process", str(tmp_path / "p.json"), "--pid-file",
-                   str(tmp_path / "p.pid"), "cid"]
+    assert cmd == ["/usr/sbin/runc", f"--root={tmp_path / 'root'}", "exec", "--detach", "--process", str(tmp_path / "p.json"),
+                   "--pid-file", str(tmp_path / "p.pid"), "cid"]
+    tty = runc.exec_command("cid", tmp_path / "p.json", tmp_path / "p.pid", "exec-1.console")
+    assert tty[3:6] == ["--detach", "--console-socket", "exec-1.console"]
 
 
 def test_runc_errors_lose_their_log_framing() -> None:
