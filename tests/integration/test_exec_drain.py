@@ -85,6 +85,7 @@ def test_a_tty_exec_ends_when_the_command_exits(pulled: Pulled) -> None:
     result = stream_exec(cri, cid, *LEAVES_A_CHILD, tty=True)
     assert (result.exit_code, result.stdout) == (0, b"before\r\n")
     assert sleepers(cri, cid) == 0  # the terminal's hangup ended the child
+    assert not list(d.dir.rglob("*.console")), "the console socket outlived the exec"
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}
 
