@@ -165,6 +165,7 @@ class ContainerRuntime:
                     container_id=container_id, name=name, bundle=bundle, log_dir=log_dir, log_name=log_name,
                     log_path=self.log_file(record),
                     runtime=runc, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+                    scope_slice=record.cgroups_path.split(":", 1)[0] if runc.systemd_cgroup else None,
                 ), CREATE_TIMEOUT)
         except BaseException:
             try:
