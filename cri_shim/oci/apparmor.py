@@ -6,8 +6,9 @@ Its rules are the ones the container runtimes' default profiles share: everythin
 normally does is allowed (files, network, capabilities its bounding set keeps), while mounts,
 writes to the kernel's knobs in /proc and /sys (except the namespaced /proc/sys/kernel/shm*,
 /proc/<pid> and the cgroup filesystem), reading the kernel's memory and the security filesystem
-are denied; signals and ptrace only between processes under this profile, and from unconfined
-host processes (the runtime's stop and kill). The profile is generated here and loaded with
+are denied; signals and ptrace only between processes under this profile, and signals from
+unconfined host processes and from runc and crun (the runtime's stop and kill: Debian 13 and
+Ubuntu run them under profiles of those names). The profile is generated here and loaded with
 apparmor_parser the first time a container needs it (again when it was unloaded since).
 """
 
@@ -40,6 +41,8 @@ profile {name} flags=(attach_disconnected,mediate_deleted) {{
   umount,
 
   signal (receive) peer=unconfined,
+  signal (receive) peer=runc,
+  signal (receive) peer=crun,
   signal (send,receive) peer={name},
   ptrace (trace,read,tracedby,readby) peer={name},
 

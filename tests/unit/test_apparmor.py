@@ -71,6 +71,8 @@ def test_the_default_profile_is_loaded_once(tmp_path: Path, kernel: Path) -> Non
     text = (tmp_path / "input").read_text()
     assert text == apparmor.profile_text() and "profile cri-shim-default " in text
     assert text.count("{") == text.count("}") and "deny mount," in text
+    # StopContainer's signals come from runc or crun, under profiles of those names on Debian 13.
+    assert "signal (receive) peer=runc," in text and "signal (receive) peer=crun," in text
     (tmp_path / "args").unlink()
     kernel.write_text("cri-shim-default (enforce)\n")
     apparmor.ensure_default_loaded(str(parser))
