@@ -74,7 +74,10 @@ class RuntimeConfig:
         "Statically linked binary run with -P as PID 1 of a pod-level PID namespace, in a confined container of "
         "the pod's handler whose root holds nothing else.", "catatonit"
     )
-    cgroup_driver: str = _doc("cgroupfs or systemd; reported to kubelet by RuntimeConfig.", "cgroupfs")
+    cgroup_driver: str = _doc(
+        "cgroupfs or systemd; reported to kubelet by RuntimeConfig. With systemd, pod cgroup parents are "
+        "slices, and systemd makes (over D-Bus) a scope in the pod's slice for each container and infra "
+        "process (runc --systemd-cgroup) and for each conmon (systemd-run --scope).", "cgroupfs")
     default_cgroup_parent: str = _doc(
         "Pod cgroup parent when a pod names none (a slice such as cri-shim.slice with the systemd driver).", "/cri-shim"
     )

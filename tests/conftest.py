@@ -24,7 +24,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration-like tiers need root and the private namespaces scripts/test provides."""
     for item in items:
-        if any(item.get_closest_marker(m) for m in ("integration", "restart", "fault", "conformance")):
+        if any(item.get_closest_marker(m) for m in ("integration", "restart", "fault", "conformance", "guest")):
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason="needs root: run through scripts/test"))
 

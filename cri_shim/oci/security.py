@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
+from cri_shim.oci import apparmor as apparmor_profiles
 from cri_shim.sandbox import sysctl
 
 # The OCI defaults (kubelet's for procMount Default too), for containers cri-shim makes itself: the infra
@@ -31,7 +30,10 @@ def paths(sc: api_pb2.LinuxContainerSecurityContext, privileged: bool) -> tuple[
 
 
 def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> str | None:
-    """process.apparmorProfile. On hosts without AppArmor a confining profile is refused, as containerd does."""
+    """process.apparmorProfile. On a host with AppArmor a container that names no profile, or
+    RuntimeDefault, gets the runtime's default profile (cri_shim.oci.apparmor, loaded before
+    the container is created), as with containerd and CRI-O; a localhost profile must be loaded.
+    On hosts without AppArmor a confining profile is refused, as containerd does."""
     if sc.HasField("apparmor"):
         kind, name = sc.apparmor.profile_type, sc.apparmor.localhost_ref
     elif sc.apparmor_profile:
@@ -42,6 +44,8 @@ def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> s
             kind, name = api_pb2.SecurityProfile.RuntimeDefault, ""
         else:
             kind, name = api_pb2.SecurityProfile.Localhost, profile
+    elif host_enabled:
+        kind, name = api_pb2.SecurityProfile.RuntimeDefault, ""
     else:
         return None
     if kind not in api_pb2.SecurityProfile.ProfileType.values():  # proto3 keeps unknown enum numbers
@@ -51,20 +55,13 @@ def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> s
     if not host_enabled:
         raise InvalidArgument("apparmor is not supported on this host")
     if kind == api_pb2.SecurityProfile.RuntimeDefault:
-        raise InvalidArgument("apparmor runtime/default is not provided by cri-shim; name a loaded profile")
+        return apparmor_profiles.DEFAULT_PROFILE
     name = name.removeprefix("localhost/")
-    if name not in loaded_apparmor_profiles():
+    if not name:
+        raise InvalidArgument("apparmor localhost profile needs a profile name")
+    if name not in apparmor_profiles.loaded_profiles():
         raise InvalidArgument(f"apparmor profile {name!r} is not loaded")
     return name
-
-
-def loaded_apparmor_profiles() -> set[str]:
-    """Names of the profiles the kernel has loaded."""
-    try:
-        text = Path("/sys/kernel/security/apparmor/profiles").read_text()
-    except OSError:
-        return set()
-    return {line.rsplit(" (", 1)[0] for line in text.splitlines() if line}
 
 
 def sysctls(values: dict[str, str], host_network: bool, host_ipc: bool) -> dict[str, str]:

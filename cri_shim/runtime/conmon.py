@@ -29,6 +29,7 @@ import socket
 import time
 from pathlib import Path
 
+from cri_shim.cgroups.paths import SCOPE_PREFIX
 from cri_shim.errors import FailedPrecondition, Internal
 from cri_shim.linux import proc as procfs
 from cri_shim.runtime import logcopy
@@ -76,6 +77,7 @@ class ConmonMonitor:
     def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info",
                  log_size_max: int = -1, max_log_line: int = 16384) -> None:
         self.binary = shutil.which(binary) or binary
+        self.systemd_run = shutil.which("systemd-run") or "systemd-run"
         self.socket_dir = socket_dir
         self.log_level = log_level
         self.exits = ExitWatcher(exit_dir)
@@ -104,9 +106,16 @@ class ConmonMonitor:
         return self.socket_dir / container_id / ATTACH
 
     def args(self, spec: MonitorSpec) -> list[str]:
-        """conmon's command line for creating spec's container."""
+        """conmon's command line for creating spec's container: under the systemd driver
+        behind systemd-run, which asks systemd (over D-Bus) for the scope
+        cri-shim-conmon-<id>.scope in the pod's slice and execs conmon in it. systemd removes the
+        scope once conmon, its last process, exits."""
+        scope = []
+        if spec.scope_slice is not None:
+            scope = [self.systemd_run, "--scope", "--quiet", "--collect", f"--slice={spec.scope_slice}",
+                     f"--unit={SCOPE_PREFIX}-conmon-{spec.container_id}", "--"]
         args = [
-            self.binary, "--api-version", "1",
+            *scope, self.binary, "--api-version", "1",
             "-b", str(spec.bundle), "-c", spec.container_id, "-u", spec.container_id, "-n", spec.name,
             "-r", spec.runtime.binary,
             "--exit-dir", str(self.exits.directory), "--persist-dir", str(spec.bundle),
@@ -128,7 +137,7 @@ class ConmonMonitor:
     async def create(self, spec: MonitorSpec, timeout: float) -> Created:
         """Runs conmon, which runs `runc create`; the container's log is copied from conmon's FIFO
         from the start (the caller's release() ends the copy when the create fails)."""
-        for binary in (self.binary, spec.runtime.binary):
+        for binary in (self.binary, spec.runtime.binary, *([self.systemd_run] if spec.scope_slice else [])):
             if not os.path.isabs(binary):  # it would be looked up in the bundle
                 raise Internal(f"{binary} is not found in PATH")
         sync_parent, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -13,6 +13,7 @@ SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import shutil
@@ -30,7 +31,7 @@ from cri_shim.cgroups import stats
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal, NotFound
 from cri_shim.linux import proc
-from cri_shim.oci import bundlespec
+from cri_shim.oci import apparmor, bundlespec
 from cri_shim.oci import resources as oci_resources
 from cri_shim.oci.context import HostInfo, SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
@@ -139,6 +140,8 @@ class ContainerRuntime:
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
                            image_name=image_name, target_pid_ns=target_pid_ns, defaults=self.spec_defaults,
                            cdi_edits=cdi_edits)
+        if built.spec["process"].get("apparmorProfile") == apparmor.DEFAULT_PROFILE:
+            await asyncio.to_thread(apparmor.ensure_default_loaded)
         bundle = self.bundle_root / container_id
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
@@ -165,6 +168,7 @@ class ContainerRuntime:
                     container_id=container_id, name=name, bundle=bundle, log_dir=log_dir, log_name=log_name,
                     log_path=self.log_file(record),
                     runtime=runc, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+                    scope_slice=record.cgroups_path.split(":", 1)[0] if runc.systemd_cgroup else None,
                 ), CREATE_TIMEOUT)
         except BaseException:
             try:

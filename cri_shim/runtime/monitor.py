@@ -26,6 +26,9 @@ class MonitorSpec:
     file log_name in the directory open as log_dir (cri_shim.runtime.logfile verified it), log_path
     by name: it is written there, whatever that directory's path names later, until a reopen or
     a daemon restart looks the path up again.
+    scope_slice: under the systemd cgroup driver, the pod's slice, in which the monitor runs in a
+    transient scope of its own (as CRI-O's conmon_cgroup "pod"): then systemd, not the daemon's
+    unit, owns it, so stopping that unit leaves monitors running. None: the daemon's cgroup.
     """
 
     container_id: str
@@ -38,6 +41,7 @@ class MonitorSpec:
     stdin: bool = False
     stdin_once: bool = False
     tty: bool = False
+    scope_slice: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 from cri_shim.config import Config
 from cri_shim.errors import Internal
 from cri_shim.linux import proc
-from cri_shim.oci import resources, seccomp, security
+from cri_shim.oci import apparmor, resources, seccomp, security
 from cri_shim.oci.context import HostInfo
 from cri_shim.runtime.runc import Runc
 from cri_shim.sandbox.record import Infra, Sandbox
@@ -102,6 +102,8 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
         namespaces.append({"type": "cgroup"})
     ids = sb.id_mappings
     mappings = ids.oci() if ids is not None else {}
+    # Where AppArmor is on, the runtime's default profile, as containerd's pause container gets its own.
+    profile = {"apparmorProfile": apparmor.DEFAULT_PROFILE} if host.apparmor_enabled else {}
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -112,6 +114,7 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
             "capabilities": no_caps,
             "noNewPrivileges": True,
             "oomScoreAdj": resources.clamp_oom_score_adj(OOM_SCORE_ADJ, host.oom_score_adj_min),
+            **profile,
         },
         "root": {"path": str(root), "readonly": True},
         "mounts": [
@@ -162,6 +165,8 @@ class InfraContainers:
             self._prepared = (binary, await asyncio.to_thread(HostInfo.detect))
         binary, host = self._prepared
         config = spec(sb, binary, self._root, host)
+        if "apparmorProfile" in config["process"]:
+            await asyncio.to_thread(apparmor.ensure_default_loaded)
 
         def write() -> None:
             bundle.mkdir(mode=0o700, parents=True, exist_ok=True)

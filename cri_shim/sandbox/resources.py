@@ -60,11 +60,20 @@ class Resources:
         return container_cgroups_path(sb.cgroup_driver, sb.cgroup_parent, container_id)
 
     def plan_cgroups(self, sb: Sandbox, pod_pid: bool) -> None:
-        """Names, in the record, the infra cgroup and every cgroup directory to prune on removal."""
+        """Names, in the record, the infra cgroup and every cgroup directory to prune on removal.
+
+        With the systemd driver there is none to prune: systemd owns its tree. runc's systemd
+        driver has it make the infra process's scope, systemd removes a scope once it is empty,
+        and slices are its units, never directories of ours.
+        """
         h = self.hierarchies
         dirs: list[str] = []
         if pod_pid:
             sb.infra_cgroup = self.cgroups_path(sb, sb.id)
+        if sb.cgroup_driver == "systemd":
+            sb.cgroup_dirs = []
+            return
+        if sb.infra_cgroup is not None:
             leaf = relative_path(sb.cgroup_driver, sb.infra_cgroup)
             dirs += hierarchy.missing_dirs(h, leaf) + h.dirs(leaf)
         if not sb.config.linux.cgroup_parent:
@@ -83,7 +92,11 @@ class Resources:
         await asyncio.to_thread(files.mount_shm, Path(sb.shm), self.cfg.runtime.pod_shm_size_bytes)
 
     async def make_infra_cgroup(self, sb: Sandbox) -> None:
+        """Makes the infra process's cgroup ahead of runc (cgroupfs); under the systemd driver
+        runc has systemd make its scope."""
         assert sb.infra_cgroup is not None
+        if sb.cgroup_driver == "systemd":
+            return
         path = relative_path(sb.cgroup_driver, sb.infra_cgroup)
         async with self._cgroup_lock:
             await asyncio.to_thread(hierarchy.create, self.hierarchies, path)
@@ -130,6 +143,8 @@ class Resources:
         leaves = {leaf for pid in pids if (leaf := _cgroup_of(pid, sandbox_id)) is not None}
         await self.infra.stop(sandbox_id, None, pids)
         driver = self.cfg.runtime.cgroup_driver
+        if driver == "systemd":  # systemd removed the scope when the process died
+            return
         default = parent_path(driver, normalize_parent(driver, self.cfg.runtime.default_cgroup_parent))
         dirs = [d for leaf in leaves for d in self.hierarchies.dirs(leaf)] + self.hierarchies.dirs(default)
         async with self._cgroup_lock:

@@ -26,14 +26,14 @@ from typing import Any
 import pytest
 
 from tests.support.client import Cri, api
-from tests.support.daemon import Daemon
+from tests.support.daemon import TIME_SCALE, Daemon
 from tests.support.faultbin import FaultyBinary
 from tests.support.images import Catalog
 from tests.support.pods import pod_config, remove_all_pods, remove_pod, run_pod, snapshot, warm_up
 from tests.support.registry import Registry
 from tests.support.userns import userns
 
-WAIT = 60.0
+WAIT = 60.0 * TIME_SCALE
 STATE_NAMES = {v: k for k, v in api.ContainerState.items()}
 # A busybox sh script's tail that keeps the shell running until it is signalled (busybox sh
 # execs a last simple command, which would replace the shell and whatever it holds).

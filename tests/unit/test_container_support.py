@@ -161,6 +161,25 @@ def test_conmon_command_line(tmp_path: Path) -> None:
     assert mon.attach_socket("abc") == sockets / "abc" / "attach"
     with pytest.raises(ValueError, match="too long"):
         ConmonMonitor("conmon", tmp_path, Path("/" + "x" * 40))
+    assert args[0] == "/usr/bin/conmon"  # no scope asked for: conmon itself, in the daemon's cgroup
+
+
+def test_conmon_in_a_scope_of_the_pod_slice_under_the_systemd_driver(tmp_path: Path) -> None:
+    from cri_shim.runtime.conmon import ConmonMonitor
+    from cri_shim.runtime.monitor import MonitorSpec
+    from cri_shim.runtime.runc import Runc
+
+    mon = ConmonMonitor("/usr/bin/conmon", tmp_path / "exits", Path("/run/cri-shim/s"))
+    mon.systemd_run = "/usr/bin/systemd-run"
+    runc = Runc("/usr/sbin/runc", tmp_path / "root", systemd_cgroup=True)
+    spec = MonitorSpec(container_id="c1", name="n", bundle=tmp_path / "b", log_dir=3, log_name="l.log", log_path="/l.log",
+                       runtime=runc, scope_slice="kubepods-besteffort-pod1.slice")
+    args = mon.args(spec)
+    split = args.index("--")
+    assert args[:split] == ["/usr/bin/systemd-run", "--scope", "--quiet", "--collect",
+                            "--slice=kubepods-besteffort-pod1.slice", "--unit=cri-shim-conmon-c1"]
+    assert args[split + 1:] == mon.args(MonitorSpec(container_id="c1", name="n", bundle=tmp_path / "b", log_dir=3,
+                                                    log_name="l.log", log_path="/l.log", runtime=runc))
 
 
 def test_runc_exec_command_line(tmp_path: Path) -> None:

@@ -48,6 +48,12 @@ def test_the_spec_grants_nothing() -> None:
     assert {"type": "network", "path": "/run/ns/net/a"} in linux["namespaces"]
     assert {"type": "cgroup"} not in linux["namespaces"]
     assert "/proc/kcore" in linux["maskedPaths"] and "/proc/sys" in linux["readonlyPaths"]
+    assert "apparmorProfile" not in process  # no AppArmor on the host
+
+
+def test_the_default_apparmor_profile_where_apparmor_is_on() -> None:
+    spec = infra.spec(sandbox(), "/bin/c", Path("/r"), HostInfo(apparmor_enabled=True))
+    assert spec["process"]["apparmorProfile"] == "cri-shim-default"
 
 
 def test_the_pods_ids_and_a_cgroup_namespace_on_v2() -> None:
