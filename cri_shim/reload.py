@@ -43,6 +43,10 @@ class Reloader:
         self.cfg = cfg
         self.path = path
         self.images = images
+        # The file as read at start, with every live change applied since: what a new read is
+        # compared with. The running configuration differs from it where start-up settled what the
+        # file left open (an empty runtime.default_handler becomes the handler chosen).
+        self._read = config.load(path) if path is not None else None
 
     def reload(self) -> list[str]:
         """Reads the file and applies its live changes; the keys applied."""
@@ -54,7 +58,8 @@ class Reloader:
         except config.ConfigError as exc:
             log.error("config not reloaded, the running configuration is kept", extra={"error": str(exc)})
             return []
-        changed = differences(self.cfg, new)
+        assert self._read is not None
+        changed = differences(self._read, new)
         refused = [key for key in changed if key not in LIVE_KEYS]
         if refused:
             log.warning("config changes that need a restart were not applied", extra={"keys": refused})
@@ -68,6 +73,8 @@ class Reloader:
         section, name = key.split(".")
         value: typing.Any = getattr(getattr(new, section), name)
         setattr(getattr(self.cfg, section), name, value)
+        assert self._read is not None
+        setattr(getattr(self._read, section), name, value)
         if key == "server.log_level":
             logging.getLogger().setLevel(value.upper())
         elif key == "images.pinned_images":
