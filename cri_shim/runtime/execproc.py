@@ -11,6 +11,11 @@ subreaper that exits with its status: reaped_command), and its exit is taken fro
 protocol's process_exited (ExecProcess.exit). The caller then reads what the pipes still hold
 for a bounded grace and closes our ends with close(); the background child runs on in the
 container, as under containerd and CRI-O.
+
+No exec'd process is handed the host's /dev/null: crun (1.8.1 at least) gives an exec's
+non-terminal stdio to the exec's user, /dev/null included, which would let any container user
+change the mode of the host's /dev/null. An input the exec does not get is a pipe closed at
+once (it reads EOF, as from /dev/null), an output nobody wants a pipe read and dropped.
 """
 
 from __future__ import annotations
@@ -66,8 +71,15 @@ def reaped_command(runc: Runc, container_id: str, process_file: Path, pid_file: 
             *runc.exec_command(container_id, process_file, pid_file, console_socket)]
 
 
-async def spawn(argv: list[str], **stdio: Any) -> ExecProcess:
-    """Starts argv as create_subprocess_exec does (stdin, stdout, stderr as keywords)."""
+async def spawn(argv: list[str], stdin: bool = False, **options: Any) -> ExecProcess:
+    """Starts argv as create_subprocess_exec does, with stdout and stderr pipes; stdin a pipe
+    too, closed at once unless stdin is True (the caller feeds proc.stdin then)."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(lambda: _Protocol(loop), *argv, **stdio)
-    return ExecProcess(transport, protocol, loop)
+    pipe = asyncio.subprocess.PIPE
+    transport, protocol = await loop.subprocess_exec(lambda: _Protocol(loop), *argv, stdin=pipe, stdout=pipe, stderr=pipe,
+                                                     **options)
+    proc = ExecProcess(transport, protocol, loop)
+    if not stdin:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    return proc

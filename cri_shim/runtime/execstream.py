@@ -127,14 +127,11 @@ async def _resize(io: StreamIO, master: ptyio.PtyMaster) -> None:
 
 
 async def _with_pipes(argv: list[str], pid_file: Path, io: StreamIO, drain: float | None) -> int:
-    pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
-    proc = await spawn(argv, stdin=pipe if io.stdin else devnull, stdout=pipe if io.stdout else devnull, stderr=pipe)
+    proc = await spawn(argv, stdin=io.stdin is not None)
     stdout, stderr = proc.stdout, proc.stderr
-    assert stderr is not None
+    assert stdout is not None and stderr is not None
     runc_stderr = bytearray()
-    pumps = [_Pump(lambda: stderr.read(CHUNK), io.stderr, runc_stderr)]
-    if stdout is not None:
-        pumps.append(_Pump(lambda: stdout.read(CHUNK), io.stdout))
+    pumps = [_Pump(lambda: stderr.read(CHUNK), io.stderr, runc_stderr), _Pump(lambda: stdout.read(CHUNK), io.stdout)]
     helpers = [asyncio.create_task(_feed_pipe(io.stdin, proc.stdin))] if io.stdin and proc.stdin else []
     return await _supervise(proc, pid_file, io, pumps, helpers, runc_stderr, drain)
 
@@ -144,18 +141,18 @@ async def _with_terminal(runc: Runc, container_id: str, process_file: Path, pid_
     bundle = pid_file.parent
     with ConsoleSocket(bundle, pid_file.with_suffix(".console").name) as console:
         argv = reaped_command(runc, container_id, process_file, pid_file, console.name)
-        proc = await spawn(argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                           stderr=asyncio.subprocess.PIPE)
-        stderr = proc.stderr
-        assert stderr is not None
+        proc = await spawn(argv, cwd=bundle)
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
         runc_stderr = bytearray()
-        pumps = [_Pump(lambda: stderr.read(CHUNK), None, runc_stderr)]
+        pumps = [_Pump(lambda: stderr.read(CHUNK), None, runc_stderr), _Pump(lambda: stdout.read(CHUNK), None)]
         try:
             master_fd = await console.receive(proc.exit())
         except BaseException:
             await execsync.kill_exec(pid_file, proc)
             proc.close()
-            pumps[0].task.cancel()
+            for pump in pumps:
+                pump.task.cancel()
             raise
     if master_fd is None:  # the runtime failed before making the terminal: it said why on stderr
         return await _supervise(proc, pid_file, io, pumps, [], runc_stderr, drain)

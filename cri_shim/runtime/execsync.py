@@ -165,9 +165,7 @@ async def exec_sync(runc: Runc, container_id: str, bundle: Path, argv: list[str]
     loop = asyncio.get_running_loop()
     with process_files(bundle, argv) as (process_file, pid_file):
         deadline = loop.time() + timeout if timeout else None
-        proc = await spawn(reaped_command(runc, container_id, process_file, pid_file),
-                           stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                           stderr=asyncio.subprocess.PIPE)
+        proc = await spawn(reaped_command(runc, container_id, process_file, pid_file))
         assert proc.stdout is not None and proc.stderr is not None
         budget = _Budget(limit)
         readers = [asyncio.ensure_future(_read_capped(s, budget)) for s in (proc.stdout, proc.stderr)]

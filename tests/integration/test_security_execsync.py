@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import stat
 from typing import Any
 
 import pytest
 
 from cri_shim.runtime.execsync import output_limit
+from tests.support import spdy_client
+from tests.support.client import api
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
 from tests.support.workloads import Pulled, container_config, exec_sync, logged_pod, pulled_daemon, pulling_from, run_container
@@ -45,5 +50,27 @@ def test_output_over_the_message_limit_is_truncated_and_the_exit_code_kept(pulle
     assert (answer.stdout, answer.stderr, answer.exit_code) == (b"out", b"err", 1)
 
     assert "exec output truncated" in d.log_path.read_text()
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}
+
+
+def test_execs_never_hand_the_hosts_dev_null_to_the_containers_user(pulled: Pulled) -> None:
+    """crun gives an exec's non-terminal stdio to the exec's user, /dev/null included: an exec
+    with no input and no wanted output, as a user other than root, must leave /dev/null root's
+    (the node the daemon sees, which is the host's outside the tests' namespace)."""
+    cri, d = pulled.cri, pulled.daemon
+    before = os.stat("/dev/null")
+    pod = logged_pod(d, "devnull")
+    sid = run_pod(cri, pod)
+    cfg = container_config("app", "sleep", "600", image=pulled.name)
+    cfg.linux.security_context.run_as_user.value = 1000
+    cid = run_container(cri, sid, pod, cfg)
+    assert exec_sync(cri, cid, "id", "-u").stdout == b"1000\n"
+    for request in (api.ExecRequest(container_id=cid, cmd=["true"], stderr=True),
+                    api.ExecRequest(container_id=cid, cmd=["true"], stdout=True, tty=True)):
+        result = asyncio.run(spdy_client.run(cri.runtime.Exec(request).url, tty=request.tty))
+        assert result.exit_code == 0
+    after = os.stat("/dev/null")
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode)) == (0, 0, 0o666)
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}
