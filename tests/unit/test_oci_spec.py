@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -340,7 +341,9 @@ def test_sysctls() -> None:
 
 
 def test_devices(tmp_path: Path) -> None:
-    nodes, rules = devices.from_cri([api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rw")])
+    null = tmp_path / "null"  # /dev/null's numbers, root's: the host's may be another's in a test run
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    nodes, rules = devices.from_cri([api.Device(container_path="/dev/x", host_path=str(null), permissions="rw")])
     assert nodes[0] == {"path": "/dev/x", "type": "c", "major": 1, "minor": 3, "fileMode": nodes[0]["fileMode"], "uid": 0, "gid": 0}
     assert rules == [{"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}]
     (tmp_path / "file").write_text("")
