@@ -93,7 +93,7 @@ async def detect(runtime: Runc, userns: bool) -> HandlerFeatures:
     """The handler's features, only user namespaces (when the host has them) when it cannot say."""
     if userns:
         try:
-            version = (await runtime.run("--version")).decode(errors="replace")
+            version = await runtime.version()
         except (Internal, OSError):
             version = ""
         if hands_over_null(version):
