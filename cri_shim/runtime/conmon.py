@@ -13,6 +13,11 @@ The log: conmon writes its k8s-file records into a FIFO in the bundle, which the
 joins into lines and writes into the log file (cri_shim.runtime.logcopy); conmon never opens the
 log file itself. Every path it is given is absolute and the runtime's own. Containers made before
 the daemon copied logs write their log file themselves, and are reopened through conmon.
+
+stdin: conmon gives a container without -i (and without a terminal) its own open /dev/null,
+which is the host's device node; a container's root could chown or chmod it through
+/proc/self/fd/0 for the whole node. So every container without a terminal gets -i, a pipe, and
+one that asked for no stdin has that pipe closed before it starts (_close_stdin): it reads EOF.
 """
 
 from __future__ import annotations
@@ -128,9 +133,9 @@ class ConmonMonitor:
             args += ["--runtime-arg", arg]
         if spec.tty:
             args.append("-t")
-        if spec.stdin:
+        if spec.stdin or not spec.tty:  # a terminal is the container's stdin; else a pipe, never /dev/null
             args.append("-i")
-            if not spec.stdin_once:
+            if spec.stdin and not spec.stdin_once:
                 args.append("--leave-stdin-open")
         return args
 
@@ -181,7 +186,21 @@ class ConmonMonitor:
         if pid <= 0:
             raise Internal(f"{spec.runtime.name} create failed: {error_message(str(reply.get('message', ''))) or self._debug_tail(spec)}")
         monitor_pid = int((spec.bundle / "conmon.pid").read_text().strip())
+        if not spec.stdin and not spec.tty:
+            await self._close_stdin(spec.container_id)
         return Created(pid=pid, monitor_pid=monitor_pid, monitor_start_time=procfs.start_time(monitor_pid) or 0)
+
+    async def _close_stdin(self, container_id: str) -> None:
+        """Ends the stdin pipe of a container that asked for none: conmon closes it when an
+        attach client hangs up (no --leave-stdin-open), so one connects and hangs up before
+        the container is started, and the container reads EOF as it would from /dev/null."""
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, str(self.attach_socket(container_id)))
+            except OSError as exc:
+                raise Internal(f"cannot close the container's stdin through conmon's attach socket: {exc.strerror}") from None
 
     def _debug_tail(self, spec: MonitorSpec) -> str:
         try:

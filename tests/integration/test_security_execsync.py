@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from tests.support import spdy_client
 from tests.support.client import api
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
-from tests.support.workloads import Pulled, container_config, exec_sync, logged_pod, pulled_daemon, pulling_from, run_container
+from tests.support.workloads import Pulled, container_config, exec_sync, logged_pod, pulled_daemon, pulling_from, run_container, status, until, verbose_info
 
 pytestmark = pytest.mark.integration
 _ = pulled_daemon  # the `pulled` fixture
@@ -72,5 +73,33 @@ def test_execs_never_hand_the_hosts_dev_null_to_the_containers_user(pulled: Pull
         assert result.exit_code == 0
     after = os.stat("/dev/null")
     assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode)) == (0, 0, 0o666)
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(d)) == {}
+
+
+def test_a_container_without_stdin_never_gets_the_hosts_dev_null(pulled: Pulled) -> None:
+    """conmon hands a container that asked for no stdin its own open /dev/null, which is the
+    host's node: a root container (CAP_CHOWN and CAP_FOWNER are in the default set) could chown
+    and chmod it through /proc/self/fd/0 and break /dev/null for the whole node. Its stdin is a
+    pipe at EOF instead, so reading it ends at once as before."""
+    cri, d = pulled.cri, pulled.daemon
+    before = os.stat("/dev/null")
+    pod = logged_pod(d, "nullstdin")
+    sid = run_pod(cri, pod)
+    script = "cat; echo read-eof; chown 4321 /proc/self/fd/0; chmod 600 /proc/self/fd/0; exec sleep 600"
+    cid = run_container(cri, sid, pod, container_config("app", "sh", "-c", script, image=pulled.name))
+    try:
+        log = Path(status(cri, cid).log_path)
+        until(lambda: log.exists() and "read-eof" in log.read_text(), "the container to read EOF on its stdin")
+        pid = verbose_info(cri, cid)["pid"]
+        fd0 = os.stat(f"/proc/{pid}/fd/0")
+        assert stat.S_ISFIFO(fd0.st_mode), "the container's stdin is a pipe, not a device node"
+        after = os.stat("/dev/null")
+        assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (before.st_uid, before.st_gid, 0o666)
+    finally:
+        now = os.stat("/dev/null")
+        if (now.st_uid, stat.S_IMODE(now.st_mode)) != (0, 0o666):  # what the probe broke, mended for the tests after it
+            os.chown("/dev/null", 0, 0)
+            os.chmod("/dev/null", 0o666)
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(d)) == {}

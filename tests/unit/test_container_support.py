@@ -158,6 +158,13 @@ def test_conmon_command_line(tmp_path: Path) -> None:
     once = mon.args(MonitorSpec(container_id="c", name="n", bundle=tmp_path, log_dir=3, log_name="l", log_path="/l",
                                 runtime=runc, stdin=True, stdin_once=True))
     assert "-i" in once and "--leave-stdin-open" not in once and "-t" not in once
+    # No stdin asked for: a pipe all the same (closed after create), never conmon's /dev/null.
+    closed = mon.args(MonitorSpec(container_id="c", name="n", bundle=tmp_path, log_dir=3, log_name="l", log_path="/l",
+                                  runtime=runc))
+    assert "-i" in closed and "--leave-stdin-open" not in closed
+    terminal = mon.args(MonitorSpec(container_id="c", name="n", bundle=tmp_path, log_dir=3, log_name="l", log_path="/l",
+                                    runtime=runc, tty=True))
+    assert "-t" in terminal and "-i" not in terminal  # the terminal is its stdin
     assert mon.attach_socket("abc") == sockets / "abc" / "attach"
     with pytest.raises(ValueError, match="too long"):
         ConmonMonitor("conmon", tmp_path, Path("/" + "x" * 40))
