@@ -127,16 +127,28 @@ class Runc:
         return out
 
     async def run_detached(self, container_id: str, bundle: Path, pid_file: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """`run --detach`: a container that needs no monitor. It keeps runc's stdio, so that is
-        /dev/null (a pipe would stay open as long as the container runs) and runc's error comes
-        from its log file in the bundle."""
+        """`run --detach`: a container that needs no monitor. It keeps runc's stdio, and runc's
+        error comes from its log file in the bundle. That stdio is never the host's /dev/null,
+        which a runtime may chown to the container's user (crun does) and the container's root
+        could chmod: stdin is a pipe at EOF, stdout and stderr a pipe whose reading end is
+        closed once runc has exited (nothing reads the container's output; a write fails)."""
         log_file = bundle / "runc.log"
-        proc = await asyncio.create_subprocess_exec(
-            self.binary, *self.global_args(), "--log", str(log_file), "--log-format", "json",
-            "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        await _bounded(proc, proc.wait(), timeout, f"{self.name} run")
+        in_read, in_write = os.pipe2(os.O_CLOEXEC)
+        out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        os.close(in_write)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, *self.global_args(), "--log", str(log_file), "--log-format", "json",
+                "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
+                stdin=in_read, stdout=out_write, stderr=out_write,
+            )
+        finally:
+            os.close(in_read)
+            os.close(out_write)
+        try:
+            await _bounded(proc, proc.wait(), timeout, f"{self.name} run")
+        finally:
+            os.close(out_read)
         if proc.returncode != 0:
             try:
                 message = error_message(log_file.read_text(errors="replace")[-4096:])

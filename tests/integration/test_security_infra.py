@@ -7,6 +7,8 @@ infra's own empty root, never the host's files, and the process must hold nothin
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,8 @@ def test_the_infra_process_has_no_capabilities_nnp_seccomp_and_an_unprivileged_u
     assert "ro" in root_mount[5].split(","), root_mount
     memberships = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     assert all(line.endswith(":" + info["infraCgroupsPath"]) for line in memberships), memberships
+    # Its stdio are pipes, never the host's /dev/null, which a runtime may chown to it.
+    assert all(stat.S_ISFIFO(os.stat(f"/proc/{pid}/fd/{fd}").st_mode) for fd in (0, 1, 2))
     remove_pod(cri, sid)
     assert snapshot(pulled.daemon) == pulled.before
 
