@@ -12,9 +12,9 @@ layers (Linux 5.19) and a state and run directory every user may traverse (the h
 the container's root and the infra root as the pod's root, an unprivileged user on the host).
 Handlers that list linux.mountExtensions.idmap could make the idmapped binds themselves from the
 mounts' uidMappings; cri-shim still makes them for every handler, so one path is exercised.
-crun before 1.24 offers none: it gives a user-namespaced container's stdio to the container's
-root before joining the namespace, /dev/null included, and conmon starts a container without
-stdin on the host's /dev/null, which the pod's root would then own.
+crun gives a user-namespaced container's stdio to the container's root before joining the
+namespace; that is harmless because no process cri-shim starts gets the host's /dev/null as
+stdio (conmon.py, runc.run_detached, execproc): each gets pipes.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ log = logging.getLogger("cri_shim.runtime")
 MOUNT_SETATTR_KERNEL = (5, 12)
 # The first kernel whose overlayfs takes idmapped layers.
 IDMAPPED_LAYERS_KERNEL = (5, 19)
-# The first crun that leaves device nodes among a container's stdio to root.
-CRUN_SAFE_STDIO = (1, 24)
 
 
 @dataclass(frozen=True)
@@ -82,24 +80,8 @@ def from_features(text: bytes, kernel: tuple[int, int], userns: bool = False) ->
                            user_namespaces=userns)
 
 
-def hands_over_null(version_text: str) -> bool:
-    """Whether a runtime that answers `--version` with version_text gives /dev/null among a
-    user-namespaced container's stdio to the container's root (crun before 1.24)."""
-    match = re.match(r"crun version (\d+)\.(\d+)", version_text)
-    return match is not None and (int(match[1]), int(match[2])) < CRUN_SAFE_STDIO
-
-
 async def detect(runtime: Runc, userns: bool) -> HandlerFeatures:
     """The handler's features, only user namespaces (when the host has them) when it cannot say."""
-    if userns:
-        try:
-            version = await runtime.version()
-        except (Internal, OSError):
-            version = ""
-        if hands_over_null(version):
-            log.info("runtime offers no user namespaces: it would hand the host's /dev/null to a pod's root",
-                     extra={"runtime": runtime.binary, "version": version.partition("\n")[0]})
-            userns = False
     try:
         text = await runtime.run("features")
     except (Internal, OSError) as exc:  # OSError: a configured handler that is not installed

@@ -116,7 +116,7 @@ async def run_probe(runtime: Runc, cfg: Config, bundle: Path) -> None:
 async def self_check(runtime: Runc, cfg: Config, bundle: Path) -> HandlerCheck:
     """Whether the runtime runs here and reports a missing container as this code expects."""
     try:
-        first = (await runtime.version(CHECK_TIMEOUT)).partition("\n")[0]
+        first = (await runtime.run("--version", timeout=CHECK_TIMEOUT)).decode(errors="replace").partition("\n")[0]
     except (Internal, OSError) as exc:
         return HandlerCheck(runtime.binary, problem=f"--version failed: {exc}")
     match = _VERSION.match(first)

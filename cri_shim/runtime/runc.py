@@ -93,14 +93,6 @@ class Runc:
         self.name = os.path.basename(self.binary)
         self.root = root
         self.systemd_cgroup = systemd_cgroup
-        self._version: str | None = None
-
-    async def version(self, timeout: float = DEFAULT_TIMEOUT) -> str:
-        """What `--version` prints, asked once (the self-check and the feature detection both
-        read it at start-up); a failure is raised and not kept."""
-        if self._version is None:
-            self._version = (await self.run("--version", timeout=timeout)).decode(errors="replace")
-        return self._version
 
     def global_args(self) -> list[str]:
         """Arguments before the subcommand (also given to conmon as --runtime-arg)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ _ = pulled_daemon  # the `pulled` fixture
 
 @pytest.fixture(autouse=True)
 def _offered(pulled: Pulled) -> None:
-    """crun before 1.24 offers no user namespaces (runtime/features.py): these run under runc."""
+    """A host without what user namespaces need offers none (runtime/features.py): these skip there."""
     offered = {h.name: h.features.user_namespaces for h in pulled.cri.runtime.Status(api.StatusRequest()).runtime_handlers}
     if not offered.get(""):
         pytest.skip("the default runtime handler offers no user namespaces")
@@ -101,6 +102,12 @@ def test_a_pod_runs_in_its_user_namespace_with_its_files_owned_by_its_root(pulle
     # The container's own processes are the pod's host ids, not root.
     pid = verbose_info(cri, cid)["pid"]
     assert (os.stat(f"/proc/{pid}").st_uid, os.stat(f"/proc/{pid}").st_gid) == (200000, 200000)
+    # The runtime may give the container's stdio to its root (crun does): none of it, nor the
+    # infra's, is the node's /dev/null, which stays root's.
+    infra = status(cri, sid)[1]["pid"]
+    assert all(stat.S_ISFIFO(os.stat(f"/proc/{p}/fd/{fd}").st_mode) for p in (pid, infra) for fd in (0, 1, 2))
+    null = os.stat("/dev/null")
+    assert (null.st_uid, null.st_gid, stat.S_IMODE(null.st_mode)) == (0, 0, 0o666)
     st, info = status(cri, sid)
     assert st.linux.namespaces.options.userns_options.mode == api.POD
     assert [(m.container_id, m.host_id, m.length) for m in st.linux.namespaces.options.userns_options.uids] == [(0, 200000, RANGE)]

@@ -47,11 +47,3 @@ def test_user_namespaces_come_from_the_host_not_the_handler() -> None:
         assert not traversable(open_dir) and not userns_host((6, 1), [open_dir])
     finally:
         shutil.rmtree(top)
-
-
-@pytest.mark.parametrize(("version", "hands_over"), [
-    ("crun version 1.8.1\ncommit: f8a096be\n", True), ("crun version 1.21\n", True), ("crun version 1.24\n", False),
-    ("crun version 2.0\n", False), ("runc version 1.1.5\ncommit: v1.1.5\n", False), ("", False),
-])
-def test_crun_before_1_24_offers_no_user_namespaces(version: str, hands_over: bool) -> None:
-    assert features.hands_over_null(version) is hands_over
