@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from cri_shim.runtime import features
 from cri_shim.runtime.features import HandlerFeatures, from_features, kernel_version, traversable, userns_host
 
 pytestmark = pytest.mark.unit
