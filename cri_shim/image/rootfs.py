@@ -43,7 +43,7 @@ from cri_shim.idmappings import IdMappings
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.store import ImageStore
 from cri_shim.image.usage import disk_usage
-from cri_shim.linux import idmap
+from cri_shim.linux import idmap, kernel
 
 log = logging.getLogger("cri_shim.image.rootfs")
 
@@ -51,7 +51,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 _MS_RDONLY = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_HAS_INDEX = Path("/sys/module/overlay/parameters/index").exists()
+_HAS_INDEX = kernel.module_parameter("overlay", "index") is not None
 
 
 def _mount_overlay(target: Path, lowers: list[Path], upper: Path | None = None, work: Path | None = None) -> None:
