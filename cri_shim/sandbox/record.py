@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cri_shim import idmappings
 from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups import container_cgroups_path
 from cri_shim.store.codec import JsonRecord
 
 CREATING = "creating"
@@ -76,6 +77,10 @@ class Sandbox(JsonRecord):
     def id_mappings(self) -> idmappings.IdMappings | None:
         """The uid and gid mappings of the pod's user namespace; None when it uses the host's."""
         return idmappings.of_config(self.config)
+
+    def cgroups_path(self, container_id: str) -> str:
+        """The runc cgroupsPath of a container (or the infra process) of the sandbox."""
+        return container_cgroups_path(self.cgroup_driver, self.cgroup_parent, container_id)
 
     def namespace_path(self, kind: str) -> str | None:
         """The pinned user, net, ipc or uts namespace containers join; None means the host's."""
