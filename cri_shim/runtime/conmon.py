@@ -262,6 +262,9 @@ class ConmonMonitor:
         started = procfs.start_time(pid) if pid > 0 else None
         return None if started is None else (pid, started)
 
+    def sweep_exits(self, known: set[str]) -> None:
+        self.exits.sweep(known)
+
     def oom_killed(self, bundle: Path) -> bool:
         return (bundle / "oom").exists()
 
