@@ -52,7 +52,7 @@ LAYER_ON_DISK = {"chain_id": "sha256:" + "a" * 64, "diff_id": "sha256:" + "b" * 
                  "bytes": 1234, "inodes": 56}
 
 
-@pytest.mark.parametrize(("record", "on_disk"), [(SANDBOX, SANDBOX_ON_DISK), (ENTRY, ENTRY_ON_DISK)])
+@pytest.mark.parametrize(("record", "on_disk"), [(SANDBOX, SANDBOX_ON_DISK), (ENTRY, ENTRY_ON_DISK), (LAYER, LAYER_ON_DISK)])
 def test_the_on_disk_form_is_kept(record: JsonRecord, on_disk: dict) -> None:
     assert record.to_dict() == on_disk
     # Through JSON, as the store writes it: tuples come back as lists and are read as tuples.
