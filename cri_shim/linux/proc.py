@@ -27,6 +27,18 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def namespace_path(pid: int | str, kind: str) -> str:
+    """The path naming a process's namespace of a kind (net, pid, ...; pid "thread-self" for the
+    calling thread's)."""
+    return f"/proc/{pid}/ns/{kind}"
+
+
+def write_id_map(pid: int, name: str, text: bytes) -> None:
+    """Writes the uid_map or gid_map (name) of the user namespace pid is in; the kernel takes it once."""
+    with open(f"/proc/{pid}/{name}", "wb") as f:
+        f.write(text)
+
+
 def status_mask(name: str, pid: int | str = "self") -> int:
     """A hexadecimal mask of /proc/<pid>/status (CapEff, CapBnd, ...); 0 when it has none."""
     with open(f"/proc/{pid}/status") as f:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cri_shim import idmappings
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import container_cgroups_path
+from cri_shim.linux import proc
 from cri_shim.store.codec import JsonRecord
 
 CREATING = "creating"
@@ -88,7 +89,7 @@ class Sandbox(JsonRecord):
 
     def pid_namespace_path(self) -> str | None:
         """The pod PID namespace (/proc/<infra pid>/ns/pid) when the pod has one, else None."""
-        return f"/proc/{self.infra.pid}/ns/pid" if self.infra else None
+        return proc.namespace_path(self.infra.pid, "pid") if self.infra else None
 
 
 def reservation_name(meta: api.PodSandboxMetadata) -> str:

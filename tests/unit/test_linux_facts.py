@@ -42,6 +42,7 @@ def test_own_status_oom_score_adj_and_working_directory() -> None:
     assert proc.oom_score_adj() == int(Path("/proc/self/oom_score_adj").read_text())
     here = os.stat(os.getcwd())
     assert proc.cwd_identity(os.getpid()) == (here.st_dev, here.st_ino)
+    assert os.stat(proc.namespace_path(os.getpid(), "net")).st_ino == os.stat("/proc/thread-self/ns/net").st_ino
 
 
 def test_a_gone_process_has_no_cgroups_no_oom_score_adj_and_no_working_directory() -> None:
