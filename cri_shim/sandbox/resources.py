@@ -3,9 +3,8 @@
 The manager decides the order and owns the record: it writes what these steps return (the
 cgroups to make and prune, the infra process, the pod's IPs) and persists it. This module does
 the system work: files, /dev/shm, the infra cgroup, namespaces, the infra container, the CNI
-attachment. Every
-release step succeeds when its resource is already gone, so a rollback, a retried Stop or
-Remove, and start-up recovery all run the same code.
+attachment. Every release step succeeds when its resource is already gone, so a rollback, a
+retried Stop or Remove, and start-up recovery all run the same code.
 """
 
 from __future__ import annotations
