@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cri_shim import idmappings
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import container_cgroups_path
+from cri_shim.cgroups.paths import parent_path
 from cri_shim.linux import proc
 from cri_shim.store.codec import JsonRecord
 
@@ -82,6 +83,10 @@ class Sandbox(JsonRecord):
     def cgroups_path(self, container_id: str) -> str:
         """The runc cgroupsPath of a container (or the infra process) of the sandbox."""
         return container_cgroups_path(self.cgroup_driver, self.cgroup_parent, container_id)
+
+    def pod_cgroup(self) -> str:
+        """Where the pod's cgroup (its parent's) lives below a hierarchy's root."""
+        return parent_path(self.cgroup_driver, self.cgroup_parent)
 
     def namespace_path(self, kind: str) -> str | None:
         """The pinned user, net, ipc or uts namespace containers join; None means the host's."""

@@ -75,7 +75,7 @@ class Resources:
             dirs += hierarchy.missing_dirs(h, leaf) + h.dirs(leaf)
         if not sb.config.linux.cgroup_parent:
             # The runtime's own default parent holds no one else's cgroups: prune it when empty.
-            dirs += h.dirs(parent_path(sb.cgroup_driver, sb.cgroup_parent))
+            dirs += h.dirs(sb.pod_cgroup())
         return infra_cgroup, sorted(set(dirs))
 
     # -- making ---------------------------------------------------------------------------

@@ -43,5 +43,6 @@ def test_systemd_leaves_scopes_and_slices_to_systemd(tmp_path: Path) -> None:
     sb.infra_cgroup, sb.cgroup_dirs = res.plan_cgroups(sb, pod_pid=True)
     assert sb.infra_cgroup == "cri-shim.slice:cri-shim:s1"  # runc asks systemd for cri-shim-s1.scope
     assert sb.cgroup_dirs == []
+    assert sb.pod_cgroup() == "/cri.slice/cri-shim.slice"  # where stats read the pod's counters
     asyncio.run(res.make_infra_cgroup(sb))
     assert not (tmp_path / "cgroup").exists()
