@@ -12,10 +12,14 @@ import errno
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cri_shim.linux import mountinfo
 
 log = logging.getLogger("cri_shim.cgroups")
+
+# Where the cgroup filesystems are mounted: the unified hierarchy, or one directory per v1 one.
+ROOT = Path("/sys/fs/cgroup")
 
 _CPUSET_FILES = ("cpuset.cpus", "cpuset.mems")
 
@@ -52,6 +56,32 @@ def detect(mounts: list[mountinfo.Mount] | None = None) -> Hierarchies:
     return Hierarchies(roots=tuple(v1 + v2[:1]), unified=False)
 
 
+def is_v2(root: Path = ROOT) -> bool:
+    """Whether the host runs cgroup v2 alone (the root is the unified hierarchy)."""
+    return (root / "cgroup.controllers").exists()
+
+
+def swap_accounting(unified: bool, root: Path = ROOT) -> bool:
+    """Whether memory cgroups account swap (memory.swap.max in v2, memsw in v1)."""
+    if unified:
+        return (root / "memory.swap.max").exists() or any(root.glob("*/memory.swap.max"))
+    return (root / "memory/memory.memsw.limit_in_bytes").exists()
+
+
+def read_membership(pid: int | str = "self") -> str | None:
+    """The text of /proc/<pid>/cgroup ("id:controllers:path" lines); None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def paths_of(pid: int) -> list[str]:
+    """The cgroup paths (below the hierarchies' roots) a process is in; none when it is gone."""
+    return [line.split(":", 2)[2] for line in (read_membership(pid) or "").splitlines() if line.count(":") >= 2]
+
+
 def own_procs_file(mounts: list[mountinfo.Mount] | None = None, membership: str | None = None) -> str | None:
     """cgroup.procs of the cgroup this process is in, in one mounted hierarchy: the unified one
     where it is mounted, else the first v1 one; None when no mount shows that cgroup.
@@ -61,11 +91,9 @@ def own_procs_file(mounts: list[mountinfo.Mount] | None = None, membership: str 
     cgroup namespace) shows only the cgroups below its root.
     """
     mounts = mountinfo.read() if mounts is None else mounts
-    if membership is None:
-        with open("/proc/self/cgroup") as f:
-            membership = f.read()
+    text = read_membership() if membership is None else membership
     paths: dict[frozenset[str], str] = {}
-    for line in membership.splitlines():
+    for line in (text or "").splitlines():
         fields = line.split(":", 2)
         if len(fields) == 3:
             paths[frozenset(c for c in fields[1].split(",") if c)] = fields[2]

@@ -16,6 +16,9 @@ import posixpath
 # The prefix of scope units: cri-shim-<id>.scope.
 SCOPE_PREFIX = "cri-shim"
 
+# The parent of a container whose pod names none, as runc's drivers take it.
+_DEFAULT_PARENTS = {"systemd": "system.slice", "cgroupfs": "/"}
+
 
 class CgroupPathError(ValueError):
     """A cgroup parent that the driver cannot use."""
@@ -41,7 +44,9 @@ def normalize_parent(driver: str, parent: str) -> str:
 
 
 def container_cgroups_path(driver: str, parent: str, container_id: str) -> str:
-    """The runc cgroupsPath of a container (or a pod's infra process) under a normalized parent."""
+    """The runc cgroupsPath of a container (or a pod's infra process) under a normalized parent
+    (the driver's default parent when it is empty)."""
+    parent = parent or _DEFAULT_PARENTS[driver]
     if driver == "systemd":
         return f"{parent}:{SCOPE_PREFIX}:{container_id}"
     return posixpath.join(parent, container_id)

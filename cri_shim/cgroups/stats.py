@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cri_shim.cgroups import paths
-
-ROOT = Path("/sys/fs/cgroup")
+from cri_shim.cgroups.hierarchy import ROOT, is_v2
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,6 @@ class CgroupStats:
         if self.memory_limit_bytes is None:
             return None
         return max(0, self.memory_limit_bytes - self.memory_working_set_bytes)
-
-
-def is_v2(root: Path = ROOT) -> bool:
-    return (root / "cgroup.controllers").exists()
 
 
 def relative_path(cgroups_path: str) -> str:

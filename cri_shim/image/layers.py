@@ -21,13 +21,14 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from cri_shim.image import unpacker
 from cri_shim.image.content import DigestMismatch, owner_alive, sha256_digest, temp_name
 from cri_shim.linux.syscalls import syncfs
 from cri_shim.store import atomic
+from cri_shim.store.codec import JsonRecord
 
 log = logging.getLogger("cri_shim.image.layers")
 
@@ -41,7 +42,9 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Layer:
+class Layer(JsonRecord):
+    """An unpacked layer: its chain and diff IDs, its parent's chain ID, and its disk usage."""
+
     chain_id: str
     diff_id: str
     parent: str
@@ -84,7 +87,7 @@ class LayerStore:
             if path.name.startswith("."):
                 continue
             try:
-                layer = Layer(**atomic.read_json(path / "layer.json"))
+                layer = Layer.from_dict(atomic.read_json(path / "layer.json"))
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable layer", extra={"layer": path.name, "error": str(exc)})
                 unreadable.append(path)
@@ -114,7 +117,7 @@ class LayerStore:
                 raise DigestMismatch(f"layer {chain_id}: uncompressed content hashes to {result.get('diff_id')}, "
                                      f"the image config says {diff_id}; refused")
             layer = Layer(chain_id, diff_id, parents[-1] if parents else "", int(result["bytes"]), int(result["inodes"]))
-            atomic.write_json(tmp / "layer.json", asdict(layer), durable=False)  # sync() makes it durable
+            atomic.write_json(tmp / "layer.json", layer.to_dict(), durable=False)  # sync() makes it durable
             target = self.root / layer.key
             try:
                 tmp.rename(target)
@@ -122,7 +125,7 @@ class LayerStore:
                 if not (target / "layer.json").exists():
                     raise
                 await asyncio.to_thread(shutil.rmtree, tmp, True)  # another process unpacked it first
-                layer = Layer(**atomic.read_json(target / "layer.json"))
+                layer = Layer.from_dict(atomic.read_json(target / "layer.json"))
             self._applied += 1
             self.layers[chain_id] = layer
             return layer

@@ -36,6 +36,8 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from cri_shim.errors import Internal, InvalidArgument
@@ -43,7 +45,7 @@ from cri_shim.idmappings import IdMappings
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.store import ImageStore
 from cri_shim.image.usage import disk_usage
-from cri_shim.linux import idmap
+from cri_shim.linux import idmap, kernel
 
 log = logging.getLogger("cri_shim.image.rootfs")
 
@@ -51,7 +53,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 _MS_RDONLY = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_HAS_INDEX = Path("/sys/module/overlay/parameters/index").exists()
+_HAS_INDEX = kernel.module_parameter("overlay", "index") is not None
 
 
 def _mount_overlay(target: Path, lowers: list[Path], upper: Path | None = None, work: Path | None = None) -> None:
@@ -124,12 +126,8 @@ class Rootfs:
         if self.mounted(container_dir):
             return target
         record = self.store.resolve(image_ref)
-        await self.store.lease_layers(container_dir, record)
-        try:
-            await asyncio.to_thread(self._mount, record.chain_ids, container_dir, userns)
-        except BaseException:
-            await self.release(container_dir)
-            raise
+        await self._leased_mount(record, container_dir, partial(self._mount, record.chain_ids, container_dir, userns),
+                                 self.release)
         log.info("rootfs mounted", extra={"image": record.image_id, "path": str(target), "layers": len(record.chain_ids)})
         return target
 
@@ -163,12 +161,8 @@ class Rootfs:
         through userns as prepare() does."""
         if os.path.ismount(target):
             return
-        await self.store.lease_layers(target, record)
-        try:
-            await asyncio.to_thread(self._mount_readonly, record.chain_ids, target, userns)
-        except BaseException:
-            await self.release_image(target)
-            raise
+        await self._leased_mount(record, target, partial(self._mount_readonly, record.chain_ids, target, userns),
+                                 self.release_image)
         log.info("image mounted read-only", extra={"image": record.image_id, "path": str(target)})
 
     def _mount_readonly(self, chains: list[str], target: Path, userns: tuple[str, IdMappings] | None) -> None:
@@ -186,6 +180,17 @@ class Rootfs:
 
         await asyncio.to_thread(cleanup)
         await self._unlease(target)
+
+    async def _leased_mount(self, record: ImageRecord, leased_dir: Path, mount: Callable[[], None],
+                            release: Callable[[Path], Awaitable[None]]) -> None:
+        """Leases the image's layers under leased_dir, then mounts (in a thread); when the mount
+        fails or is cancelled, release undoes both."""
+        await self.store.lease_layers(leased_dir, record)
+        try:
+            await asyncio.to_thread(mount)
+        except BaseException:
+            await release(leased_dir)
+            raise
 
     async def _unlease(self, leased_dir: Path) -> None:
         chains = self.store.unlease(leased_dir)

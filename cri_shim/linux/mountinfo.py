@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Mount:
-    """One line of mountinfo: the root inside the filesystem, where it is mounted, its type and options."""
+    """One line of mountinfo: the root inside the filesystem, where it is mounted, its type and
+    options, and its optional fields (propagation: "shared:1", "master:2", ...)."""
 
     root: str
     mount_point: str
     fstype: str
     super_options: tuple[str, ...]
+    optional: tuple[str, ...] = ()
 
 
 def _unescape(text: str) -> str:
@@ -34,6 +36,7 @@ def parse(text: str) -> list[Mount]:
                 mount_point=_unescape(fields[4]),
                 fstype=fields[sep + 1],
                 super_options=tuple(fields[sep + 3].split(",")) if len(fields) > sep + 3 else (),
+                optional=tuple(fields[6:sep]),
             )
         )
     return mounts

@@ -27,6 +27,42 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def namespace_path(pid: int | str, kind: str) -> str:
+    """The path naming a process's namespace of a kind (net, pid, ...; pid "thread-self" for the
+    calling thread's)."""
+    return f"/proc/{pid}/ns/{kind}"
+
+
+def write_id_map(pid: int, name: str, text: bytes) -> None:
+    """Writes the uid_map or gid_map (name) of the user namespace pid is in; the kernel takes it once."""
+    with open(f"/proc/{pid}/{name}", "wb") as f:
+        f.write(text)
+
+
+def status_mask(name: str, pid: int | str = "self") -> int:
+    """A hexadecimal mask of /proc/<pid>/status (CapEff, CapBnd, ...); 0 when it has none."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def oom_score_adj(pid: int | str = "self") -> int | None:
+    """The process's oom_score_adj, None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/oom_score_adj") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def cwd_identity(pid: int) -> tuple[int, int]:
+    """(device, inode) of the process's working directory; OSError when the process is gone."""
+    st = os.stat(f"/proc/{pid}/cwd")
+    return st.st_dev, st.st_ino
+
+
 def _each(name: str) -> Iterator[tuple[int, bytes]]:
     """(pid, contents of /proc/<pid>/<name>) for every process that still exists when read."""
     for entry in os.listdir("/proc"):

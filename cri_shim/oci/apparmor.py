@@ -17,12 +17,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-from pathlib import Path
 
 from cri_shim.errors import Internal
+from cri_shim.linux import kernel
 
 DEFAULT_PROFILE = "cri-shim-default"
-PROFILES = Path("/sys/kernel/security/apparmor/profiles")
 PARSER_TIMEOUT = 120.0
 
 _load_lock = threading.Lock()
@@ -67,20 +66,11 @@ profile {name} flags=(attach_disconnected,mediate_deleted) {{
 """
 
 
-def loaded_profiles() -> set[str]:
-    """Names of the profiles the kernel has loaded."""
-    try:
-        text = PROFILES.read_text()
-    except OSError:
-        return set()
-    return {line.rsplit(" (", 1)[0] for line in text.splitlines() if line}
-
-
 def ensure_default_loaded(parser: str = "apparmor_parser") -> None:
     """Loads cri-shim-default unless the kernel has it; Internal with the parser's words when it
     cannot be loaded (no parser, a kernel refusing it)."""
     with _load_lock:
-        if DEFAULT_PROFILE in loaded_profiles():
+        if DEFAULT_PROFILE in kernel.apparmor_profiles():
             return
         binary = shutil.which(parser)
         if binary is None:

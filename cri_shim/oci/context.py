@@ -8,15 +8,12 @@ data so the builder stays a pure function that unit tests drive with any combina
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from cri_shim.cgroups import container_cgroups_path
+from cri_shim.cgroups import container_cgroups_path, hierarchy
 from cri_shim.idmappings import IdMappings
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from cri_shim.linux import kernel, proc
 
 
 @dataclass(frozen=True)
@@ -55,16 +52,7 @@ class SandboxInfo:
 
     def cgroups_path(self, container_id: str) -> str:
         """runc's linux.cgroupsPath for a container of this pod."""
-        if self.systemd_cgroup:
-            return container_cgroups_path("systemd", self.cgroup_parent or "system.slice", container_id)
-        return container_cgroups_path("cgroupfs", self.cgroup_parent or "/", container_id)
-
-
-def _last_cap() -> int:
-    try:
-        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    except (OSError, ValueError):
-        return 40
+        return container_cgroups_path("systemd" if self.systemd_cgroup else "cgroupfs", self.cgroup_parent, container_id)
 
 
 @dataclass(frozen=True)
@@ -82,24 +70,15 @@ class HostInfo:
 
     @classmethod
     def detect(cls) -> HostInfo:
-        """Reads the facts from /proc and /sys of the running host."""
-        v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
-        if v2:
-            swap = (CGROUP_ROOT / "memory.swap.max").exists() or any(CGROUP_ROOT.glob("*/memory.swap.max"))
-        else:
-            swap = (CGROUP_ROOT / "memory/memory.memsw.limit_in_bytes").exists()
-        apparmor = Path("/sys/module/apparmor/parameters/enabled")
-        try:
-            apparmor_on = apparmor.read_text().strip() == "Y"
-        except OSError:
-            apparmor_on = False
+        """Reads the facts of the running host (through cri_shim.linux and cri_shim.cgroups)."""
+        v2 = hierarchy.is_v2()
         return cls(
             cgroup_v2=v2,
-            swap_accounting=swap,
+            swap_accounting=hierarchy.swap_accounting(v2),
             oom_score_adj_min=own_oom_score_adj(),
-            last_cap=_last_cap(),
+            last_cap=kernel.last_cap(),
             bounding_caps=own_bounding_caps(),
-            apparmor_enabled=apparmor_on,
+            apparmor_enabled=kernel.apparmor_enabled(),
             arch=platform.machine(),
         )
 
@@ -108,24 +87,15 @@ def own_oom_score_adj() -> int:
     """This process's oom_score_adj: without CAP_SYS_RESOURCE no child may go below it."""
     if _has_cap_sys_resource():
         return -1000
-    try:
-        return int(Path("/proc/self/oom_score_adj").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
-def _status_mask(field: str) -> int:
-    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1], 16)
-    return 0
+    own = proc.oom_score_adj()
+    return 0 if own is None else own
 
 
 def _has_cap_sys_resource() -> bool:
-    return bool(_status_mask("CapEff") >> 24 & 1)
+    return bool(proc.status_mask("CapEff") >> 24 & 1)
 
 
 def own_bounding_caps() -> tuple[int, ...]:
     """Numbers of the capabilities in this process's bounding set."""
-    mask = _status_mask("CapBnd")
+    mask = proc.status_mask("CapBnd")
     return tuple(n for n in range(64) if mask >> n & 1)

@@ -26,6 +26,7 @@ from cri_shim.errors import FailedPrecondition, InvalidArgument
 from cri_shim.oci import rootpath
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.idmappings import IdMappings
+from cri_shim.linux import mountinfo
 
 Mount = dict[str, Any]
 
@@ -52,24 +53,14 @@ def default_mounts(privileged: bool, cgroup_v2: bool) -> list[Mount]:
     ]
 
 
-def _mountinfo() -> list[tuple[str, list[str]]]:
-    """(mount point, optional fields) of this process's mounts."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        sep = fields.index("-")
-        point = fields[4].encode().decode("unicode_escape")
-        out.append((point, fields[6:sep]))
-    return out
-
-
 def host_propagation(path: str) -> set[str]:
     """The propagation kinds ("shared", "master") of the host mount that holds path."""
-    best, best_fields = "", []
-    for point, optional in _mountinfo():
+    best, best_fields = "", ()
+    for m in mountinfo.read():
+        point = m.mount_point
         inside = path == point or path.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
-            best, best_fields = point, optional
+            best, best_fields = point, m.optional
     return {f.split(":")[0] for f in best_fields}
 
 

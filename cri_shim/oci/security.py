@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cri_shim.api import api_pb2
 from cri_shim.errors import InvalidArgument
+from cri_shim.linux import kernel
 from cri_shim.oci import apparmor as apparmor_profiles
 from cri_shim.sandbox import sysctl
 
@@ -59,7 +60,7 @@ def apparmor(sc: api_pb2.LinuxContainerSecurityContext, host_enabled: bool) -> s
     name = name.removeprefix("localhost/")
     if not name:
         raise InvalidArgument("apparmor localhost profile needs a profile name")
-    if name not in apparmor_profiles.loaded_profiles():
+    if name not in kernel.apparmor_profiles():
         raise InvalidArgument(f"apparmor profile {name!r} is not loaded")
     return name
 

@@ -235,11 +235,11 @@ class ConmonMonitor:
         directory, clear a <log_name>.tmp someone else put there (conmon would open it, following
         a symlink), then wait until the rename has happened."""
         try:
-            cwd = os.stat(f"/proc/{monitor_pid}/cwd")
+            cwd = procfs.cwd_identity(monitor_pid)
         except OSError:
             raise FailedPrecondition("the container's monitor is not running") from None
         here = os.fstat(log_dir)
-        if (cwd.st_dev, cwd.st_ino) != (here.st_dev, here.st_ino):
+        if cwd != (here.st_dev, here.st_ino):
             raise FailedPrecondition("the container's log directory was replaced after the container was created")
         try:
             os.unlink(f"{log_name}.tmp", dir_fd=log_dir)
@@ -280,6 +280,9 @@ class ConmonMonitor:
             return None
         started = procfs.start_time(pid) if pid > 0 else None
         return None if started is None else (pid, started)
+
+    def sweep_exits(self, known: set[str]) -> None:
+        self.exits.sweep(known)
 
     def oom_killed(self, bundle: Path) -> bool:
         return (bundle / "oom").exists()

@@ -110,6 +110,10 @@ class Monitor(Protocol):
         interrupted before its record held them; None when there is none."""
         ...
 
+    def sweep_exits(self, known: set[str]) -> None:
+        """Removes the exit files of containers not in known (left by removals a crash cut short)."""
+        ...
+
     def oom_killed(self, bundle: Path) -> bool:
         """Whether the monitor saw the container's cgroup run out of memory."""
         ...

@@ -51,7 +51,7 @@ async def recover(rt: ContainerRuntime) -> None:
             for runc in rt.runtimes.values():
                 await runc.delete(bundle.name)
             rt.drop_files(bundle.name, bundle)
-    rt.monitor.exits.sweep(known)
+    rt.monitor.sweep_exits(known)
 
 
 async def _adopt_started(rt: ContainerRuntime, record: ContainerRecord) -> None:

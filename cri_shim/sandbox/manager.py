@@ -114,10 +114,6 @@ class SandboxManager:
         """The pod's hostname: the one it asked for, else the node's (as RunPodSandbox set it)."""
         return sb.config.hostname or socket.gethostname()
 
-    def cgroups_path(self, sb: Sandbox, container_id: str) -> str:
-        """The runc cgroupsPath for a container of this sandbox (driver-specific form)."""
-        return self.resources.cgroups_path(sb, container_id)
-
     # -- RunPodSandbox --------------------------------------------------------------------
 
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> str:
@@ -159,7 +155,7 @@ class SandboxManager:
         sb.pins = {kind: pin_path(self.cfg.run_dir, kind, sandbox_id) for kind in pod.own_namespaces}
         if pod.shm:
             sb.shm = str(res.volatile_dir(sandbox_id) / "shm")
-        res.plan_cgroups(sb, pod.pod_pid)
+        sb.infra_cgroup, sb.cgroup_dirs = res.plan_cgroups(sb, pod.pod_pid)
         started = time.perf_counter()
         async with self.store.lock(sandbox_id):
             self.store.save(sb)  # names every resource before the first is made
@@ -189,7 +185,7 @@ class SandboxManager:
         if sb.infra_cgroup is not None:
             steps.append(self._start_infra(sb))
         if not sb.host_network:
-            steps.append(res.attach_network(sb, pod))
+            steps.append(self._attach_network(sb, pod))
         await gather_all(steps)  # the infra container starts while CNI runs
         await res.write_hosts(sb, pod.hostname)
         if sb.infra is not None and not proc.is_alive(sb.infra.pid, sb.infra.start_time):
@@ -202,8 +198,11 @@ class SandboxManager:
         self.watch_infra(sb)
 
     async def _start_infra(self, sb: Sandbox) -> None:
-        await self.resources.start_infra(sb)
+        sb.infra = await self.resources.start_infra(sb)
         self.store.save(sb)
+
+    async def _attach_network(self, sb: Sandbox, pod: PodPlan) -> None:
+        sb.ips = await self.resources.attach_network(sb, pod)
 
     async def rollback(self, sb: Sandbox, cause: BaseException) -> None:
         log.warning("sandbox creation failed, rolling back", extra={"sandbox": sb.id, "error": str(cause)})

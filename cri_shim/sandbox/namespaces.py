@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cri_shim.errors import Internal
 from cri_shim.idmappings import IdMappings, Mapping
-from cri_shim.linux import syscalls, threads
+from cri_shim.linux import proc, syscalls, threads
 from cri_shim.sandbox.sysctl import Sysctl
 
 _FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
@@ -103,7 +103,7 @@ def _unshare_and_pin(pins: dict[str, str]) -> None:
     if flags:
         syscalls.unshare(flags)
     for kind, path in pins.items():
-        _pin(f"/proc/thread-self/ns/{kind}", path)
+        _pin(proc.namespace_path("thread-self", kind), path)
 
 
 def _map_text(mappings: tuple[Mapping, ...]) -> bytes:
@@ -112,10 +112,9 @@ def _map_text(mappings: tuple[Mapping, ...]) -> bytes:
 
 def _map_and_pin(pid: int, pins: dict[str, str], ids: IdMappings) -> None:
     for name, mappings in (("uid_map", ids.uids), ("gid_map", ids.gids)):
-        with open(f"/proc/{pid}/{name}", "wb") as f:
-            f.write(_map_text(mappings))
+        proc.write_id_map(pid, name, _map_text(mappings))
     for kind, path in pins.items():
-        _pin(f"/proc/{pid}/ns/{kind}", path)
+        _pin(proc.namespace_path(pid, kind), path)
 
 
 async def _make_with_userns(pins: dict[str, str], ids: IdMappings) -> None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from cri_shim import idmappings
 from cri_shim.api import api_pb2 as api
+from cri_shim.cgroups import container_cgroups_path
+from cri_shim.cgroups.paths import parent_path
+from cri_shim.linux import proc
 from cri_shim.store.codec import JsonRecord
 
 CREATING = "creating"
@@ -77,13 +80,21 @@ class Sandbox(JsonRecord):
         """The uid and gid mappings of the pod's user namespace; None when it uses the host's."""
         return idmappings.of_config(self.config)
 
+    def cgroups_path(self, container_id: str) -> str:
+        """The runc cgroupsPath of a container (or the infra process) of the sandbox."""
+        return container_cgroups_path(self.cgroup_driver, self.cgroup_parent, container_id)
+
+    def pod_cgroup(self) -> str:
+        """Where the pod's cgroup (its parent's) lives below a hierarchy's root."""
+        return parent_path(self.cgroup_driver, self.cgroup_parent)
+
     def namespace_path(self, kind: str) -> str | None:
         """The pinned user, net, ipc or uts namespace containers join; None means the host's."""
         return self.pins.get(kind)
 
     def pid_namespace_path(self) -> str | None:
         """The pod PID namespace (/proc/<infra pid>/ns/pid) when the pod has one, else None."""
-        return f"/proc/{self.infra.pid}/ns/pid" if self.infra else None
+        return proc.namespace_path(self.infra.pid, "pid") if self.infra else None
 
 
 def reservation_name(meta: api.PodSandboxMetadata) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cri_shim.linux import mountinfo, proc
-from cri_shim.network.cni import result_ips
 from cri_shim.sandbox import files, namespaces
 from cri_shim.sandbox.record import CREATING, NAMESPACE_KINDS, NOTREADY, READY, Sandbox
 
@@ -49,7 +48,7 @@ async def recover(mgr: SandboxManager) -> None:
             await mgr.rollback(sb, RuntimeError("interrupted by a restart"))
             continue
         if not sb.ips and not sb.host_network and sb.phase == READY:
-            sb.ips = result_ips(mgr.resources.network_result(sb.id))
+            sb.ips = mgr.resources.cached_ips(sb.id)
         if sb.phase == READY and not _intact(sb, nsfs):
             log.warning("sandbox not ready after restart: namespaces or infra process gone", extra={"sandbox": sb.id})
             sb.phase = NOTREADY
@@ -84,7 +83,7 @@ async def _sweep(mgr: SandboxManager) -> None:
 
     # Orphans are named by their directories and pins; their infra processes go first.
     bases = [cfg.run_dir / "sandboxes", cfg.state_dir / "sandboxes", *(cfg.run_dir / "ns" / k for k in NAMESPACE_KINDS)]
-    orphans = ({e.name for base in bases if base.is_dir() for e in base.iterdir()} | set(mgr.resources.infra.known())) - known
+    orphans = ({e.name for base in bases if base.is_dir() for e in base.iterdir()} | mgr.resources.infra_ids()) - known
     for sandbox_id in sorted(orphans):
         await mgr.resources.release_orphan_infra(sandbox_id)
     # DEL before unpinning: the bridge plugin finds the pod's addresses (and so its masquerade

@@ -1,9 +1,10 @@
 """Making and releasing the resources of one sandbox, each step idempotent on release.
 
-The manager decides the order and persists the record; this module does the system work:
-files, /dev/shm, the infra cgroup, namespaces, the infra container, the CNI attachment. Every
-release step succeeds when its resource is already gone, so a rollback, a retried Stop or
-Remove, and start-up recovery all run the same code.
+The manager decides the order and owns the record: it writes what these steps return (the
+cgroups to make and prune, the infra process, the pod's IPs) and persists it. This module does
+the system work: files, /dev/shm, the infra cgroup, namespaces, the infra container, the CNI
+attachment. Every release step succeeds when its resource is already gone, so a rollback, a
+retried Stop or Remove, and start-up recovery all run the same code.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cri_shim.cgroups import container_cgroups_path, hierarchy, normalize_parent, relative_path
+from cri_shim.cgroups import hierarchy, normalize_parent, relative_path
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.cgroups.paths import parent_path
 from cri_shim.config import Config
 from cri_shim.linux import proc
+from cri_shim.network.cni import result_ips
 from cri_shim.network.pod import PodNetwork, PodRef
 from cri_shim.sandbox import files, infra, namespaces
-from cri_shim.sandbox.record import CREATING, Sandbox
+from cri_shim.sandbox.record import CREATING, Infra, Sandbox
 from cri_shim.sandbox.validate import PodPlan
 
 log = logging.getLogger("cri_shim.sandbox")
@@ -55,12 +57,9 @@ class Resources:
         """The bundle of the sandbox's infra container (when its pod has a PID namespace of its own)."""
         return self.volatile_dir(sandbox_id) / "infra"
 
-    def cgroups_path(self, sb: Sandbox, container_id: str) -> str:
-        """The runc cgroupsPath of a container (or the infra process) of the sandbox."""
-        return container_cgroups_path(sb.cgroup_driver, sb.cgroup_parent, container_id)
-
-    def plan_cgroups(self, sb: Sandbox, pod_pid: bool) -> None:
-        """Names, in the record, the infra cgroup and every cgroup directory to prune on removal.
+    def plan_cgroups(self, sb: Sandbox, pod_pid: bool) -> tuple[str | None, list[str]]:
+        """The infra cgroup (None without a pod PID namespace) and every cgroup directory to prune
+        on removal, for the record.
 
         With the systemd driver there is none to prune: systemd owns its tree. runc's systemd
         driver has it make the infra process's scope, systemd removes a scope once it is empty,
@@ -68,18 +67,16 @@ class Resources:
         """
         h = self.hierarchies
         dirs: list[str] = []
-        if pod_pid:
-            sb.infra_cgroup = self.cgroups_path(sb, sb.id)
+        infra_cgroup = sb.cgroups_path(sb.id) if pod_pid else None
         if sb.cgroup_driver == "systemd":
-            sb.cgroup_dirs = []
-            return
-        if sb.infra_cgroup is not None:
-            leaf = relative_path(sb.cgroup_driver, sb.infra_cgroup)
+            return infra_cgroup, []
+        if infra_cgroup is not None:
+            leaf = relative_path(sb.cgroup_driver, infra_cgroup)
             dirs += hierarchy.missing_dirs(h, leaf) + h.dirs(leaf)
         if not sb.config.linux.cgroup_parent:
             # The runtime's own default parent holds no one else's cgroups: prune it when empty.
-            dirs += h.dirs(parent_path(sb.cgroup_driver, sb.cgroup_parent))
-        sb.cgroup_dirs = sorted(set(dirs))
+            dirs += h.dirs(sb.pod_cgroup())
+        return infra_cgroup, sorted(set(dirs))
 
     # -- making ---------------------------------------------------------------------------
 
@@ -106,15 +103,16 @@ class Resources:
         await namespaces.make(namespaces.NamespaceSpec(pins=dict(sb.pins), hostname=plan.hostname, sysctls=plan.sysctls,
                                                        ids=sb.id_mappings))
 
-    async def start_infra(self, sb: Sandbox) -> None:
-        """Runs the infra container in the pinned namespaces and its cgroup (recorded in sb.infra)."""
+    async def start_infra(self, sb: Sandbox) -> Infra:
+        """Runs the infra container in the pinned namespaces and its cgroup; returns its process."""
         with self.migrations.held():  # runc moves the infra process into its cgroups
-            sb.infra = await self.infra.start(sb, self.infra_bundle(sb.id))
+            return await self.infra.start(sb, self.infra_bundle(sb.id))
 
-    async def attach_network(self, sb: Sandbox, plan: PodPlan) -> None:
+    async def attach_network(self, sb: Sandbox, plan: PodPlan) -> list[str]:
+        """Attaches the pod's network namespace through CNI; returns the pod's IPs."""
         meta = sb.metadata
         pod = PodRef(name=meta.name, namespace=meta.namespace, uid=meta.uid)
-        sb.ips = await self.network.attach(sb.id, sb.pins["net"], pod, list(plan.ports))
+        return await self.network.attach(sb.id, sb.pins["net"], pod, list(plan.ports))
 
     async def write_hosts(self, sb: Sandbox, hostname: str) -> None:
         await asyncio.to_thread(files.write_hosts, Path(sb.files_dir), hostname, sb.ips, sb.host_network)
@@ -157,6 +155,14 @@ class Resources:
         """The CNI result the pod's attachment cached, or None."""
         return self.network.cached_result(sandbox_id)
 
+    def cached_ips(self, sandbox_id: str) -> list[str]:
+        """The pod's IPs as its cached CNI result names them; none without one."""
+        return result_ips(self.network_result(sandbox_id))
+
+    def infra_ids(self) -> set[str]:
+        """Sandbox ids some runtime handler still holds infra container state for."""
+        return set(self.infra.known())
+
     async def detach_unknown_networks(self, known: set[str]) -> None:
         """Detaches cached attachments no sandbox in known owns."""
         await self.network.sweep(known)
@@ -182,9 +188,4 @@ class Resources:
 
 def _cgroup_of(pid: int, sandbox_id: str) -> str | None:
     """The cgroup (below the hierarchy roots) a process of the sandbox sits in, by its name."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            paths = [line.rstrip("\n").split(":", 2)[2] for line in f]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return next((p for p in paths if sandbox_id in p.rsplit("/", 1)[-1]), None)
+    return next((p for p in hierarchy.paths_of(pid) if sandbox_id in p.rsplit("/", 1)[-1]), None)

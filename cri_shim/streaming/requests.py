@@ -16,23 +16,25 @@ EXEC, ATTACH, PORTFORWARD = "exec", "attach", "portforward"
 KINDS = (EXEC, ATTACH, PORTFORWARD)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Streams:
+    """The container stdio streams an Exec or Attach asks for (tty: one terminal, no stderr)."""
+
+    tty: bool = False
+    stdin: bool = False
+    stdout: bool = False
+    stderr: bool = False
+
+
 @dataclass(frozen=True)
-class ExecRequest:
+class ExecRequest(Streams):
     container_id: str
     cmd: tuple[str, ...]
-    tty: bool = False
-    stdin: bool = False
-    stdout: bool = False
-    stderr: bool = False
 
 
 @dataclass(frozen=True)
-class AttachRequest:
+class AttachRequest(Streams):
     container_id: str
-    tty: bool = False
-    stdin: bool = False
-    stdout: bool = False
-    stderr: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,26 +47,27 @@ class PortForwardRequest:
 StreamRequest = ExecRequest | AttachRequest | PortForwardRequest
 
 
-def _check_streams(msg: Any) -> None:
+def _streams(msg: Any) -> dict[str, bool]:
+    """The streams an Exec or Attach message asks for, validated."""
     if not msg.container_id:
         raise InvalidArgument("missing required container_id")
     if msg.tty and msg.stderr:
         raise InvalidArgument("tty and stderr cannot both be true")
     if not (msg.stdin or msg.stdout or msg.stderr):
         raise InvalidArgument("one of stdin, stdout, or stderr must be set")
+    return {"tty": msg.tty, "stdin": msg.stdin, "stdout": msg.stdout, "stderr": msg.stderr}
 
 
 def from_cri(kind: str, msg: Any) -> StreamRequest:
     """Validates a runtime.v1 ExecRequest, AttachRequest or PortForwardRequest (or anything
     with the same fields) and returns its frozen form; InvalidArgument when it is unusable."""
     if kind == EXEC:
-        _check_streams(msg)
+        streams = _streams(msg)
         if not msg.cmd:
             raise InvalidArgument("cmd must not be empty")
-        return ExecRequest(msg.container_id, tuple(msg.cmd), msg.tty, msg.stdin, msg.stdout, msg.stderr)
+        return ExecRequest(msg.container_id, tuple(msg.cmd), **streams)
     if kind == ATTACH:
-        _check_streams(msg)
-        return AttachRequest(msg.container_id, msg.tty, msg.stdin, msg.stdout, msg.stderr)
+        return AttachRequest(msg.container_id, **_streams(msg))
     if kind == PORTFORWARD:
         if not msg.pod_sandbox_id:
             raise InvalidArgument("missing required pod_sandbox_id")

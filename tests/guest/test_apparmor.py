@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from cri_shim.linux import kernel
 from cri_shim.oci import apparmor
 from tests.support.client import api
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
@@ -67,7 +68,7 @@ def test_the_default_profile_is_loaded_and_applied(pulled: Pulled) -> None:
     runtime_default = api.SecurityProfile(profile_type=api.SecurityProfile.RuntimeDefault)
     for name, profile in (("unset", None), ("runtime-default", runtime_default)):
         sid, cid = run_with(pulled, name, profile)
-        assert apparmor.DEFAULT_PROFILE in apparmor.loaded_profiles()
+        assert apparmor.DEFAULT_PROFILE in kernel.apparmor_profiles()
         assert confinement(verbose_info(pulled.cri, cid)["pid"]) == f"{apparmor.DEFAULT_PROFILE} (enforce)"
         # Its processes stay under it: an exec too.
         out = exec_sync(pulled.cri, cid, "cat", "/proc/self/attr/current")

@@ -59,7 +59,7 @@ def test_stop_and_remove_call_the_container_manager_before_releasing() -> None:
         sid = await manager.run(config, "")
         sb = manager.get(sid)
         assert sb.pid_namespace_path() == f"/proc/{sb.infra.pid}/ns/pid"
-        assert manager.cgroups_path(sb, "ctr1") == f"/{base.name}/ctr1"
+        assert sb.cgroups_path("ctr1") == f"/{base.name}/ctr1"
         await manager.stop(sid)
         await manager.remove(sid)
         await manager.close()

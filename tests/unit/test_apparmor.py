@@ -12,6 +12,7 @@ import pytest
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import Internal, InvalidArgument
+from cri_shim.linux import kernel as linux_kernel
 from cri_shim.oci import apparmor, security
 
 pytestmark = pytest.mark.unit
@@ -22,7 +23,7 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The kernel's list of loaded profiles, as a file holding one localhost profile."""
     profiles = tmp_path / "profiles"
     profiles.write_text("mine (enforce)\n")
-    monkeypatch.setattr(apparmor, "PROFILES", profiles)
+    monkeypatch.setattr(linux_kernel, "APPARMOR_PROFILES", profiles)
     return profiles
 
 

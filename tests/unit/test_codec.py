@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.image.layers import Layer, LayerStore
 from cri_shim.image.records import ImageRecord
 from cri_shim.network.cache import CacheEntry
 from cri_shim.network.cni import Attachment
@@ -45,8 +47,12 @@ ENTRY_ON_DISK = {
     "result": {"ips": []},
 }
 
+LAYER = Layer(chain_id="sha256:" + "a" * 64, diff_id="sha256:" + "b" * 64, parent="sha256:" + "c" * 64, bytes=1234, inodes=56)
+LAYER_ON_DISK = {"chain_id": "sha256:" + "a" * 64, "diff_id": "sha256:" + "b" * 64, "parent": "sha256:" + "c" * 64,
+                 "bytes": 1234, "inodes": 56}
 
-@pytest.mark.parametrize(("record", "on_disk"), [(SANDBOX, SANDBOX_ON_DISK), (ENTRY, ENTRY_ON_DISK)])
+
+@pytest.mark.parametrize(("record", "on_disk"), [(SANDBOX, SANDBOX_ON_DISK), (ENTRY, ENTRY_ON_DISK), (LAYER, LAYER_ON_DISK)])
 def test_the_on_disk_form_is_kept(record: JsonRecord, on_disk: dict) -> None:
     assert record.to_dict() == on_disk
     # Through JSON, as the store writes it: tuples come back as lists and are read as tuples.
@@ -94,3 +100,11 @@ def test_containers_of_records() -> None:
     data = json.loads(json.dumps(value.to_dict()))
     assert data["other"] == 7 and data["by_name"] == {"k": {"pid": 1, "startTime": 2}}
     assert _Nested.from_dict(data) == value
+
+
+def test_a_layer_record_on_disk_loads(tmp_path: Path) -> None:
+    (tmp_path / ("a" * 64) / "diff").mkdir(parents=True)
+    (tmp_path / ("a" * 64) / "layer.json").write_text(json.dumps(LAYER_ON_DISK, sort_keys=True, separators=(",", ":")))
+    store = LayerStore(tmp_path)
+    assert store.reload() == []
+    assert store.layers == {LAYER.chain_id: LAYER}

@@ -30,7 +30,7 @@ def setup(tmp_path: Path, driver: str, parent: str) -> tuple[Resources, Sandbox]
 
 def test_cgroupfs_makes_and_prunes_the_infra_cgroup_and_its_default_parent(tmp_path: Path) -> None:
     res, sb = setup(tmp_path, "cgroupfs", "/cri-shim")
-    res.plan_cgroups(sb, pod_pid=True)
+    sb.infra_cgroup, sb.cgroup_dirs = res.plan_cgroups(sb, pod_pid=True)
     root = tmp_path / "cgroup"
     assert sb.infra_cgroup == "/cri-shim/s1"
     assert sb.cgroup_dirs == [str(root / "cri-shim"), str(root / "cri-shim/s1")]
@@ -40,8 +40,9 @@ def test_cgroupfs_makes_and_prunes_the_infra_cgroup_and_its_default_parent(tmp_p
 
 def test_systemd_leaves_scopes_and_slices_to_systemd(tmp_path: Path) -> None:
     res, sb = setup(tmp_path, "systemd", "cri-shim.slice")
-    res.plan_cgroups(sb, pod_pid=True)
+    sb.infra_cgroup, sb.cgroup_dirs = res.plan_cgroups(sb, pod_pid=True)
     assert sb.infra_cgroup == "cri-shim.slice:cri-shim:s1"  # runc asks systemd for cri-shim-s1.scope
     assert sb.cgroup_dirs == []
+    assert sb.pod_cgroup() == "/cri.slice/cri-shim.slice"  # where stats read the pod's counters
     asyncio.run(res.make_infra_cgroup(sb))
     assert not (tmp_path / "cgroup").exists()
