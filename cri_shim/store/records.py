@@ -8,7 +8,7 @@ Sandboxes and containers (and images) each live in one RecordStore. The rules it
 - ids may be given as unique prefixes, as crictl users type them;
 - each id has an asyncio lock, so operations on one object are serialised without a global lock;
 - write() and erase() are save() and delete() with the disk work (two fsyncs) on a worker
-  thread, for callers that hold the record's lock: the event loop serves other requests while
+  thread, for callers no other write of the record can overlap: the event loop serves other requests while
   the disk syncs, where save() would stop it (under ten pods at a time, record writes held it
   for a quarter of its time).
 """
@@ -90,10 +90,11 @@ class RecordStore(Generic[R]):
         self._keep(record)
 
     async def write(self, record: R) -> None:
-        """save() with the disk work on a worker thread. The caller holds the record's lock, so no
-        other write of the same file runs meanwhile, and for a new record owns its name (as the
-        one creation attempt for that name does). The record is encoded before the thread starts:
-        the caller's other steps may change it while the disk syncs."""
+        """save() with the disk work on a worker thread. The caller makes sure that no other write
+        of the record runs meanwhile (it holds the record's lock, or the record is one that only
+        its unfinished creation writes) and, for a new record, owns its name (as the one creation
+        attempt for that name does). The record is encoded before the thread starts: the caller's
+        other steps may change it while the disk syncs."""
         self._check_name(record)
         await asyncio.to_thread(atomic.write_bytes, self._path(record.id), atomic.encode_json(self._document(record)))
         self._keep(record)
