@@ -15,18 +15,10 @@ import pytest
 from tests.support.client import Cri, api
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status as pod_status
 from tests.support.registry import Registry
-from tests.support.workloads import (
-    FOREVER,
-    Pulled,
-    container_config,
-    create,
-    logged_pod,
-    pulled_daemon,
-    pulling_from,
-    start,
-    status,
-    stop,
-)
+from tests.support import workloads
+from tests.support.workloads import FOREVER, Pulled, pulled_daemon
+
+_ = pulled_daemon  # the `pulled` fixture
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +28,7 @@ ROUNDS = 2  # pods per client, one after another
 
 @pytest.fixture
 def daemon_overrides(registry: Registry) -> dict[str, Any]:
-    return pulling_from(registry)
+    return workloads.pulling_from(registry)
 
 
 def test_ten_clients_start_pods_at_once_and_nothing_is_left(pulled: Pulled) -> None:
@@ -46,17 +38,18 @@ def test_ten_clients_start_pods_at_once_and_nothing_is_left(pulled: Pulled) -> N
     def start_pods(n: int) -> list[tuple[str, str]]:
         cri, made = clients[n], []
         for i in range(ROUNDS):
-            pod = logged_pod(d, f"conc-{n}-{i}")
+            pod = workloads.logged_pod(d, f"conc-{n}-{i}")
             sandbox_id = run_pod(cri, pod)
-            container_id = create(cri, sandbox_id, pod, container_config("app", "sh", "-c", FOREVER, image=pulled.image))
-            start(cri, container_id)
+            config = workloads.container_config("app", "sh", "-c", FOREVER, image=pulled.image)
+            container_id = workloads.create(cri, sandbox_id, pod, config)
+            workloads.start(cri, container_id)
             made.append((sandbox_id, container_id))
         return made
 
     def tear_down(made: list[tuple[str, str]], n: int) -> None:
         cri = clients[n]
         for sandbox_id, container_id in made:
-            stop(cri, container_id)
+            workloads.stop(cri, container_id)
             cri.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=container_id))
             remove_pod(cri, sandbox_id)
 
@@ -69,7 +62,7 @@ def test_ten_clients_start_pods_at_once_and_nothing_is_left(pulled: Pulled) -> N
             for sandbox_id, container_id in pods:
                 sandbox, info = pod_status(pulled.cri, sandbox_id)
                 assert sandbox.state == api.SANDBOX_READY
-                assert status(pulled.cri, container_id).state == api.CONTAINER_RUNNING
+                assert workloads.status(pulled.cri, container_id).state == api.CONTAINER_RUNNING
                 ips.add(sandbox.network.ip)
                 assert info["id"] == sandbox_id and sandbox.metadata.name.startswith("conc-")
             assert len(ips) == CLIENTS * ROUNDS and "" not in ips  # one address each
@@ -88,13 +81,13 @@ def test_concurrent_creates_of_one_container_make_one(pulled: Pulled) -> None:
     container per pod (kubelet retries a create it timed out on); removing them leaves nothing."""
     d = pulled.daemon
     clients = [Cri(d.endpoint) for _ in range(5)]
-    pods = [logged_pod(d, f"dupc-{i}") for i in range(4)]
+    pods = [workloads.logged_pod(d, f"dupc-{i}") for i in range(4)]
     try:
         sandbox_ids = [run_pod(pulled.cri, pod) for pod in pods]
-        config = container_config("app", "sh", "-c", FOREVER, image=pulled.image)
+        config = workloads.container_config("app", "sh", "-c", FOREVER, image=pulled.image)
         calls = [(c, p) for c in range(len(clients)) for p in range(len(pods))]
         with ThreadPoolExecutor(len(calls)) as pool:
-            ids = list(pool.map(lambda a: create(clients[a[0]], sandbox_ids[a[1]], pods[a[1]], config), calls))
+            ids = list(pool.map(lambda a: workloads.create(clients[a[0]], sandbox_ids[a[1]], pods[a[1]], config), calls))
         by_pod = [{ids[i] for i, (_, p) in enumerate(calls) if p == pod} for pod in range(len(pods))]
         assert all(len(same) == 1 for same in by_pod), by_pod
         listed = pulled.cri.runtime.ListContainers(api.ListContainersRequest()).containers
