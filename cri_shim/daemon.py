@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from cri_shim import metrics, server
+from cri_shim import eventloop, metrics, server
 from cri_shim.cgroups import hierarchy
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.config import Config
@@ -121,6 +121,7 @@ def _lock_state_dir(cfg: Config) -> int:
 
 async def run(cfg: Config, path: str | Path | None = None) -> None:
     """Serves until SIGTERM or SIGINT; path is the configuration file SIGHUP reads again."""
+    eventloop.prepare(asyncio.get_running_loop())
     notifier = sdnotify.Notifier.from_environment()
     before, after = raise_open_files()
     if after != before:

@@ -193,7 +193,7 @@ class Rootfs:
             raise
 
     async def _unlease(self, leased_dir: Path) -> None:
-        chains = self.store.unlease(leased_dir)
+        chains = await self.store.unlease(leased_dir)
         if chains:
             # Layers of an image removed while they were mounted go now.
             await self.store.discard_unused(chains, [])

@@ -285,7 +285,13 @@ class ImageStore:
         return record
 
     async def discard_unused(self, chains: list[str], blobs: list[str]) -> None:
-        """Removes those of these layers and blobs that nothing uses (after a failed pull)."""
+        """Removes those of these layers and blobs that nothing uses (after a failed pull, or a
+        container's rootfs released). When all are still in use, as a removed container's layers
+        are while its image is kept, there is nothing to take the store's lock for: this process
+        alone removes images, and other processes only add what is in use."""
+        used_chains, used_blobs = self._in_use()
+        if used_chains.issuperset(chains) and used_blobs.issuperset(blobs):
+            return
         async with self._exclusive():
             trash = self._collect(chains, blobs)
         await asyncio.to_thread(_delete_dirs, trash)
@@ -318,13 +324,14 @@ class ImageStore:
             if self.records.get(record.id) is None or not all(self.layers.has(c) for c in record.chain_ids):
                 raise NotFound(f"image {record.image_id} was removed")
             key = self.lease_key(container_dir)
-            atomic.write_json(self.lease_dir / f"{key}.json", {"dir": str(container_dir), "chains": record.chain_ids})
+            lease = atomic.encode_json({"dir": str(container_dir), "chains": record.chain_ids})
+            await asyncio.to_thread(atomic.write_bytes, self.lease_dir / f"{key}.json", lease)
             self.leases[key] = list(record.chain_ids)
 
-    def unlease(self, container_dir: Path) -> list[str]:
-        """Drops a container's lease; returns the layers it held."""
+    async def unlease(self, container_dir: Path) -> list[str]:
+        """Drops a container's lease (the file removed on a worker thread); returns the layers it held."""
         key = self.lease_key(container_dir)
-        atomic.remove(self.lease_dir / f"{key}.json")
+        await asyncio.to_thread(atomic.remove, self.lease_dir / f"{key}.json")
         return self.leases.pop(key, [])
 
 

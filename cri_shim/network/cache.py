@@ -7,6 +7,7 @@ restart, and after the network configuration in conf_dir changed or went away.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ class AttachmentCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def save(self, sandbox_id: str, entry: CacheEntry) -> None:
-        atomic.write_json(self.directory / f"{sandbox_id}.json", entry.to_dict())
+    async def save(self, sandbox_id: str, entry: CacheEntry) -> None:
+        """Writes the entry durably, the disk work on a worker thread (the entry encoded before it
+        starts); the caller holds the sandbox's lock, so no other write of the file runs meanwhile."""
+        await asyncio.to_thread(atomic.write_bytes, self.directory / f"{sandbox_id}.json", atomic.encode_json(entry.to_dict()))
 
     def load(self, sandbox_id: str) -> CacheEntry | None:
         """The entry, or None when there is none (a torn file counts as none: ADD never finished)."""
@@ -43,8 +46,9 @@ class AttachmentCache:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def remove(self, sandbox_id: str) -> None:
-        atomic.remove(self.directory / f"{sandbox_id}.json")
+    async def remove(self, sandbox_id: str) -> None:
+        """Removes the entry durably, on a worker thread (the caller holds the sandbox's lock)."""
+        await asyncio.to_thread(atomic.remove, self.directory / f"{sandbox_id}.json")
 
     def ids(self) -> list[str]:
         """Sandbox ids with an entry on disk."""

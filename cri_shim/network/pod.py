@@ -104,7 +104,7 @@ class PodNetwork:
             capabilities["portMappings"] = [p.capability() for p in ports]
         att = Attachment(container_id=sandbox_id, netns=netns, ifname=POD_IFNAME, args=args, capabilities=capabilities)
         entry = CacheEntry(conflist=conf.conflist, source=conf.source, attachment=att)
-        self.cache.save(sandbox_id, entry)  # before ADD: a crash during ADD still knows what to DEL
+        await self.cache.save(sandbox_id, entry)  # before ADD: a crash during ADD still knows what to DEL
         try:
             entry.result = await self.exec.add(conf.conflist, att)
         except BaseException as exc:
@@ -114,7 +114,7 @@ class PodNetwork:
             except CniError as cleanup:
                 log.error("cni del after failed add failed", extra={"sandbox": sandbox_id, "error": str(cleanup)})
             raise
-        self.cache.save(sandbox_id, entry)
+        await self.cache.save(sandbox_id, entry)
         ips = result_ips(entry.result)
         log.info("pod network attached", extra={"sandbox": sandbox_id, "network": conf.name, "ips": ips})
         return ips
@@ -123,7 +123,7 @@ class PodNetwork:
         """CNI DEL with the cached configuration, then forgets it; nothing cached means nothing to do."""
         entry = self.cache.load(sandbox_id)
         if entry is None:
-            self.cache.remove(sandbox_id)
+            await self.cache.remove(sandbox_id)
             return
         result = entry.result
         if result is None:
@@ -131,7 +131,7 @@ class PodNetwork:
             # the pod's addresses to undo their rules, so they are read from its interface.
             result = await observed_result(entry.attachment, entry.conflist.get("cniVersion", "1.0.0"))
         await self.exec.delete(entry.conflist, entry.attachment, result)
-        self.cache.remove(sandbox_id)
+        await self.cache.remove(sandbox_id)
         log.info("pod network detached", extra={"sandbox": sandbox_id})
 
     async def check(self, sandbox_id: str) -> None:

@@ -153,7 +153,7 @@ class ContainerRuntime:
             stop_signal=built.stop_signal, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
             cgroups_path=built.spec["linux"]["cgroupsPath"], image_volumes=built.image_volumes,
         )
-        self.store.save(record)
+        await self.store.write(record)  # no other call writes a record whose create has not finished
         idmapped: dict[str, str] = {}
         try:
             bundle.mkdir(parents=True, mode=0o700)
@@ -182,7 +182,7 @@ class ContainerRuntime:
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
                                      monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time,
                                      idmapped=idmapped)
-        self.store.save(record)
+        await self.store.write(record)
         return self.refresh(record)
 
     async def discard(self, record: ContainerRecord) -> None:

@@ -313,7 +313,7 @@ class ContainerManager:
         container_dir = self.rootfs_root / container_id
         await self.image_volumes.release(container_dir)
         await self.rootfs.release(container_dir)
-        shutil.rmtree(container_dir, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, container_dir, True)
 
     def writable_layer(self, container_id: str) -> Path:
         """The directory holding the container's writable layer (for stats)."""

@@ -158,7 +158,7 @@ class SandboxManager:
         sb.infra_cgroup, sb.cgroup_dirs = res.plan_cgroups(sb, pod.pod_pid)
         started = time.perf_counter()
         async with self.store.lock(sandbox_id):
-            self.store.save(sb)  # names every resource before the first is made
+            await self.store.write(sb)  # names every resource before the first is made
             try:
                 await self._build(sb, pod)
             except BaseException as exc:
@@ -192,14 +192,14 @@ class SandboxManager:
             # Its PID namespace died with it: answering READY would hand kubelet a pod no container can join.
             raise Internal(f"the pod's infra process ({self.cfg.runtime.infra}) exited during sandbox setup")
         sb.phase = READY
-        self.store.save(sb)
+        await self.store.write(sb)
         self._publish(api.CONTAINER_CREATED_EVENT, sb)
         self._publish(api.CONTAINER_STARTED_EVENT, sb)
         self.watch_infra(sb)
 
     async def _start_infra(self, sb: Sandbox) -> None:
         sb.infra = await self.resources.start_infra(sb)
-        self.store.save(sb)
+        await self.store.write(sb)
 
     async def _attach_network(self, sb: Sandbox, pod: PodPlan) -> None:
         sb.ips = await self.resources.attach_network(sb, pod)
@@ -208,11 +208,11 @@ class SandboxManager:
         log.warning("sandbox creation failed, rolling back", extra={"sandbox": sb.id, "error": str(cause)})
         try:
             await self._release(sb)
-            self.store.delete(sb.id)
+            await self.store.erase(sb.id)
         except Exception:  # noqa: BLE001 - kept as notready and listed, so Remove can finish the job
             log.exception("rollback incomplete, sandbox kept as notready", extra={"sandbox": sb.id})
             sb.phase = NOTREADY
-            self.store.save(sb)
+            await self.store.write(sb)
 
     # -- StopPodSandbox / RemovePodSandbox ------------------------------------------------
 
@@ -242,19 +242,19 @@ class SandboxManager:
         if was_ready or sb.infra is not None:
             sb.phase = NOTREADY
             sb.infra = None  # its pid may be reused: no PID namespace path must point there
-            self.store.save(sb)
+            await self.store.write(sb)
         if was_ready:
             self._publish(api.CONTAINER_STOPPED_EVENT, sb)
         if await self._release_network(sb) and sb.ips:
             sb.ips = []  # released to IPAM: another pod may get them
-            self.store.save(sb)
+            await self.store.write(sb)
 
     async def _remove(self, sb: Sandbox) -> None:
         await self._stop(sb)
         if self.containers is not None:
             await self.containers.remove_sandbox_containers(sb.id)
         await self.resources.release_local(sb)
-        self.store.delete(sb.id)
+        await self.store.erase(sb.id)
         self._publish(api.CONTAINER_DELETED_EVENT, sb)
         log.info("sandbox removed", extra={"sandbox": sb.id})
 
@@ -288,7 +288,7 @@ class SandboxManager:
             sb = self.store.get(sandbox_id)
             if sb is not None and sb.phase == READY:
                 sb.phase = NOTREADY
-                self.store.save(sb)
+                await self.store.write(sb)
                 self._publish(api.CONTAINER_STOPPED_EVENT, sb)
                 log.warning("sandbox not ready: its infra process is gone", extra={"sandbox": sandbox_id})
 

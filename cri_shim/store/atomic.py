@@ -57,9 +57,14 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True
         fsync_dir(path.parent)
 
 
+def encode_json(obj: Any) -> bytes:
+    """obj as write_json stores it."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
 def write_json(path: Path, obj: Any, durable: bool = True) -> None:
     """Replaces path with obj as JSON atomically (and durably unless told not to, as write_bytes)."""
-    write_bytes(path, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode(), durable=durable)
+    write_bytes(path, encode_json(obj), durable=durable)
 
 
 def read_json(path: Path) -> Any:

@@ -6,7 +6,11 @@ Sandboxes and containers (and images) each live in one RecordStore. The rules it
 - lookups, lists and name reservations are served from memory only (kubelet relists every
   second; nothing here touches runc or a namespace);
 - ids may be given as unique prefixes, as crictl users type them;
-- each id has an asyncio lock, so operations on one object are serialised without a global lock.
+- each id has an asyncio lock, so operations on one object are serialised without a global lock;
+- write() and erase() are save() and delete() with the disk work (two fsyncs) on a worker
+  thread, for callers no other write of the record can overlap: the event loop serves other requests while
+  the disk syncs, where save() would stop it (under ten pods at a time, record writes held it
+  for a quarter of its time).
 """
 
 from __future__ import annotations
@@ -81,10 +85,30 @@ class RecordStore(Generic[R]):
 
     def save(self, record: R) -> None:
         """Persists record, then makes it the one in memory (and reserves its name)."""
+        self._check_name(record)
+        atomic.write_json(self._path(record.id), self._document(record))
+        self._keep(record)
+
+    async def write(self, record: R) -> None:
+        """save() with the disk work on a worker thread. The caller makes sure that no other write
+        of the record runs meanwhile (it holds the record's lock, or the record is one that only
+        its unfinished creation writes) and, for a new record, owns its name (as the one creation
+        attempt for that name does). The record is encoded before the thread starts: the caller's
+        other steps may change it while the disk syncs."""
+        self._check_name(record)
+        await asyncio.to_thread(atomic.write_bytes, self._path(record.id), atomic.encode_json(self._document(record)))
+        self._keep(record)
+
+    def _check_name(self, record: R) -> None:
         owner = self._names.get(record.name)
         if record.name and owner not in (None, record.id):
             raise AlreadyExists(f"{self.kind} name {record.name!r} is reserved by {owner}")
-        atomic.write_json(self._path(record.id), {"schema": SCHEMA_VERSION, "record": record.to_dict()})
+
+    @staticmethod
+    def _document(record: R) -> dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, "record": record.to_dict()}
+
+    def _keep(self, record: R) -> None:
         self._records[record.id] = record
         if record.name:
             self._names[record.name] = record.id
@@ -92,6 +116,14 @@ class RecordStore(Generic[R]):
     def delete(self, record_id: str) -> None:
         """Removes the record from disk, then from memory, releasing its name."""
         atomic.remove(self._path(record_id))
+        self._drop(record_id)
+
+    async def erase(self, record_id: str) -> None:
+        """delete() with the disk work on a worker thread; the caller holds the record's lock."""
+        await asyncio.to_thread(atomic.remove, self._path(record_id))
+        self._drop(record_id)
+
+    def _drop(self, record_id: str) -> None:
         record = self._records.pop(record_id, None)
         if record is not None and self._names.get(record.name) == record_id:
             del self._names[record.name]

@@ -3,6 +3,7 @@
 Run through scripts/bench (it installs containerd and enters the private namespaces):
     scripts/bench [--iterations N] [--parallel-pods N] [--concurrency N] [--containers N] [--pulls N]
                   [--network embedded|bridge] [--pid container|pod] [--handlers crun,runc] [--userns N]
+                  [--concurrency-only]
 
 A registry on 127.0.0.1 serves the images this builds: a one-layer busybox for the pods, a
 three-layer busybox for the pull figures, and a pause image for containerd's sandboxes (Debian's
@@ -15,13 +16,15 @@ stopped. Measured for each:
 - PullImage of the three-layer image absent (cold; RemoveImage before each) and present (warm);
 - pod start: RunPodSandbox + CreateContainer + StartContainer, the image cached, one at a time
   and with --concurrency in flight; the full cycle adds StopContainer, RemoveContainer,
-  StopPodSandbox, RemovePodSandbox; pods per second are full cycles at that concurrency;
+  StopPodSandbox, RemovePodSandbox; pods per second are full cycles at that concurrency, each
+  client starting its next pod as soon as it tore the last one down (so pod start at concurrency
+  is timed beside other pods' teardown, as on a busy node); with --concurrency-only, only these;
 - memory: the daemon's RSS just after start-up, idle after the latency runs, and with
   --containers running containers (one a pod); the monitors (conmon, containerd-shim) and the
   sandbox holders (containerd's pause containers; cri-shim pins namespaces instead) apart;
-- cri-shim alone (containerd 1.6 has no user namespaces): pod start and full cycle of --userns
-  pods in a user namespace of their own (hostUsers: false, each its own 65536 host ids) taking
-  turns with as many without.
+- cri-shim alone (containerd 1.6 has no user namespaces), on the first handler that offers them
+  here: pod start and full cycle of --userns pods in a user namespace of their own (hostUsers:
+  false, each its own 65536 host ids) taking turns with as many without.
 
 Pods are configured as kubelet does by default: their own network on the runtime's CNI bridge
 (cri-shim's embedded chain, or with --network bridge its bridge plugin alone, for both runtimes),
@@ -365,30 +368,28 @@ def measure(sides: list[Side], images: Images, args: argparse.Namespace) -> None
     """The workload against every runtime, taking turns (pull by pull, pod by pod, round by round of
     concurrent pods), so that whatever else the machine is doing weighs on all of them alike."""
     pull = api.PullImageRequest(image=api.ImageSpec(image=images.pull))
-    print(f"pulls: {args.pulls} cold, {args.pulls} warm", flush=True)
-    for _ in range(args.pulls):
+    pulls = 0 if args.concurrency_only else args.pulls
+    print(f"pulls: {pulls} cold, {pulls} warm", flush=True)
+    for _ in range(pulls):
         for s in sides:
             s.cri.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=images.pull)))
             s.results.cold_pull.append(timed(lambda: s.cri.image.PullImage(pull)))
-    for _ in range(args.pulls):
+    for _ in range(pulls):
         for s in sides:
             s.results.warm_pull.append(timed(lambda: s.cri.image.PullImage(pull)))
     for s in sides:
         s.cri.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=images.pod)))
         s.work.cycle("warmup")
+    if args.concurrency_only:
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            measure_parallel(sides, pool, args)
+        return
     print(f"pods one at a time: {args.iterations}", flush=True)
     for i in range(args.iterations):
         for s in sides:
             s.results.serial.append(s.work.cycle(f"serial-{i}"))
-    print(f"pods {args.concurrency} at a time: {args.parallel_pods}", flush=True)
-    names = [f"parallel-{i}" for i in range(args.parallel_pods)]
-    per_round = PARALLEL_ROUND * args.concurrency
     with ThreadPoolExecutor(args.concurrency) as pool:
-        for first in range(0, len(names), per_round):
-            for s in sides:
-                t = time.perf_counter()
-                s.results.parallel += pool.map(s.work.cycle, names[first:first + per_round])
-                s.results.parallel_seconds += time.perf_counter() - t
+        measure_parallel(sides, pool, args)
         for s in sides:  # one runtime at a time: the other one idles meanwhile
             print(f"memory: {s.runtime.name} with {args.containers}", flush=True)
             r = s.results
@@ -401,16 +402,60 @@ def measure(sides: list[Side], images: Images, args: argparse.Namespace) -> None
             list(pool.map(s.work.stop, pods))
 
 
-def measure_userns(ours: Side, count: int) -> None:
-    """cri-shim's pods with a user namespace taking turns with pods without."""
-    print(f"cri-shim pods with and without a user namespace: {count} each", flush=True)
+def measure_parallel(sides: list[Side], pool: ThreadPoolExecutor, args: argparse.Namespace) -> None:
+    """Full pod cycles, --concurrency clients at once, in rounds the runtimes take turns at; the
+    wall time of every round is summed for the pods per second."""
+    print(f"pods {args.concurrency} at a time: {args.parallel_pods}", flush=True)
+    names = [f"parallel-{i}" for i in range(args.parallel_pods)]
+    per_round = PARALLEL_ROUND * args.concurrency
+    for first in range(0, len(names), per_round):
+        for s in sides:
+            t = time.perf_counter()
+            s.results.parallel += pool.map(s.work.cycle, names[first:first + per_round])
+            s.results.parallel_seconds += time.perf_counter() - t
+
+
+def report_concurrency(ours: list[Side], theirs: Side, args: argparse.Namespace) -> None:
+    """The concurrency goal: pods per second (full cycles, --concurrency clients each starting and
+    tearing down pods one after another) against containerd's, and the spread of pod start under
+    that load, p99 over p50."""
+    c = args.concurrency
+    print(f"\nconcurrency {c} (n={args.parallel_pods}){'':18}  {'pods/s':>8}  {'start p50':>10}  {'start p99':>10}  "
+          f"{'p99/p50':>8}  {'pods/s vs containerd':>20}")
+    theirs_rate = pods_per_second(theirs.results)
+    for s in [*ours, theirs]:
+        r = s.results
+        rate, a, b = pods_per_second(r), p50(starts(r.parallel)), p99(starts(r.parallel))
+        print(f"{s.runtime.name:40}  {rate:8.2f}  {a:10.1f}  {b:10.1f}  {b / a:8.2f}  {rate / theirs_rate:20.2f}")
+    for s in ours:
+        r = s.results
+        print(f"goal ({s.runtime.name}): {c} at a time, pods per second at least 2x containerd's and pod start p99 "
+              f"under 2x its p50: {pods_per_second(r) / theirs_rate:.2f}x and {p99(starts(r.parallel)) / p50(starts(r.parallel)):.2f}")
+
+
+def pods_per_second(r: Results) -> float:
+    return len(r.parallel) / r.parallel_seconds
+
+
+def measure_userns(ours: Side, count: int) -> bool:
+    """cri-shim's pods with a user namespace taking turns with pods without; False, with nothing
+    measured, when the handler offers no user namespaces on this host (crun before 1.24)."""
+    print(f"{ours.runtime.name} pods with and without a user namespace: {count} each", flush=True)
+    try:
+        ours.results.userns.append(ours.work.cycle("userns-probe", userns(RANGE)))
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        print(f"  {ours.runtime.name}: {exc.details()}", flush=True)
+        return False
+    ours.results.userns.clear()  # the first pod was the probe
     for i in range(count):
         ours.results.userns.append(ours.work.cycle(f"userns-{i}", userns(RANGE * (i + 1))))
         ours.results.plain.append(ours.work.cycle(f"plain-{i}"))
 
 
-def report_userns(r: Results) -> None:
-    print(f"\ncri-shim alone, one at a time (n={len(r.userns)} each){'':8}  {'userns':>10}  {'no userns':>10}  {'userns/none':>11}")
+def report_userns(name: str, r: Results) -> None:
+    print(f"\n{name} alone, one at a time (n={len(r.userns)} each){'':8}  {'userns':>10}  {'no userns':>10}  {'userns/none':>11}")
     for label, pick in (("pod start, p50 ms", starts), ("pod start, p99 ms", starts), ("full pod cycle, p50 ms", cycles)):
         stat = p99 if "p99" in label else p50
         a, b = stat(pick(r.userns)), stat(pick(r.plain))
@@ -461,7 +506,7 @@ def report(ours: list[Side], theirs: Side, args: argparse.Namespace, containers:
     for rpc in ours[0].results.serial[0]:
         rows.append((f"  {rpc}, concurrency 1, p50 ms", lambda r, rpc=rpc: p50([laps[rpc] for laps in r.serial]), "lower"))
     rows += [
-        (f"pods per second (full cycles, concurrency {c})", lambda r: len(r.parallel) / r.parallel_seconds, "higher"),
+        (f"pods per second (full cycles, concurrency {c})", pods_per_second, "higher"),
         ("daemon RSS just started, MB", lambda r: r.rss_started.rss / mb, "lower"),
         ("daemon RSS idle after the runs, MB", lambda r: r.rss_idle.rss / mb, "lower"),
         (f"daemon RSS with {n} {unit}, MB", lambda r: r.rss_loaded.rss / mb, "lower"),
@@ -512,6 +557,8 @@ def parse_args() -> argparse.Namespace:
                         help="the pods' PID namespace: one per container (kubelet's default) or one for the pod")
     parser.add_argument("--userns", type=int, default=20,
                         help="cri-shim pods in a user namespace, taking turns with as many without (0: none)")
+    parser.add_argument("--concurrency-only", action="store_true",
+                        help="only the pods --concurrency at a time: pods per second and pod start p50/p99")
     return parser.parse_args()
 
 
@@ -530,17 +577,22 @@ def main() -> None:
             theirs = stack.enter_context(containerd_runtime(images, registry, args.network, firewall.needed))
             sides = [stack.enter_context(side(rt, images.pod, containers, PID_MODES[args.pid])) for rt in (*ours, theirs)]
             measure(sides, images, args)
-            if args.userns and containers:
-                measure_userns(sides[0], args.userns)
+            if args.userns and containers and not args.concurrency_only:
+                for s in sides[:-1]:  # on the first handler that offers user namespaces here
+                    if measure_userns(s, args.userns):
+                        break
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{os.cpu_count()} cores; cri-shim on {args.handlers} vs containerd 1.6 (Debian) on runc, "
           f"CNI {benchnet.NETWORKS[args.network]}, a PID namespace per {args.pid}")
     if args.network == "embedded":
         print(f"firewall plugin {'in' if firewall.needed else 'left out of'} the chain: {firewall.reason}")
-    report(sides[:-1], sides[-1], args, containers)
-    if sides[0].results.userns:
-        report_userns(sides[0].results)
+    if not args.concurrency_only:
+        report(sides[:-1], sides[-1], args, containers)
+    report_concurrency(sides[:-1], sides[-1], args)
+    for s in sides[:-1]:
+        if s.results.userns:
+            report_userns(s.runtime.name, s.results)
 
 
 if __name__ == "__main__":

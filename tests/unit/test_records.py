@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,41 @@ def test_load_sweeps_writes_a_crash_cut_short_unless_told_not_to(tmp_path: Path)
     assert again.load() == []
     assert not any(p.exists() for p in unfinished)
     assert [t.id for t in again] == ["a1"]
+
+
+def test_write_and_erase_persist_before_memory_changes(tmp_path: Path) -> None:
+    """write() and erase(), the disk work on a worker thread, keep save()'s and delete()'s rules:
+    the file first, then memory; a name another id holds is refused and nothing is written."""
+    store = RecordStore("thing", tmp_path, Thing)
+
+    async def scenario() -> None:
+        thing = Thing("abc123", "one", 1)
+        writing = asyncio.ensure_future(store.write(thing))
+        await asyncio.sleep(0)
+        assert store.get("abc123") is None  # in memory only once on disk
+        await writing
+        assert store.get("abc123") is thing and store.by_name("one") is thing
+        thing.value = 2
+        await store.write(thing)
+        with pytest.raises(AlreadyExists):
+            await store.write(Thing("zzz999", "one"))
+        assert not (tmp_path / "zzz999.json").exists()
+        await store.erase("abc123")
+        assert store.get("abc123") is None and store.by_name("one") is None
+
+    asyncio.run(scenario())
+    again = RecordStore("thing", tmp_path, Thing)
+    assert again.load() == [] and len(again) == 0
+
+
+def test_writes_of_distinct_records_at_once_all_persist(tmp_path: Path) -> None:
+    store = RecordStore("thing", tmp_path, Thing)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(store.write(Thing(f"id{i:03}", f"name{i}", i)) for i in range(50)))
+
+    asyncio.run(scenario())
+    again = RecordStore("thing", tmp_path, Thing)
+    assert again.load() == []
+    assert sorted(t.value for t in again) == list(range(50))
+    assert list(tmp_path.glob(".*.tmp")) == []

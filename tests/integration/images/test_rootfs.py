@@ -60,6 +60,29 @@ def test_prepare_write_and_release_leave_no_mount(tmp_path: Path, registry: Regi
     asyncio.run(scenario())
 
 
+def test_releasing_a_rootfs_whose_image_is_kept_keeps_its_layers_and_leaves_the_store_as_it_was(
+        tmp_path: Path, registry: Registry, catalog: Catalog) -> None:
+    """The common removal: the layers belong to the image still, so nothing is collected, and the
+    store's generation (which other processes reload on) is not written."""
+    async def scenario() -> None:
+        store = new_store(tmp_path)
+        record = await Puller(store, ImagesConfig(insecure_registries=[registry.host]), {}).pull(parse(catalog.ref("layered")), ANONYMOUS)
+        rootfs = Rootfs(store)
+        layers = sorted(store.layers.root.iterdir())
+        container = tmp_path / "containers" / "c1"
+        await rootfs.prepare(record.image_id, container)
+        generation = (store.root / "generation").stat()
+        await rootfs.release(container)
+        after = (store.root / "generation").stat()
+        assert (after.st_ino, after.st_mtime_ns) == (generation.st_ino, generation.st_mtime_ns)
+        assert sorted(store.layers.root.iterdir()) == layers and store.leases == {}
+        assert await rootfs.prepare(record.image_id, container) == container / "rootfs"
+        await rootfs.release(container)
+        assert mounted_below(tmp_path) == []
+
+    asyncio.run(scenario())
+
+
 def test_whiteouts_of_upper_layers_hide_lower_files(tmp_path: Path) -> None:
     base = tar_layer([(entry("etc", tarfile.DIRTYPE), None), (entry("etc/old"), b"old"), (entry("etc/keep"), b"keep"),
                       (entry("opaque", tarfile.DIRTYPE), None), (entry("opaque/hidden"), b"h")])
