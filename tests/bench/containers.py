@@ -83,7 +83,7 @@ async def run(h: Harness, n: int) -> dict[str, list[float]]:
                       image=ImageConfig(), rootfs=h.rootfs)
         rec = await timed(samples, "create (spec+bundle+conmon+runc)", lambda: rt.create(**kwargs))
         await timed(samples, "start", lambda: rt.start(rec.id))
-        result = await timed(samples, "ExecSync true (runc exec)", lambda: rt.exec_sync(rec.id, ["true"], 10))
+        result = await timed(samples, "ExecSync true (runc exec)", lambda: rt.exec_sync(rt.get(rec.id), ["true"], 10))
         assert result.exit_code == 0
         code = await timed(samples, "ExecSync true (conmon exec mode)", lambda: conmon_exec(h, rec.id, Path(rec.bundle)))
         assert code == 0

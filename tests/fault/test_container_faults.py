@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from cri_shim.errors import CriError, Internal
-from cri_shim.store.records import CONTAINER_EXITED, CONTAINER_RUNNING
+from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support.containers import Harness
 from tests.support.faultbin import FaultyBinary
 

@@ -10,7 +10,7 @@ import pytest
 
 from cri_shim.errors import Internal, InvalidArgument, NotFound
 from cri_shim.image.imageconfig import ImageConfig
-from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING
+from cri_shim.runtime.record import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support import crilog
 from tests.support.containers import Harness
 
@@ -123,28 +123,28 @@ def test_failed_create_leaves_nothing(h: Harness) -> None:
     with pytest.raises(InvalidArgument, match="no-such-user"):
         h.create(bad_user)
     assert set(os.listdir(h.dir / "bundles")) == before
-    assert not [r for r in h.runtime.store if r.metadata_name in (missing_binary.metadata.name, bad_user.metadata.name)]
+    assert not [r for r in h.runtime.store if r.config.metadata.name in (missing_binary.metadata.name, bad_user.metadata.name)]
     assert not h.runc.root.exists() or not os.listdir(h.runc.root)  # no runc state left behind
     assert not list((h.dir / "exits").iterdir())
 
 
 def test_target_pid_namespace_sees_the_target(h: Harness) -> None:
     from cri_shim.api import api_pb2 as api
+    from cri_shim.runtime import plan
 
     target = h.start(h.create(h.config("sleep", "4242")))
     cfg = h.config("ps", "-o", "args")
     cfg.linux.security_context.namespace_options.pid = api.TARGET
     cfg.linux.security_context.namespace_options.target_id = target.id
-    ns = h.runtime.pid_namespace(target.id)
+    ns = plan.pid_namespace(h.running(target.id))
     rec = h.run_to_exit(cfg, target_pid_ns=ns)
     assert "sleep 4242" in crilog.messages(crilog.parse(h.log_path(rec)), "stdout")
 
 
 def test_relative_log_path_without_log_directory_is_refused(h: Harness) -> None:
-    from cri_shim.api import api_pb2 as api
+    from cri_shim.runtime import plan
 
-    cfg = h.config("true")
+    before = h.leftovers()
     with pytest.raises(InvalidArgument, match="log path"):
-        h.run(h.runtime.create(container_id="a" * 64, name="rel", sandbox=h.sandbox(), sandbox_config=api.PodSandboxConfig(),
-                               config=cfg, image=ImageConfig(), rootfs=h.rootfs))
-    assert h.runtime.store.get("a" * 64) is None
+        plan.log_file(h.config("true"), "")  # the pod has no log_directory
+    assert list(h.runtime.store) == [] and h.leftovers() == before

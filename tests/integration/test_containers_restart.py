@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cri_shim.errors import NotFound
-from cri_shim.store.records import CONTAINER_EXITED, CONTAINER_RUNNING
+from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support.containers import Harness
 
 pytestmark = pytest.mark.restart

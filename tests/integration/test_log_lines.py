@@ -70,7 +70,7 @@ def test_reopen_keeps_a_partial_line_whole_in_the_new_file(h: Harness) -> None:
     time.sleep(0.5)
     assert log.read_text() == ""
     os.rename(log, log.with_name(log.name + ".1"))
-    h.run(h.runtime.reopen_log(rec.id))
+    h.run(h.runtime.reopen_log(h.runtime.get(rec.id)))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(crilog.written(log)) < 2:
         time.sleep(0.05)

@@ -39,7 +39,7 @@ class Recorded(ContainerStreams):
     returned, which the client cannot see after it has left."""
 
     def __init__(self, h: Harness) -> None:
-        super().__init__(h.runtime)
+        super().__init__(h.running, h.runtime)
         self.exits: asyncio.Queue[int] = asyncio.Queue()
 
     async def exec(self, request: ExecRequest, io: StreamIO) -> int:
@@ -212,13 +212,13 @@ def test_exec_is_killed_when_the_client_disconnects(h: Harness, running: str) ->
     assert h.run(scenario()) == 137  # SIGKILL
     assert host_processes(SLEEPER) == []
     assert host_processes(f"--root={h.runc.root}\0exec\0".encode()) == []  # runc went with it
-    inside = h.run(h.runtime.exec_sync(running, ["ps", "-o", "args"], 10)).stdout.decode()
+    inside = h.run(h.runtime.exec_sync(h.runtime.get(running), ["ps", "-o", "args"], 10)).stdout.decode()
     assert "4321" not in inside and "sleep 100000" in inside
 
 
 def test_unknown_and_stopped_containers_are_refused(h: Harness) -> None:
     stopped = h.run_to_exit(h.config("true")).id
-    backend = ContainerStreams(h.runtime)
+    backend = ContainerStreams(h.running, h.runtime)
     io = StreamIO(tty=False, stdin=None, stdout=None, stderr=None)
     for container_id, error in (("0" * 64, NotFound), (stopped, FailedPrecondition)):
         with pytest.raises(error):
