@@ -1,13 +1,16 @@
-"""Container lifecycle below the RPCs: create, start, stop, remove, status refresh, recovery.
+"""The runc/conmon layer: create, start, stop, remove, exec, status refresh, recovery.
 
-ContainerRuntime keeps one ContainerRecord per container in a RecordStore and drives runc
-through the Monitor. It knows nothing of how sandboxes or images are made: callers hand it a
-SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
+ContainerRuntime drives runc through the Monitor and persists each ContainerRecord in the
+RecordStore it is given before what it does. It is handed records: looking them up by id or
+prefix, and telling GetContainerEvents subscribers, is the container manager's (the one owner
+of a container, cri_shim.runtime.manager); the runtime tells its one subscriber when it has
+recorded a start or an exit. It knows nothing of how sandboxes or images are made: callers hand
+it a SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
 - the record is persisted before each side effect (created_at 0 while `runc create` runs,
   so a crash midway is found and cleaned up at start-up by cri_shim.runtime.recovery);
 - exits come from the monitor's exit files (inotify callback, or read on demand), so exits
   that happened while the daemon was down are recorded after it comes back;
-- Stop and Remove of unknown or finished containers succeed; a failure while creating
+- Stop and Remove of finished or removed containers succeed; a failure while creating
   leaves nothing behind (runc state, bundle, exit file, record).
 """
 
@@ -55,7 +58,7 @@ UNKNOWN_EXIT = 255
 
 
 class ContainerRuntime:
-    """Creates and runs containers under monitors; the record store is the source of truth."""
+    """Creates and runs the containers it is handed under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
                  bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int,
@@ -267,12 +270,8 @@ class ContainerRuntime:
         if record is not None:
             self.refresh(record)
 
-    def get(self, container_id: str) -> ContainerRecord:
-        """The refreshed record (NotFound for unknown ids; prefixes allowed)."""
-        return self.refresh(self.store.resolve(container_id))
-
-    async def start(self, container_id: str) -> ContainerRecord:
-        record = self.get(container_id)
+    async def start(self, record: ContainerRecord) -> ContainerRecord:
+        """Starts a created container (FailedPrecondition for one in another state)."""
         async with self.store.lock(record.id):
             record = self.refresh(self.store.get(record.id) or record)
             if record.state != CONTAINER_CREATED:
@@ -295,12 +294,9 @@ class ContainerRuntime:
             started = self._recorded(api_pb2.CONTAINER_STARTED_EVENT, dataclasses.replace(current, started_at=started_at))
             return self.refresh(started)
 
-    async def stop(self, container_id: str, timeout: float) -> None:
+    async def stop(self, record: ContainerRecord, timeout: float) -> None:
         """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded
-        (unknown ids succeed; empty and ambiguous ones are refused)."""
-        record = self.store.existing(container_id)
-        if record is None:
-            return
+        (a container not running is already stopped)."""
         record = self.refresh(record)
         if record.state != CONTAINER_RUNNING:
             return
@@ -318,12 +314,9 @@ class ContainerRuntime:
             raise Internal(f"container {record.id} did not exit {KILL_WAIT}s after SIGKILL")
         self.refresh(self.store.get(record.id) or record)
 
-    async def remove(self, container_id: str) -> None:
-        """Kills what runs, deletes runc's state, the bundle and the record; unknown ids succeed
-        (empty and ambiguous ones are refused)."""
-        record = self.store.existing(container_id)
-        if record is None:
-            return
+    async def remove(self, record: ContainerRecord) -> None:
+        """Kills what runs, deletes runc's state, the bundle and the record (one removed
+        meanwhile is already gone)."""
         async with self.store.lock(record.id):
             record = self.store.get(record.id)
             if record is None:
@@ -377,7 +370,3 @@ class ContainerRuntime:
         updated = dataclasses.replace(current, config=config)
         self.store.save(updated)
         return updated
-
-    def stats(self, container_id: str) -> stats.CgroupStats | None:
-        """CPU and memory counters of the container's cgroup (None once it is gone)."""
-        return stats.read(self.get(container_id).cgroups_path)

@@ -1,10 +1,12 @@
-"""The container manager: CreateContainer and friends as the RPCs see them.
+"""The container manager: the one owner of a container, and the one face the RPCs talk to.
 
-ContainerRuntime (containers.py) runs a container from a SandboxInfo, a rootfs and an image
-config, and knows nothing of sandboxes or images. This module joins the three: it resolves
-the image, mounts the container's overlay rootfs and its image volumes, describes the pod to
-the spec builder, reserves the container name, and gives the sandbox manager the hooks that stop
-and remove a pod's containers. Rules it keeps:
+It owns a container's lifecycle: its record (looked up by id or unique prefix here only),
+its events, and the order of what is made and released. ContainerRuntime (containers.py) is
+the runc/conmon layer below it: handed records, it runs a container from a SandboxInfo, a rootfs
+and an image config, and knows nothing of sandboxes or images. This module joins the three: it
+plans a CreateContainer (cri_shim.runtime.plan), mounts the container's overlay rootfs and its
+image volumes, describes the pod to the spec builder, and gives the sandbox manager the hooks
+that stop and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
 - the rootfs and image volumes are mounted before `runc create` and released after the record
@@ -16,7 +18,8 @@ and remove a pod's containers. Rules it keeps:
 - the CDI devices a container asks for are resolved against the spec files before its rootfs
   is made, so an unknown or ambiguous one leaves nothing behind (cri_shim.cdi);
 - events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
-  runtime records starts and exits, so it publishes those two, a start always before its exit.
+  runtime records starts and exits and tells the manager, which publishes them, a start always
+  before its exit.
   The sandbox manager's own events for a pod go to the same bus, with the pod's containers.
 """
 
@@ -70,6 +73,8 @@ class ContainerManager:
         self.image_volumes = ImageVolumes(images, rootfs)
         self.cdi = Registry(cfg.runtime.cdi_spec_dirs)
         self.runtime = runtime
+        # The records, persisted by the runtime as it acts; every lookup by id or prefix is here.
+        self.store = runtime.store
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
         self._attempts = Attempts()
@@ -98,12 +103,12 @@ class ContainerManager:
         for name, runtime in self.runtime.runtimes.items():
             self._features[name] = await features.detect(runtime, userns)
         await self.runtime.open()
-        for record in self.runtime.store:
+        for record in self.store:
             if self.sandboxes.store.get(record.sandbox_id) is None:
                 log.info("removing a container whose sandbox is gone", extra={"container": record.id})
                 await self._remove(record)
         for container_dir in self.rootfs_root.iterdir():
-            if self.runtime.store.get(container_dir.name) is None:
+            if self.store.get(container_dir.name) is None:
                 log.info("releasing an orphaned rootfs", extra={"container": container_dir.name})
                 await self._release_rootfs(container_dir.name)
 
@@ -117,20 +122,20 @@ class ContainerManager:
 
     def get(self, id_or_prefix: str) -> ContainerRecord:
         """The container's current record (NotFound for unknown ids; unique prefixes allowed)."""
-        record = self.runtime.get(id_or_prefix)
+        record = self.runtime.refresh(self.store.resolve(id_or_prefix))
         if not record.created_at:
             raise NotFound(f"container {id_or_prefix!r} not found")
         return record
 
     def list(self) -> list[ContainerRecord]:
         """Every created container, refreshed with any exit recorded since."""
-        return [self.runtime.refresh(r) for r in self.runtime.store if r.created_at]
+        return [self.runtime.refresh(r) for r in self.store if r.created_at]
 
     def select(self, id_prefix: str = "", sandbox_prefix: str = "", labels: dict[str, str] | None = None,
                state: int | None = None) -> list[ContainerRecord]:
         """The containers a List filter names; ids and sandbox ids may be unique prefixes."""
         if id_prefix:
-            found = self.runtime.store.find(id_prefix)
+            found = self.store.find(id_prefix)
             records = [self.runtime.refresh(found)] if found is not None and found.created_at else []
         else:
             records = self.list()
@@ -196,7 +201,7 @@ class ContainerManager:
             raise FailedPrecondition(f"sandbox {sb.id} is not ready")
         name = plan.container_name(config, sb)
         if name not in self._attempts:
-            existing = self.runtime.store.by_name(name)
+            existing = self.store.by_name(name)
             if existing is not None and existing.created_at:
                 return existing.id
         handler = self.handler(sb)
@@ -226,7 +231,7 @@ class ContainerManager:
                 target_pid_ns=made.target_pid_ns, cdi_edits=made.cdi_edits,
             )
         except BaseException:
-            if self.runtime.store.get(container_id) is None:
+            if self.store.get(container_id) is None:
                 await self._release_rootfs(container_id)
             raise
         self.events.publish(api.CONTAINER_CREATED_EVENT, record)
@@ -278,21 +283,24 @@ class ContainerManager:
 
     async def start(self, id_or_prefix: str) -> None:
         """Starts a created container (the runtime publishes its started and stopped events)."""
-        await self.runtime.start(self.get(id_or_prefix).id)
+        await self.runtime.start(self.get(id_or_prefix))
 
     async def stop(self, id_or_prefix: str, timeout: float) -> None:
-        """Stops the container (unknown or finished ones are already stopped)."""
-        await self.runtime.stop(id_or_prefix, timeout)
+        """Stops the container (unknown or finished ones are already stopped; empty and
+        ambiguous ids are refused)."""
+        record = self.store.existing(id_or_prefix)
+        if record is not None:
+            await self.runtime.stop(record, timeout)
 
     async def remove(self, id_or_prefix: str) -> None:
         """Removes the container and its rootfs; unknown ids are already removed (empty and
         ambiguous ones are refused)."""
-        record = self.runtime.store.existing(id_or_prefix)
+        record = self.store.existing(id_or_prefix)
         if record is not None:
             await self._remove(record)
 
     async def _remove(self, record: ContainerRecord) -> None:
-        await self.runtime.remove(record.id)
+        await self.runtime.remove(record)
         await self._release_rootfs(record.id)
         self.events.publish(api.CONTAINER_DELETED_EVENT, record)
 
@@ -305,11 +313,11 @@ class ContainerManager:
     # -- the SandboxContainers hooks ------------------------------------------------------
 
     def of_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
-        return [r for r in self.runtime.store if r.sandbox_id == sandbox_id]
+        return [r for r in self.store if r.sandbox_id == sandbox_id]
 
     async def stop_sandbox_containers(self, sandbox_id: str) -> None:
         """Kills every container of the pod at once and waits for their exits."""
-        await gather_all([self.runtime.stop(r.id, POD_STOP_TIMEOUT) for r in self.of_sandbox(sandbox_id)
+        await gather_all([self.runtime.stop(r, POD_STOP_TIMEOUT) for r in self.of_sandbox(sandbox_id)
                     if r.state in (CONTAINER_CREATED, CONTAINER_RUNNING)])
 
     async def remove_sandbox_containers(self, sandbox_id: str) -> None:

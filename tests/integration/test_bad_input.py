@@ -459,7 +459,7 @@ def harness() -> Iterator[tuple[Harness, dict[str, Any]]]:
     h = Harness()
     h.wait_exit(h.start(h.create(h.config("true"))))  # the layer's directories exist before the snapshot
     for record in list(h.runtime.store):
-        h.run(h.runtime.remove(record.id))
+        h.run(h.runtime.remove(record))
     yield h, h.leftovers()
     h.close()
 
@@ -514,7 +514,7 @@ def test_bad_container_config(harness: tuple[Harness, dict[str, Any]], label: st
         assert isinstance(err, InvalidArgument), (label, err)
         assert message in str(err), (label, str(err))
     else:
-        h.run(h.runtime.remove(record.id))
+        h.run(h.runtime.remove(record))
         pytest.fail(f"{label}: the container was created")
     assert list(h.runtime.store) == []
     assert h.leftovers() == before, label

@@ -30,19 +30,19 @@ def test_create_start_stop_remove(h: Harness) -> None:
     assert h.run(h.runc.state(rec.id))["status"] == "created"
     rec = h.start(rec)
     assert rec.state == CONTAINER_RUNNING and rec.started_at >= rec.created_at
-    h.run(h.runtime.stop(rec.id, 2))
-    rec = h.runtime.get(rec.id)
+    h.run(h.runtime.stop(rec, 2))
+    rec = h.get(rec.id)
     assert rec.state == CONTAINER_EXITED
     # busybox sleep as PID 1 of its namespace: SIGTERM has no handler, so only SIGKILL ended it.
     assert (rec.exit_code, rec.reason) == (137, "Error")
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert h.runtime.store.get(rec.id) is None
     assert not os.path.exists(rec.bundle)
     with pytest.raises(NotFound):
         h.run(h.runc.state(rec.id))
     # Idempotent: unknown ids are already stopped and removed.
-    h.run(h.runtime.stop(rec.id, 1))
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.stop(rec, 1))
+    h.run(h.runtime.remove(rec))
 
 
 @pytest.mark.parametrize(("script", "code", "reason"), [("exit 0", 0, "Completed"), ("exit 1", 1, "Error")])
@@ -76,8 +76,8 @@ def test_oom_of_a_child_with_exit_0_is_completed(h: Harness) -> None:
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(h: Harness) -> None:
     rec = h.start(h.create(h.config("sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done")))
-    h.run(h.runtime.stop(rec.id, 1))
-    rec = h.runtime.get(rec.id)
+    h.run(h.runtime.stop(rec, 1))
+    rec = h.get(rec.id)
     assert (rec.state, rec.exit_code) == (CONTAINER_EXITED, 137)
 
 
@@ -85,22 +85,22 @@ def test_stop_signal_from_the_image_is_used(h: Harness) -> None:
     script = "trap 'echo got-usr1; exit 42' USR1; while true; do sleep 0.1; done"
     rec = h.start(h.create(h.config("sh", "-c", script), image=ImageConfig(stop_signal="SIGUSR1")))
     assert rec.stop_signal == signal.SIGUSR1
-    h.run(h.runtime.stop(rec.id, 30))
-    rec = h.runtime.get(rec.id)
+    h.run(h.runtime.stop(rec, 30))
+    rec = h.get(rec.id)
     assert (rec.exit_code, rec.reason) == (42, "Error")
 
 
 def test_stop_and_remove_of_created_container(h: Harness) -> None:
     rec = h.create(h.config("sleep", "1000"))
-    h.run(h.runtime.stop(rec.id, 1))
-    assert h.runtime.get(rec.id).state == CONTAINER_CREATED
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.stop(rec, 1))
+    assert h.get(rec.id).state == CONTAINER_CREATED
+    h.run(h.runtime.remove(rec))
     assert h.runtime.store.get(rec.id) is None
 
 
 def test_remove_running_container_kills_it(h: Harness) -> None:
     rec = h.start(h.create(h.config("sleep", "1000")))
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert h.runtime.store.get(rec.id) is None
     assert not os.path.exists(f"/proc/{rec.pid}/status") or "zombie" in open(f"/proc/{rec.pid}/status").read()
 

@@ -96,17 +96,22 @@ class Harness:
         ))
 
     def start(self, record: ContainerRecord) -> ContainerRecord:
-        return self.run(self.runtime.start(record.id))
+        return self.run(self.runtime.start(record))
+
+    def get(self, container_id: str) -> ContainerRecord:
+        """The refreshed record of a container, looked up as the container manager looks it up
+        (NotFound for unknown ids; unique prefixes allowed)."""
+        return self.runtime.refresh(self.runtime.store.resolve(container_id))
 
     def running(self, container_id: str) -> ContainerRecord:
         """The record of a running container, as the container manager looks it up (NotFound,
         FailedPrecondition)."""
-        return self.runtime.get(container_id).running()
+        return self.get(container_id).running()
 
     def wait_exit(self, record: ContainerRecord, timeout: float = 30) -> ContainerRecord:
         found = self.run(self.monitor.exits.wait(record.id, timeout))
         assert found is not None, f"container {record.id} did not exit within {timeout}s"
-        return self.runtime.get(record.id)
+        return self.get(record.id)
 
     def run_to_exit(self, config: api.ContainerConfig, **kw: Any) -> ContainerRecord:
         """Creates, starts and waits for a container; returns its final record."""
@@ -132,7 +137,7 @@ class Harness:
         """Removes every container, cgroup and file of the harness, even after a failed test."""
         try:
             for record in list(self.runtime.store):
-                self.run(self.runtime.remove(record.id))
+                self.run(self.runtime.remove(record))
         finally:
             self.runtime.close()
             self.loop.close()
@@ -154,7 +159,7 @@ def output(h: Harness, config: api.ContainerConfig, **kw: Any) -> tuple[str, str
     entries = crilog.parse(h.log_path(rec))
     out = "\n".join(crilog.messages(entries, "stdout"))
     err = "\n".join(crilog.messages(entries, "stderr"))
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     return out, err, rec.exit_code
 
 
