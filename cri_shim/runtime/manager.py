@@ -187,7 +187,7 @@ class ContainerManager:
 
     # -- CreateContainer ------------------------------------------------------------------
 
-    async def create(self, sandbox_id: str, config: api.ContainerConfig) -> str:
+    async def create(self, sandbox_id: str, config: api.ContainerConfig | None) -> str:
         """Makes a CREATED container, or returns the one this name already has.
 
         Everything about the pod (privileged, log_directory, sysctls, names) is read from the
@@ -195,7 +195,7 @@ class ContainerManager:
         copy is the caller's word, and a client could claim a privileged pod with it. The
         request is checked whole (cri_shim.runtime.plan) before anything is made.
         """
-        plan.check_config(config)
+        config = plan.check_request(sandbox_id, config)
         sb = self.sandboxes.get(sandbox_id)
         if sb.state != api.SANDBOX_READY:
             raise FailedPrecondition(f"sandbox {sb.id} is not ready")

@@ -3,7 +3,7 @@
 The sandbox side's counterpart is cri_shim.sandbox.validate. Everything decidable from the
 request and stored state is decided here, before a rootfs, a mount, a host directory or a
 process exists, so a refused request leaves nothing behind:
-- the config's metadata, labels, annotations and image (cri_shim.metadata bounds), NUL in any
+- a sandbox id and a config; the config's metadata, labels, annotations and image (cri_shim.metadata bounds), NUL in any
   of its strings and uids and gids out of range (cri_shim.oci.values), namespace modes proto3
   passed through unknown, a TARGET PID namespace without its target: INVALID_ARGUMENT;
 - the log path, joined to the pod's log directory and looked at without following a symlink
@@ -67,6 +67,17 @@ def container_name(config: api.ContainerConfig, sandbox: Sandbox) -> str:
     """The name a container reserves: one container per name and attempt in a pod, as kubelet names them."""
     meta, pod = config.metadata, sandbox.metadata
     return f"{meta.name}_{pod.name}_{pod.namespace}_{pod.uid}_{meta.attempt}"
+
+
+def check_request(sandbox_id: str, config: api.ContainerConfig | None) -> api.ContainerConfig:
+    """The request's own checks: a sandbox named, and a config (None when the request has none)
+    that check_config() passes; the config."""
+    if not sandbox_id:
+        raise InvalidArgument("pod_sandbox_id must not be empty")
+    if config is None:
+        raise InvalidArgument("container config must be set")
+    check_config(config)
+    return config
 
 
 def check_config(config: api.ContainerConfig) -> None:

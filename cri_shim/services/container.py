@@ -26,11 +26,8 @@ class ContainerService:
         self.sandboxes = sandboxes
 
     async def CreateContainer(self, request: api.CreateContainerRequest, context: Any) -> api.CreateContainerResponse:
-        if not request.pod_sandbox_id:
-            raise InvalidArgument("pod_sandbox_id must not be empty")
-        if not request.HasField("config"):
-            raise InvalidArgument("container config must be set")
-        container_id = await self.containers.create(request.pod_sandbox_id, request.config)
+        config = request.config if request.HasField("config") else None
+        container_id = await self.containers.create(request.pod_sandbox_id, config)
         return api.CreateContainerResponse(container_id=container_id)
 
     async def StartContainer(self, request: api.StartContainerRequest, context: Any) -> api.StartContainerResponse:

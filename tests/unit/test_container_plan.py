@@ -99,3 +99,11 @@ def test_recursive_read_only_mounts_need_a_handler_offering_them(tmp_path: Path)
 
 def test_the_reserved_name_is_the_containers_and_the_pods() -> None:
     assert plan.container_name(config(), sandbox("")) == "c_p_n_u_1"
+
+
+def test_a_request_names_its_sandbox_and_carries_a_config() -> None:
+    with pytest.raises(InvalidArgument, match="pod_sandbox_id"):
+        plan.check_request("", config())
+    with pytest.raises(InvalidArgument, match="config must be set"):
+        plan.check_request("s", None)
+    assert plan.check_request("s", config()) == config()
