@@ -79,7 +79,7 @@ class ContainerManager:
         self.events = EventBus()
         self._attempts = Attempts()
         self.budget = ListBudget("containers", cfg.server.max_message_bytes,
-                                 lambda: (entry_bytes(r.config.labels, r.config.annotations) for r in runtime.store))
+                                 lambda: (entry_bytes(r.config.labels, r.config.annotations) for r in self.store))
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
