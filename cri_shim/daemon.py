@@ -71,7 +71,7 @@ class Daemon:
         )
         # Each handler's start-up self-check (Status), made before recovery settles the default.
         self.handler_checks: dict[str, handlers.HandlerCheck] = {}
-        streams = ContainerStreams(self.containers.runtime)
+        streams = ContainerStreams(self.containers.running, self.containers.runtime)
         self.streaming = StreamingServer(cfg.streaming, Backends(
             exec=streams, attach=streams, portforward=PodPortForward(lambda sid: self.sandboxes.get(sid).namespace_path("net")),
         ))

@@ -23,6 +23,9 @@ from cri_shim.errors import FailedPrecondition, InvalidArgument
 from cri_shim.oci.context import SandboxInfo
 
 
+_MODES = (api_pb2.POD, api_pb2.CONTAINER, api_pb2.NODE, api_pb2.TARGET)
+
+
 def effective(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo) -> api_pb2.NamespaceOption:
     """The container's modes with POD resolved to NODE where the pod itself uses the host's namespace."""
     out = api_pb2.NamespaceOption()
@@ -50,13 +53,19 @@ def _entry(kind: str, path: str | None) -> dict[str, str]:
     return {"type": kind, "path": path} if path else {"type": kind}
 
 
+def check_modes(opts: api_pb2.NamespaceOption) -> None:
+    """Refuses modes proto3 passed through unknown and a TARGET PID namespace without its target
+    (the plan's check, cri_shim.runtime.plan, before anything is made)."""
+    for field in ("network", "pid", "ipc"):
+        if getattr(opts, field) not in _MODES:
+            raise InvalidArgument(f"namespace mode {getattr(opts, field)} for {field} is unknown")
+    if opts.pid == api_pb2.TARGET and not opts.target_id:
+        raise InvalidArgument("pid namespace mode TARGET needs target_id")
+
+
 def build(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: str | None, cgroup_v2: bool,
           privileged: bool) -> list[dict[str, str]]:
-    """The namespace list of the spec."""
-    for field in ("network", "pid", "ipc"):
-        # proto3 keeps unknown enum numbers; read as "not POD/NODE" one would mean the host's PID namespace
-        if getattr(opts, field) not in (api_pb2.POD, api_pb2.CONTAINER, api_pb2.NODE, api_pb2.TARGET):
-            raise InvalidArgument(f"namespace mode {getattr(opts, field)} for {field} is unknown")
+    """The namespace list of the spec, of modes check_modes() let through."""
     _check_userns(opts, sandbox)
     out = [{"type": "user", "path": sandbox.userns_path}] if sandbox.userns_path else []
     out.append({"type": "mount"})
@@ -67,14 +76,12 @@ def build(opts: api_pb2.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: st
         out.append(_entry("ipc", sandbox.ipc_ns_path if opts.ipc == api_pb2.POD else None))
     if opts.pid == api_pb2.POD and sandbox.pod_pid and sandbox.pid_ns_path is None:
         raise FailedPrecondition(f"the PID namespace of sandbox {sandbox.id} is gone (its infra process exited)")
-    if opts.pid in (api_pb2.POD, api_pb2.CONTAINER):
-        out.append(_entry("pid", sandbox.pid_ns_path if opts.pid == api_pb2.POD else None))
-    elif opts.pid == api_pb2.TARGET:
-        if not opts.target_id:
-            raise InvalidArgument("pid namespace mode TARGET needs target_id")
+    if opts.pid == api_pb2.TARGET:
         if not target_pid_ns:
             raise FailedPrecondition(f"target container {opts.target_id} has no running process to share a PID namespace with")
         out.append(_entry("pid", target_pid_ns))
+    elif opts.pid != api_pb2.NODE:  # fails closed: any mode but NODE is a PID namespace not the host's
+        out.append(_entry("pid", sandbox.pid_ns_path if opts.pid == api_pb2.POD else None))
     if cgroup_v2 and not privileged:
         out.append({"type": "cgroup"})
     return out

@@ -59,9 +59,7 @@ REOPEN_LOG = b"2 0 0\n"
 # client shuts down its write side or hangs up, conmon closes the container's stdin unless it
 # runs with --leave-stdin-open (stdin_once false). When the container exits, conmon writes out
 # the rest of its output and closes every attach connection.
-ATTACH_STDOUT, ATTACH_STDERR = 2, 3
-ATTACH_MESSAGE_MAX = 8192 + 1
-ATTACH_INPUT_MAX = 32 * 1024
+_ATTACH_STREAMS = {2: "stdout", 3: "stderr"}
 
 
 async def version(binary: str) -> tuple[int, int, int]:
@@ -78,6 +76,9 @@ async def version(binary: str) -> tuple[int, int, int]:
 
 class ConmonMonitor:
     """Monitor implementation with one conmon process per container."""
+
+    attach_message_max = 8192 + 1
+    attach_input_max = 32 * 1024
 
     def __init__(self, binary: str, exit_dir: Path, socket_dir: Path, log_level: str = "info",
                  log_size_max: int = -1, max_log_line: int = 16384) -> None:
@@ -109,6 +110,10 @@ class ConmonMonitor:
 
     def attach_socket(self, container_id: str) -> Path:
         return self.socket_dir / container_id / ATTACH
+
+    def attach_output(self, message: bytes) -> tuple[str, bytes] | None:
+        stream = _ATTACH_STREAMS.get(message[0]) if message else None
+        return None if stream is None else (stream, message[1:])
 
     def args(self, spec: MonitorSpec) -> list[str]:
         """conmon's command line for creating spec's container: under the systemd driver

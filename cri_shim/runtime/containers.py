@@ -1,13 +1,16 @@
-"""Container lifecycle below the RPCs: create, start, stop, remove, status refresh, recovery.
+"""The runc/conmon layer: create, start, stop, remove, exec, status refresh, recovery.
 
-ContainerRuntime keeps one ContainerRecord per container in a RecordStore and drives runc
-through the Monitor. It knows nothing of how sandboxes or images are made: callers hand it a
-SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
+ContainerRuntime drives runc through the Monitor and persists each ContainerRecord in the
+RecordStore it is given before what it does. It is handed records: looking them up by id or
+prefix, and telling GetContainerEvents subscribers, is the container manager's (the one owner
+of a container, cri_shim.runtime.manager); the runtime tells its one subscriber when it has
+recorded a start or an exit. It knows nothing of how sandboxes or images are made: callers hand
+it a SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
 - the record is persisted before each side effect (created_at 0 while `runc create` runs,
   so a crash midway is found and cleaned up at start-up by cri_shim.runtime.recovery);
 - exits come from the monitor's exit files (inotify callback, or read on demand), so exits
   that happened while the daemon was down are recorded after it comes back;
-- Stop and Remove of unknown or finished containers succeed; a failure while creating
+- Stop and Remove of finished or removed containers succeed; a failure while creating
   leaves nothing behind (runc state, bundle, exit file, record).
 """
 
@@ -23,13 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from cri_shim.api import api_pb2
 from cri_shim.cdi.edits import Edits
 from cri_shim.cgroups import stats
 from cri_shim.config import Config
-from cri_shim.errors import FailedPrecondition, Internal, NotFound
+from cri_shim.errors import FailedPrecondition, Internal
 from cri_shim.linux import proc
 from cri_shim.oci import apparmor, bundlespec
 from cri_shim.oci import resources as oci_resources
@@ -41,7 +42,8 @@ from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
 from cri_shim.store import atomic
-from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord, RecordStore
+from cri_shim.runtime.record import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
+from cri_shim.store.records import RecordStore
 
 log = logging.getLogger("cri_shim.runtime")
 
@@ -55,12 +57,8 @@ CONSOLE_LOG = "console.log"
 UNKNOWN_EXIT = 255
 
 
-def _pb_dict(message: object) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
-
 class ContainerRuntime:
-    """Creates and runs containers under monitors; the record store is the source of truth."""
+    """Creates and runs the containers it is handed under monitors; the record store is the source of truth."""
 
     def __init__(self, store: RecordStore[ContainerRecord], monitor: Monitor, runtimes: dict[str, Runc],
                  bundle_root: Path, host: HostInfo, spec_defaults: Defaults, exec_output_limit: int,
@@ -121,22 +119,24 @@ class ContainerRuntime:
         self._listeners.append(callback)
 
     def runc(self, record: ContainerRecord) -> Runc:
+        """The OCI runtime of the container's handler (FailedPrecondition once it is no longer configured)."""
+        return self._runc(record.runtime_handler)
+
+    def _runc(self, handler: str) -> Runc:
         try:
-            return self.runtimes[record.runtime_handler]
+            return self.runtimes[handler]
         except KeyError:
-            raise FailedPrecondition(f"runtime handler {record.runtime_handler!r} is not configured") from None
+            raise FailedPrecondition(f"runtime handler {handler!r} is not configured") from None
 
     async def create(self, *, container_id: str, name: str, sandbox: SandboxInfo,
                      sandbox_config: api_pb2.PodSandboxConfig, config: api_pb2.ContainerConfig, image: ImageConfig,
                      rootfs: Path, image_name: str = "", image_ref: str = "", image_id: str = "",
-                     runtime_handler: str = "runc", target_pid_ns: str | None = None,
+                     runtime_handler: str = "runc", log_path: str = "", target_pid_ns: str | None = None,
                      cdi_edits: Edits = Edits()) -> ContainerRecord:
-        """Builds the spec and runs `runc create` under a monitor; the container is CREATED."""
-        runc = self.runtimes.get(runtime_handler)
-        if runc is None:
-            raise NotFound(f"runtime handler {runtime_handler!r} is not configured")
-        # Before build_spec, which makes host directories of mounts: a bad log path leaves nothing.
-        log_path = logfile.verify(sandbox_config.log_directory, config.log_path)
+        """Builds the spec and runs `runc create` under a monitor; the container is CREATED.
+
+        The request was checked first (cri_shim.runtime.plan): log_path is the verified log file."""
+        runc = self._runc(runtime_handler)
         built = build_spec(container_id, config, sandbox_config, sandbox, image, rootfs, self.host,
                            image_name=image_name, target_pid_ns=target_pid_ns, defaults=self.spec_defaults,
                            cdi_edits=cdi_edits)
@@ -144,14 +144,12 @@ class ContainerRuntime:
             await asyncio.to_thread(apparmor.ensure_default_loaded)
         bundle = self.bundle_root / container_id
         record = ContainerRecord(
-            id=container_id, name=name, sandbox_id=sandbox.id, metadata_name=config.metadata.name,
-            attempt=config.metadata.attempt, image=image_name or config.image.image, image_ref=image_ref,
+            id=container_id, name=name, sandbox_id=sandbox.id, config=config,
+            image=image_name or config.image.image, image_ref=image_ref,
             image_id=image_id, runtime_handler=runtime_handler, bundle=str(bundle), log_path=log_path,
-            labels=dict(config.labels), annotations=dict(config.annotations),
-            mounts=[_pb_dict(m) for m in config.mounts], resources=_pb_dict(config.linux.resources),
             user={"uid": built.user.uid, "gid": built.user.gid, "supplemental_groups": built.user.additional_gids},
-            stop_signal=built.stop_signal, stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-            cgroups_path=built.spec["linux"]["cgroupsPath"], image_volumes=built.image_volumes,
+            stop_signal=built.stop_signal, cgroups_path=built.spec["linux"]["cgroupsPath"],
+            image_volumes=built.image_volumes,
         )
         await self.store.write(record)  # no other call writes a record whose create has not finished
         idmapped: dict[str, str] = {}
@@ -272,12 +270,8 @@ class ContainerRuntime:
         if record is not None:
             self.refresh(record)
 
-    def get(self, container_id: str) -> ContainerRecord:
-        """The refreshed record (NotFound for unknown ids; prefixes allowed)."""
-        return self.refresh(self.store.resolve(container_id))
-
-    async def start(self, container_id: str) -> ContainerRecord:
-        record = self.get(container_id)
+    async def start(self, record: ContainerRecord) -> ContainerRecord:
+        """Starts a created container (FailedPrecondition for one in another state)."""
         async with self.store.lock(record.id):
             record = self.refresh(self.store.get(record.id) or record)
             if record.state != CONTAINER_CREATED:
@@ -300,12 +294,9 @@ class ContainerRuntime:
             started = self._recorded(api_pb2.CONTAINER_STARTED_EVENT, dataclasses.replace(current, started_at=started_at))
             return self.refresh(started)
 
-    async def stop(self, container_id: str, timeout: float) -> None:
+    async def stop(self, record: ContainerRecord, timeout: float) -> None:
         """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded
-        (unknown ids succeed; empty and ambiguous ones are refused)."""
-        record = self.store.existing(container_id)
-        if record is None:
-            return
+        (a container not running is already stopped)."""
         record = self.refresh(record)
         if record.state != CONTAINER_RUNNING:
             return
@@ -323,12 +314,9 @@ class ContainerRuntime:
             raise Internal(f"container {record.id} did not exit {KILL_WAIT}s after SIGKILL")
         self.refresh(self.store.get(record.id) or record)
 
-    async def remove(self, container_id: str) -> None:
-        """Kills what runs, deletes runc's state, the bundle and the record; unknown ids succeed
-        (empty and ambiguous ones are refused)."""
-        record = self.store.existing(container_id)
-        if record is None:
-            return
+    async def remove(self, record: ContainerRecord) -> None:
+        """Kills what runs, deletes runc's state, the bundle and the record (one removed
+        meanwhile is already gone)."""
         async with self.store.lock(record.id):
             record = self.store.get(record.id)
             if record is None:
@@ -337,14 +325,6 @@ class ContainerRuntime:
             if record.created_at and not record.finished_at:
                 await self._kill(record)
             await self.discard(record)
-
-    def running(self, container_id: str) -> ContainerRecord:
-        """The refreshed record of a running container, for calls that need its processes:
-        NotFound for unknown ids, FailedPrecondition when it is not running."""
-        record = self.get(container_id)
-        if record.state != CONTAINER_RUNNING:
-            raise FailedPrecondition(f"container {record.id} is not running")
-        return record
 
     def verbose_info(self, record: ContainerRecord) -> dict[str, Any]:
         """What verbose ContainerStatus reports beside the status, with containerd's names where
@@ -359,39 +339,34 @@ class ContainerRuntime:
             **({"idmappedMounts": idmapped} if idmapped else {}),
             "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.runtime_handler,
             "runtimeType": runtime.binary if runtime else "", "bundle": record.bundle, "monitorPid": record.monitor_pid,
-            "cgroupsPath": record.cgroups_path, "stdin": record.stdin, "stdinOnce": record.stdin_once, "tty": record.tty,
+            "cgroupsPath": record.cgroups_path, "stdin": record.config.stdin, "stdinOnce": record.config.stdin_once, "tty": record.config.tty,
             "imageVolumes": [{"containerPath": k, "hostPath": v} for k, v in sorted(record.image_volumes.items())],
             **bundlespec.verbose_entries(Path(record.bundle), self.spec_limit),
         }
 
-    async def exec_sync(self, container_id: str, argv: list[str], timeout: float | None) -> execsync.ExecResult:
-        record = self.running(container_id)
+    async def exec_sync(self, record: ContainerRecord, argv: list[str], timeout: float | None) -> execsync.ExecResult:
+        """Runs argv in the container (FailedPrecondition unless it runs)."""
+        record = record.running()
         return await execsync.exec_sync(self.runc(record), record.id, Path(record.bundle), argv, timeout,
                                         self.exec_output_limit, self.exec_drain)
 
-    async def reopen_log(self, container_id: str) -> None:
+    async def reopen_log(self, record: ContainerRecord) -> None:
         """Synchronous log reopen: returns once the new file exists (errors if not running, or
         when the log's directory is gone or was replaced, by a symlink or otherwise)."""
-        record = self.running(container_id)
+        record = record.running()
         if record.log_path:
             with logfile.for_reopen(record.log_path) as (log_dir, log_name):
                 await self.monitor.reopen_log(record.id, Path(record.bundle), log_dir, log_name, record.monitor_pid, REOPEN_TIMEOUT)
 
-    async def update_resources(self, container_id: str, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
+    async def update_resources(self, record: ContainerRecord, res: api_pb2.LinuxContainerResources) -> ContainerRecord:
         """Applies new cgroup limits with `runc update`, then records them."""
-        record = self.get(container_id)
         if record.state not in (CONTAINER_CREATED, CONTAINER_RUNNING):
             raise FailedPrecondition(f"container {record.id} is not running")
         await self.runc(record).update(record.id, oci_resources.build(res, self.host.swap_accounting, self.host.cgroup_v2))
-        updated = dataclasses.replace(self.store.get(record.id) or record, resources=_pb_dict(res))
+        current = self.store.get(record.id) or record
+        config = api_pb2.ContainerConfig()
+        config.CopyFrom(current.config)
+        config.linux.resources.CopyFrom(res)
+        updated = dataclasses.replace(current, config=config)
         self.store.save(updated)
         return updated
-
-    def pid_namespace(self, container_id: str) -> str:
-        """The PID namespace of a running container, for another container's TARGET mode."""
-        record = self.running(container_id)
-        return f"/proc/{record.pid}/ns/pid"
-
-    def stats(self, container_id: str) -> stats.CgroupStats | None:
-        """CPU and memory counters of the container's cgroup (None once it is gone)."""
-        return stats.read(self.get(container_id).cgroups_path)

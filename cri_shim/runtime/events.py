@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from cri_shim.sandbox.record import Sandbox
-from cri_shim.store.records import ContainerRecord
+from cri_shim.runtime.record import ContainerRecord
 
 log = logging.getLogger("cri_shim.events")
 

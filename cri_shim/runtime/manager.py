@@ -1,10 +1,12 @@
-"""The container manager: CreateContainer and friends as the RPCs see them.
+"""The container manager: the one owner of a container, and the one face the RPCs talk to.
 
-ContainerRuntime (containers.py) runs a container from a SandboxInfo, a rootfs and an image
-config, and knows nothing of sandboxes or images. This module joins the three: it resolves
-the image, mounts the container's overlay rootfs and its image volumes, describes the pod to
-the spec builder, reserves the container name, and gives the sandbox manager the hooks that stop
-and remove a pod's containers. Rules it keeps:
+It owns a container's lifecycle: its record (looked up by id or unique prefix here only),
+its events, and the order of what is made and released. ContainerRuntime (containers.py) is
+the runc/conmon layer below it: handed records, it runs a container from a SandboxInfo, a rootfs
+and an image config, and knows nothing of sandboxes or images. This module joins the three: it
+plans a CreateContainer (cri_shim.runtime.plan), mounts the container's overlay rootfs and its
+image volumes, describes the pod to the spec builder, and gives the sandbox manager the hooks
+that stop and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
 - the rootfs and image volumes are mounted before `runc create` and released after the record
@@ -16,13 +18,13 @@ and remove a pod's containers. Rules it keeps:
 - the CDI devices a container asks for are resolved against the spec files before its rootfs
   is made, so an unknown or ambiguous one leaves nothing behind (cri_shim.cdi);
 - events (created, started, stopped, deleted) go to every GetContainerEvents subscriber; the
-  runtime records starts and exits, so it publishes those two, a start always before its exit.
+  runtime records starts and exits and tells the manager, which publishes them, a start always
+  before its exit.
   The sandbox manager's own events for a pod go to the same bus, with the pod's containers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import secrets
@@ -30,28 +32,26 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from cri_shim import metadata
 from cri_shim.api import api_pb2 as api
-from cri_shim.cdi import names as cdi_names
-from cri_shim.cdi.edits import Edits
 from cri_shim.cdi.registry import Registry
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
 from cri_shim.idmappings import IdMappings
-from cri_shim.errors import FailedPrecondition, InvalidArgument, NotFound
+from cri_shim.errors import FailedPrecondition, NotFound
 from cri_shim.image.imagevolumes import ImageVolumes
 from cri_shim.image.rootfs import Rootfs
 from cri_shim.image.store import ImageStore
 from cri_shim.listbudget import ListBudget, entry_bytes
-from cri_shim.oci import values
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
-from cri_shim.runtime import features, logfile
+from cri_shim.runtime import features, plan
 from cri_shim.runtime.events import Event, EventBus, SandboxChange
+from cri_shim.runtime.execsync import ExecResult
 from cri_shim.runtime.features import HandlerFeatures
+from cri_shim.runtime.plan import ContainerPlan
 from cri_shim.sandbox import Sandbox, SandboxManager
-from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
+from cri_shim.runtime.record import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
 
 log = logging.getLogger("cri_shim.containers")
 
@@ -59,22 +59,6 @@ log = logging.getLogger("cri_shim.containers")
 ABANDON_WAIT = 30.0
 # How long a sandbox's containers get between SIGKILL and their exit being recorded.
 POD_STOP_TIMEOUT = 0.0
-
-
-def container_name(config: api.ContainerConfig, sandbox: Sandbox) -> str:
-    """The name a container reserves: one container per name and attempt in a pod, as kubelet names them."""
-    meta, pod = config.metadata, sandbox.metadata
-    return f"{meta.name}_{pod.name}_{pod.namespace}_{pod.uid}_{meta.attempt}"
-
-
-def _validate(config: api.ContainerConfig) -> None:
-    if not config.HasField("metadata") or not config.metadata.name:
-        raise InvalidArgument("container config must have metadata with a name")
-    metadata.check_name("container name", config.metadata.name, metadata.MAX_CONTAINER_NAME_BYTES)
-    metadata.check_labels_and_annotations("container", config.labels, config.annotations)
-    if not config.image.image:
-        raise InvalidArgument("container config must name an image")
-    values.check_config(config)
 
 
 class ContainerManager:
@@ -89,11 +73,13 @@ class ContainerManager:
         self.image_volumes = ImageVolumes(images, rootfs)
         self.cdi = Registry(cfg.runtime.cdi_spec_dirs)
         self.runtime = runtime
+        # The records, persisted by the runtime as it acts; every lookup by id or prefix is here.
+        self.store = runtime.store
         self.rootfs_root = cfg.state_dir / "rootfs"
         self.events = EventBus()
         self._attempts = Attempts()
         self.budget = ListBudget("containers", cfg.server.max_message_bytes,
-                                 lambda: (entry_bytes(r.labels, r.annotations) for r in runtime.store))
+                                 lambda: (entry_bytes(r.config.labels, r.config.annotations) for r in self.store))
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
@@ -117,12 +103,12 @@ class ContainerManager:
         for name, runtime in self.runtime.runtimes.items():
             self._features[name] = await features.detect(runtime, userns)
         await self.runtime.open()
-        for record in self.runtime.store:
+        for record in self.store:
             if self.sandboxes.store.get(record.sandbox_id) is None:
                 log.info("removing a container whose sandbox is gone", extra={"container": record.id})
                 await self._remove(record)
         for container_dir in self.rootfs_root.iterdir():
-            if self.runtime.store.get(container_dir.name) is None:
+            if self.store.get(container_dir.name) is None:
                 log.info("releasing an orphaned rootfs", extra={"container": container_dir.name})
                 await self._release_rootfs(container_dir.name)
 
@@ -136,20 +122,20 @@ class ContainerManager:
 
     def get(self, id_or_prefix: str) -> ContainerRecord:
         """The container's current record (NotFound for unknown ids; unique prefixes allowed)."""
-        record = self.runtime.get(id_or_prefix)
+        record = self.runtime.refresh(self.store.resolve(id_or_prefix))
         if not record.created_at:
             raise NotFound(f"container {id_or_prefix!r} not found")
         return record
 
     def list(self) -> list[ContainerRecord]:
         """Every created container, refreshed with any exit recorded since."""
-        return [self.runtime.refresh(r) for r in self.runtime.store if r.created_at]
+        return [self.runtime.refresh(r) for r in self.store if r.created_at]
 
     def select(self, id_prefix: str = "", sandbox_prefix: str = "", labels: dict[str, str] | None = None,
                state: int | None = None) -> list[ContainerRecord]:
         """The containers a List filter names; ids and sandbox ids may be unique prefixes."""
         if id_prefix:
-            found = self.runtime.store.find(id_prefix)
+            found = self.store.find(id_prefix)
             records = [self.runtime.refresh(found)] if found is not None and found.created_at else []
         else:
             records = self.list()
@@ -157,14 +143,11 @@ class ContainerManager:
             sb = self.sandboxes.store.find(sandbox_prefix)
             records = [r for r in records if sb is not None and r.sandbox_id == sb.id]
         return [r for r in records if (state is None or r.state == state)
-                and all(r.labels.get(k) == v for k, v in (labels or {}).items())]
+                and all(r.config.labels.get(k) == v for k, v in (labels or {}).items())]
 
     def running(self, id_or_prefix: str) -> ContainerRecord:
         """The record of a running container (NotFound, or FailedPrecondition when not running)."""
-        record = self.get(id_or_prefix)
-        if record.state != CONTAINER_RUNNING:
-            raise FailedPrecondition(f"container {record.id} is not running")
-        return record
+        return self.get(id_or_prefix).running()
 
     def measurable(self, id_or_prefix: str) -> ContainerRecord:
         """The record of a container that has metrics, i.e. a running one; NotFound for one not
@@ -176,74 +159,83 @@ class ContainerManager:
             raise NotFound(f"no metrics for container {record.id}: it is not running ({state})")
         return record
 
+    def running_of_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
+        """The pod's containers running now, their state refreshed from their monitors."""
+        refreshed = (self.runtime.refresh(r) for r in self.of_sandbox(sandbox_id) if r.created_at)
+        return [r for r in refreshed if r.state == CONTAINER_RUNNING]
+
+    def verbose_info(self, record: ContainerRecord) -> dict[str, object]:
+        """What verbose ContainerStatus reports beside the status (ContainerRuntime.verbose_info)."""
+        return self.runtime.verbose_info(record)
+
+    async def writable_usage(self, record: ContainerRecord) -> tuple[Path, int, int]:
+        """The directory of the container's writable layer, and the bytes and inodes it uses."""
+        layer = self.rootfs_root / record.id
+        used, inodes = await self.rootfs.writable_usage(layer)
+        return layer, used, inodes
+
+    # -- UpdateContainerResources, ReopenContainerLog, ExecSync ---------------------------
+
+    async def update_resources(self, id_or_prefix: str, res: api.LinuxContainerResources) -> None:
+        await self.runtime.update_resources(self.get(id_or_prefix), res)
+
+    async def reopen_log(self, id_or_prefix: str) -> None:
+        await self.runtime.reopen_log(self.get(id_or_prefix))
+
+    async def exec_sync(self, id_or_prefix: str, argv: list[str], timeout: float | None) -> ExecResult:
+        return await self.runtime.exec_sync(self.get(id_or_prefix), argv, timeout)
+
     # -- CreateContainer ------------------------------------------------------------------
 
-    async def create(self, sandbox_id: str, config: api.ContainerConfig) -> str:
+    async def create(self, sandbox_id: str, config: api.ContainerConfig | None) -> str:
         """Makes a CREATED container, or returns the one this name already has.
 
         Everything about the pod (privileged, log_directory, sysctls, names) is read from the
         stored sandbox, never from the sandbox_config a CreateContainer request carries: that
-        copy is the caller's word, and a client could claim a privileged pod with it.
+        copy is the caller's word, and a client could claim a privileged pod with it. The
+        request is checked whole (cri_shim.runtime.plan) before anything is made.
         """
-        _validate(config)
+        config = plan.check_request(sandbox_id, config)
         sb = self.sandboxes.get(sandbox_id)
         if sb.state != api.SANDBOX_READY:
             raise FailedPrecondition(f"sandbox {sb.id} is not ready")
-        name = container_name(config, sb)
+        name = plan.container_name(config, sb)
         if name not in self._attempts:
-            existing = self.runtime.store.by_name(name)
+            existing = self.store.by_name(name)
             if existing is not None and existing.created_at:
                 return existing.id
-        logfile.verify(sb.config.log_directory, config.log_path)  # before the rootfs is made
-        return await self._attempts.join(name, lambda: self._create(name, sb, config))
-
-    async def _create(self, name: str, sb: Sandbox, config: api.ContainerConfig) -> str:
-        with self.budget.held(name, entry_bytes(config.labels, config.annotations)):
-            with self.migrations.held():  # from the start: its first wait overlaps the rootfs, spec and conmon
-                return await self._make(name, sb, config)
-
-    async def _make(self, name: str, sb: Sandbox, config: api.ContainerConfig) -> str:
-        image = self.images.resolve(config.image.image)
-        image_config = self.images.config(image)
         handler = self.handler(sb)
-        if any(m.recursive_read_only for m in config.mounts) and not self.features(handler).recursive_read_only_mounts:
-            raise InvalidArgument(f"runtime handler {handler!r} does not support recursive read-only mounts")
-        volume_images = self.image_volumes.check(list(config.mounts))
-        requested = cdi_names.requested(config)
-        cdi_edits = await asyncio.to_thread(self.cdi.resolve, requested) if requested else Edits()
+        made = await plan.plan(config, sb, handlers=self.runtime.runtimes.keys(), handler=handler,
+                               handler_features=self.features(handler), images=self.images,
+                               image_volumes=self.image_volumes, cdi=self.cdi, target=self.running)
+        return await self._attempts.join(name, lambda: self._create(made))
+
+    async def _create(self, made: ContainerPlan) -> str:
+        with self.budget.held(made.name, entry_bytes(made.config.labels, made.config.annotations)):
+            with self.migrations.held():  # from the start: its first wait overlaps the rootfs, spec and conmon
+                return await self._make(made)
+
+    async def _make(self, made: ContainerPlan) -> str:
+        sb, image = made.sandbox, made.image
         container_id = secrets.token_hex(32)
-        ns = config.linux.security_context.namespace_options
-        target_pid_ns = self._target_pid_namespace(sb, ns.target_id) if ns.pid == api.TARGET else None
         container_dir = self.rootfs_root / container_id
         try:
             userns = self._userns(sb)
             rootfs = await self.rootfs.prepare(image.image_id, container_dir, userns)
-            config = await self.image_volumes.mount(container_dir, config, volume_images, userns)
+            config = await self.image_volumes.mount(container_dir, made.config, made.volume_images, userns)
             record = await self.runtime.create(
-                container_id=container_id, name=name, sandbox=self.sandbox_info(sb), sandbox_config=sb.config,
-                config=config, image=image_config, rootfs=rootfs, image_name=_image_name(config, image.image_id, image.repo_tags),
-                image_ref=image.image_id, image_id=image.image_id, runtime_handler=handler,
-                target_pid_ns=target_pid_ns, cdi_edits=cdi_edits,
+                container_id=container_id, name=made.name, sandbox=self.sandbox_info(sb), sandbox_config=sb.config,
+                config=config, image=made.image_config, rootfs=rootfs,
+                image_name=_image_name(config, image.image_id, image.repo_tags), image_ref=image.image_id,
+                image_id=image.image_id, runtime_handler=made.handler, log_path=made.log_path,
+                target_pid_ns=made.target_pid_ns, cdi_edits=made.cdi_edits,
             )
         except BaseException:
-            if self.runtime.store.get(container_id) is None:
+            if self.store.get(container_id) is None:
                 await self._release_rootfs(container_id)
             raise
         self.events.publish(api.CONTAINER_CREATED_EVENT, record)
         return container_id
-
-    def _target_pid_namespace(self, sb: Sandbox, target_id: str) -> str:
-        """The PID namespace a TARGET container joins: that of a running container of the same pod.
-
-        As in containerd, the target must exist, run, and belong to the sandbox the new container
-        is created in; a container of another pod is refused, whatever its id or prefix.
-        """
-        if not target_id:
-            raise InvalidArgument("pid namespace mode TARGET needs target_id")
-        target = self.get(target_id)
-        if target.sandbox_id != sb.id:
-            raise InvalidArgument(f"target container {target.id} does not belong to sandbox {sb.id}")
-        return self.runtime.pid_namespace(target.id)
 
     @staticmethod
     def _userns(sb: Sandbox) -> tuple[str, IdMappings] | None:
@@ -291,21 +283,24 @@ class ContainerManager:
 
     async def start(self, id_or_prefix: str) -> None:
         """Starts a created container (the runtime publishes its started and stopped events)."""
-        await self.runtime.start(self.get(id_or_prefix).id)
+        await self.runtime.start(self.get(id_or_prefix))
 
     async def stop(self, id_or_prefix: str, timeout: float) -> None:
-        """Stops the container (unknown or finished ones are already stopped)."""
-        await self.runtime.stop(id_or_prefix, timeout)
+        """Stops the container (unknown or finished ones are already stopped; empty and
+        ambiguous ids are refused)."""
+        record = self.store.existing(id_or_prefix)
+        if record is not None:
+            await self.runtime.stop(record, timeout)
 
     async def remove(self, id_or_prefix: str) -> None:
         """Removes the container and its rootfs; unknown ids are already removed (empty and
         ambiguous ones are refused)."""
-        record = self.runtime.store.existing(id_or_prefix)
+        record = self.store.existing(id_or_prefix)
         if record is not None:
             await self._remove(record)
 
     async def _remove(self, record: ContainerRecord) -> None:
-        await self.runtime.remove(record.id)
+        await self.runtime.remove(record)
         await self._release_rootfs(record.id)
         self.events.publish(api.CONTAINER_DELETED_EVENT, record)
 
@@ -315,18 +310,14 @@ class ContainerManager:
         await self.rootfs.release(container_dir)
         await asyncio.to_thread(shutil.rmtree, container_dir, True)
 
-    def writable_layer(self, container_id: str) -> Path:
-        """The directory holding the container's writable layer (for stats)."""
-        return self.rootfs_root / container_id
-
     # -- the SandboxContainers hooks ------------------------------------------------------
 
     def of_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
-        return [r for r in self.runtime.store if r.sandbox_id == sandbox_id]
+        return [r for r in self.store if r.sandbox_id == sandbox_id]
 
     async def stop_sandbox_containers(self, sandbox_id: str) -> None:
         """Kills every container of the pod at once and waits for their exits."""
-        await gather_all([self.runtime.stop(r.id, POD_STOP_TIMEOUT) for r in self.of_sandbox(sandbox_id)
+        await gather_all([self.runtime.stop(r, POD_STOP_TIMEOUT) for r in self.of_sandbox(sandbox_id)
                     if r.state in (CONTAINER_CREATED, CONTAINER_RUNNING)])
 
     async def remove_sandbox_containers(self, sandbox_id: str) -> None:

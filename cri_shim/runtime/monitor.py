@@ -57,6 +57,9 @@ class Monitor(Protocol):
     """Creates containers under a monitor and talks to the monitors of running ones."""
 
     exits: ExitWatcher
+    # The most one message read from the attach socket holds, and one written to it.
+    attach_message_max: int
+    attach_input_max: int
 
     async def check(self) -> object:
         """Refuses to start with a monitor binary the contract does not hold for."""
@@ -98,7 +101,13 @@ class Monitor(Protocol):
         ...
 
     def attach_socket(self, container_id: str) -> Path:
-        """The SOCK_SEQPACKET socket that streams the container's stdio (attach)."""
+        """The SOCK_SEQPACKET socket that streams the container's stdio (attach): what a client
+        writes there is the container's stdin; what it reads, messages attach_output() parses."""
+        ...
+
+    def attach_output(self, message: bytes) -> tuple[str, bytes] | None:
+        """The stream ("stdout" or "stderr") of a message read from the attach socket, and the
+        output it carries; None for a message of no stream."""
         ...
 
     def alive(self, monitor_pid: int, start_time: int) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from cri_shim.errors import NotFound
 from cri_shim.runtime import idmounts
-from cri_shim.store.records import CONTAINER_CREATED, ContainerRecord
+from cri_shim.runtime.record import CONTAINER_CREATED, ContainerRecord
 
 if TYPE_CHECKING:
     from cri_shim.runtime.containers import ContainerRuntime

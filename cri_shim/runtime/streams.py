@@ -1,7 +1,7 @@
 """The streaming server's backends on real containers and pods.
 
 ContainerStreams serves exec (cri_shim.runtime.execstream: `runc exec` wired to the client)
-and attach: a connection to the container's conmon attach socket (framing in conmon.py), so
+and attach: a connection to the container's monitor's attach socket (framing: Monitor.attach_output), so
 any number of attachers share the container's stdio while conmon goes on logging it. Stdin
 EOF shuts down our write side only for a stdin_once container, whose stdin conmon then closes;
 resizes go through conmon's control FIFO.
@@ -21,9 +21,10 @@ from pathlib import Path
 
 from cri_shim.errors import FailedPrecondition
 from cri_shim.linux import netns
-from cri_shim.runtime import conmon, execstream, execsync
+from cri_shim.runtime import execstream, execsync
 from cri_shim.runtime.containers import ContainerRuntime
-from cri_shim.store.records import ContainerRecord
+from cri_shim.runtime.monitor import Monitor
+from cri_shim.runtime.record import ContainerRecord
 from cri_shim.streaming.backend import InputStream, StreamIO
 from cri_shim.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
 
@@ -31,32 +32,35 @@ LOCALHOST = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
 
 class ContainerStreams:
-    """ExecBackend and AttachBackend of a ContainerRuntime. Both raise NotFound for unknown
-    containers and FailedPrecondition for containers that are not running."""
+    """ExecBackend and AttachBackend over the runc/conmon layer. running(id or prefix) is the
+    record of a running container (the lifecycle owner's lookup), so both raise NotFound for
+    unknown containers and FailedPrecondition for containers that are not running."""
 
-    def __init__(self, runtime: ContainerRuntime) -> None:
+    def __init__(self, running: Callable[[str], ContainerRecord], runtime: ContainerRuntime) -> None:
+        self.running = running
         self.runtime = runtime
 
     async def exec(self, request: ExecRequest, io: StreamIO) -> int:
-        record = self.runtime.running(request.container_id)
+        record = self.running(request.container_id)
         runc = self.runtime.runc(record)
         with execsync.process_files(Path(record.bundle), list(request.cmd), request.tty) as (process_file, pid_file):
             return await execstream.run(runc, record.id, process_file, pid_file, request.tty, io, self.runtime.exec_drain)
 
     async def attach(self, request: AttachRequest, io: StreamIO) -> None:
-        record = self.runtime.running(request.container_id)
+        record = self.running(request.container_id)
+        monitor = self.runtime.monitor
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
             sock.setblocking(False)
             try:
-                await asyncio.get_running_loop().sock_connect(sock, str(self.runtime.monitor.attach_socket(record.id)))
+                await asyncio.get_running_loop().sock_connect(sock, str(monitor.attach_socket(record.id)))
             except (FileNotFoundError, ConnectionRefusedError):
                 raise FailedPrecondition(f"container {record.id} is not running (its monitor has no attach socket)") from None
-            output = asyncio.create_task(_relay_output(sock, io))
+            output = asyncio.create_task(_relay_output(sock, io, monitor))
             left = asyncio.create_task(io.disconnected.wait())
             tasks = [output, left]
             if io.stdin is not None:
-                tasks.append(asyncio.create_task(_relay_input(sock, io.stdin, record)))
-            if record.tty:
+                tasks.append(asyncio.create_task(_relay_input(sock, io.stdin, record, monitor.attach_input_max)))
+            if record.config.tty:
                 tasks.append(asyncio.create_task(self._resize(io, record)))
             try:
                 await asyncio.wait([output, left], return_when=asyncio.FIRST_COMPLETED)
@@ -73,31 +77,32 @@ class ContainerStreams:
                 await self.runtime.monitor.resize(Path(record.bundle), size.height, size.width)
 
 
-async def _relay_output(sock: socket.socket, io: StreamIO) -> None:
-    """conmon's messages to the client, until conmon closes the connection (the container
+async def _relay_output(sock: socket.socket, io: StreamIO, monitor: Monitor) -> None:
+    """The monitor's messages to the client, until it closes the connection (the container
     exited) or the client stops receiving."""
     loop = asyncio.get_running_loop()
-    sinks = {conmon.ATTACH_STDOUT: io.stdout, conmon.ATTACH_STDERR: io.stderr}
+    sinks = {"stdout": io.stdout, "stderr": io.stderr}
     with contextlib.suppress(ConnectionError):
-        while message := await loop.sock_recv(sock, conmon.ATTACH_MESSAGE_MAX):
-            sink = sinks.get(message[0])
-            if sink is not None:
-                await sink.write(message[1:])
+        while message := await loop.sock_recv(sock, monitor.attach_message_max):
+            parsed = monitor.attach_output(message)
+            sink = sinks.get(parsed[0]) if parsed else None
+            if parsed is not None and sink is not None:
+                await sink.write(parsed[1])
 
 
-async def _relay_input(sock: socket.socket, stdin: InputStream, record: ContainerRecord) -> None:
-    """The client's stdin to conmon, in messages conmon reads whole. A container made without
+async def _relay_input(sock: socket.socket, stdin: InputStream, record: ContainerRecord, message_max: int) -> None:
+    """The client's stdin to the monitor, in messages it reads whole. A container made without
     stdin has nothing to take it: it is read and dropped, so the client's connection never
     stalls on it."""
-    if not record.stdin:
+    if not record.config.stdin:
         while await stdin.read():
             pass
         return
     loop = asyncio.get_running_loop()
     with contextlib.suppress(ConnectionError):  # conmon closed the connection: the container exited
-        while data := await stdin.read(conmon.ATTACH_INPUT_MAX):
+        while data := await stdin.read(message_max):
             await loop.sock_sendall(sock, data)
-        if record.stdin_once:
+        if record.config.stdin_once:
             sock.shutdown(socket.SHUT_WR)
 
 

@@ -8,8 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import json_format
-
 from cri_shim import metrics
 from cri_shim.api import api_pb2 as api
 from cri_shim.errors import InvalidArgument
@@ -17,7 +15,7 @@ from cri_shim.runtime.events import Event, SandboxChange
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.sandbox import SandboxManager
 from cri_shim.services.sandbox import sandbox_status
-from cri_shim.store.records import ContainerRecord
+from cri_shim.runtime.record import ContainerRecord
 
 
 class ContainerService:
@@ -28,11 +26,8 @@ class ContainerService:
         self.sandboxes = sandboxes
 
     async def CreateContainer(self, request: api.CreateContainerRequest, context: Any) -> api.CreateContainerResponse:
-        if not request.pod_sandbox_id:
-            raise InvalidArgument("pod_sandbox_id must not be empty")
-        if not request.HasField("config"):
-            raise InvalidArgument("container config must be set")
-        container_id = await self.containers.create(request.pod_sandbox_id, request.config)
+        config = request.config if request.HasField("config") else None
+        container_id = await self.containers.create(request.pod_sandbox_id, config)
         return api.CreateContainerResponse(container_id=container_id)
 
     async def StartContainer(self, request: api.StartContainerRequest, context: Any) -> api.StartContainerResponse:
@@ -68,16 +63,16 @@ class ContainerService:
         record = self.containers.get(request.container_id)
         response = api.ContainerStatusResponse(status=container_status(record))
         if request.verbose:
-            response.info["info"] = json.dumps(self.containers.runtime.verbose_info(record))
+            response.info["info"] = json.dumps(self.containers.verbose_info(record))
         return response
 
     async def UpdateContainerResources(self, request: api.UpdateContainerResourcesRequest,
                                        context: Any) -> api.UpdateContainerResourcesResponse:
-        await self.containers.runtime.update_resources(self.containers.get(request.container_id).id, request.linux)
+        await self.containers.update_resources(request.container_id, request.linux)
         return api.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(self, request: api.ReopenContainerLogRequest, context: Any) -> api.ReopenContainerLogResponse:
-        await self.containers.runtime.reopen_log(self.containers.get(request.container_id).id)
+        await self.containers.reopen_log(request.container_id)
         return api.ReopenContainerLogResponse()
 
     async def ExecSync(self, request: api.ExecSyncRequest, context: Any) -> api.ExecSyncResponse:
@@ -85,8 +80,7 @@ class ContainerService:
             raise InvalidArgument("cmd must not be empty")
         if request.timeout < 0:
             raise InvalidArgument(f"timeout {request.timeout} must not be negative")
-        record = self.containers.running(request.container_id)
-        result = await self.containers.runtime.exec_sync(record.id, list(request.cmd), request.timeout or None)
+        result = await self.containers.exec_sync(request.container_id, list(request.cmd), request.timeout or None)
         return api.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
 
     async def GetContainerEvents(self, request: api.GetEventsRequest, context: Any) -> AsyncIterator[api.ContainerEventResponse]:
@@ -110,10 +104,6 @@ class ContainerService:
         return response
 
 
-def _metadata(record: ContainerRecord) -> api.ContainerMetadata:
-    return api.ContainerMetadata(name=record.metadata_name, attempt=record.attempt)
-
-
 def _stop_signal(number: int) -> int:
     """The record's signal number as the API's Signal enum (RUNTIME_DEFAULT for unnamed ones)."""
     try:
@@ -125,23 +115,25 @@ def _stop_signal(number: int) -> int:
 def container_item(record: ContainerRecord) -> api.Container:
     """The ListContainers entry of a container."""
     return api.Container(
-        id=record.id, pod_sandbox_id=record.sandbox_id, metadata=_metadata(record),
+        id=record.id, pod_sandbox_id=record.sandbox_id, metadata=record.config.metadata,
         image=api.ImageSpec(image=record.image), image_ref=record.image_ref, image_id=record.image_id,
-        state=record.state, created_at=record.created_at, labels=record.labels, annotations=record.annotations,
+        state=record.state, created_at=record.created_at, labels=record.config.labels,
+        annotations=record.config.annotations,
     )
 
 
 def container_status(record: ContainerRecord) -> api.ContainerStatus:
     """The ContainerStatus of a container: what was asked for, echoed exactly, and what happened since."""
+    config = record.config
     status = api.ContainerStatus(
-        id=record.id, metadata=_metadata(record), state=record.state, created_at=record.created_at,
+        id=record.id, metadata=config.metadata, state=record.state, created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
         image=api.ImageSpec(image=record.image), image_ref=record.image_ref, image_id=record.image_id,
-        reason=record.reason, message=record.message, labels=record.labels, annotations=record.annotations,
-        mounts=[json_format.ParseDict(m, api.Mount()) for m in record.mounts], log_path=record.log_path,
-        stop_signal=_stop_signal(record.stop_signal),
+        reason=record.reason, message=record.message, labels=config.labels, annotations=config.annotations,
+        mounts=config.mounts, log_path=record.log_path, stop_signal=_stop_signal(record.stop_signal),
     )
-    json_format.ParseDict(record.resources, status.resources.linux)
+    if config.linux.resources.ByteSize():  # none asked for: none reported
+        status.resources.linux.CopyFrom(config.linux.resources)
     user = record.user
     if user:
         status.user.linux.CopyFrom(api.LinuxContainerUser(uid=user["uid"], gid=user["gid"],

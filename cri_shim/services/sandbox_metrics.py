@@ -23,8 +23,8 @@ from cri_shim.linux import netdev
 from cri_shim.linux.netdev import InterfaceCounters
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.sandbox import Sandbox, SandboxManager
-from cri_shim.services.stats import pod_pids, running_containers
-from cri_shim.store.records import ContainerRecord
+from cri_shim.services.stats import pod_pids
+from cri_shim.runtime.record import ContainerRecord
 
 BASE_LABELS = ("pod", "namespace", "container", "id", "image")
 NETWORK_LABELS = (*BASE_LABELS, "interface")
@@ -119,7 +119,7 @@ class SandboxMetricsService:
         # Which pods and containers: decided on the loop, which owns the records. The files (a
         # dozen per container) are read on a thread, so that a node of many pods does not hold
         # every other call up meanwhile.
-        plan = [(sb, running_containers(self.containers, sb)) for sb in self.sandboxes.select(state=api.SANDBOX_READY)]
+        plan = [(sb, self.containers.running_of_sandbox(sb.id)) for sb in self.sandboxes.select(state=api.SANDBOX_READY)]
         pods = await asyncio.to_thread(lambda: [_pod(sb, running) for sb, running in plan])
         return api.ListPodSandboxMetricsResponse(pod_metrics=pods)
 
@@ -139,7 +139,7 @@ def _pod(sb: Sandbox, running: list[ContainerRecord]) -> api.PodSandboxMetrics:
 
 
 def _container(record: ContainerRecord, pod: list[str]) -> api.ContainerMetrics:
-    labels = [*pod, record.metadata_name, record.id, record.image]
+    labels = [*pod, record.config.metadata.name, record.id, record.image]
     out = api.ContainerMetrics(container_id=record.id)
     counters = stats.read(record.cgroups_path)
     now = counters.timestamp if counters is not None else time.time_ns()

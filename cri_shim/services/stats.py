@@ -22,7 +22,7 @@ from cri_shim.image.usage import mountpoint_of
 from cri_shim.linux import netdev
 from cri_shim.runtime.manager import ContainerManager
 from cri_shim.sandbox import Sandbox, SandboxManager
-from cri_shim.store.records import CONTAINER_RUNNING, ContainerRecord
+from cri_shim.runtime.record import CONTAINER_RUNNING, ContainerRecord
 
 
 class StatsService:
@@ -60,14 +60,13 @@ class StatsService:
 
     async def _container(self, record: ContainerRecord) -> api.ContainerStats:
         out = api.ContainerStats(attributes=api.ContainerAttributes(
-            id=record.id, metadata=api.ContainerMetadata(name=record.metadata_name, attempt=record.attempt),
-            labels=record.labels, annotations=record.annotations,
+            id=record.id, metadata=record.config.metadata,
+            labels=record.config.labels, annotations=record.config.annotations,
         ))
         counters = stats.read(record.cgroups_path) if record.state == CONTAINER_RUNNING else None
         if counters is not None:
             self._fill(out.cpu, out.memory, record.id, counters)
-        layer = self.containers.writable_layer(record.id)
-        used, inodes = await self.containers.rootfs.writable_usage(layer)
+        layer, used, inodes = await self.containers.writable_usage(record)
         out.writable_layer.timestamp = time.time_ns()
         out.writable_layer.fs_id.mountpoint = mountpoint_of(layer.parent)
         out.writable_layer.used_bytes.value = used
@@ -79,7 +78,7 @@ class StatsService:
             id=sb.id, metadata=sb.metadata, labels=sb.config.labels, annotations=sb.config.annotations,
         ))
         linux = out.linux
-        running = running_containers(self.containers, sb)
+        running = self.containers.running_of_sandbox(sb.id)
         for record in running:
             linux.containers.append(await self._container(record))
         counters = stats.read(parent_path(sb.cgroup_driver, sb.cgroup_parent)) if sb.config.linux.cgroup_parent else None
@@ -131,12 +130,6 @@ class CpuRates:
         """Drops the samples of every id not in live."""
         for key in self._last.keys() - live:
             del self._last[key]
-
-
-def running_containers(containers: ContainerManager, sb: Sandbox) -> list[ContainerRecord]:
-    """The pod's containers running now, their state refreshed from their monitors."""
-    records = [r for r in containers.of_sandbox(sb.id) if r.created_at]
-    return [r for r in records if containers.runtime.refresh(r).state == CONTAINER_RUNNING]
 
 
 def pod_pids(sb: Sandbox, running: list[ContainerRecord]) -> list[int]:

@@ -33,7 +33,12 @@ class JsonRecord:
     JSON_CAMEL: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: _encode(getattr(self, name)) for name, key, _ in _fields(type(self))}
+        return {key: encode(getattr(self, name)) for name, key, _ in _fields(type(self))}
+
+    @classmethod
+    def outdated(cls, data: dict[str, Any]) -> bool:
+        """Whether data is of an earlier form that from_dict upgrades (the store writes it back)."""
+        return False
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -60,15 +65,16 @@ def _fields(cls: type) -> tuple[tuple[str, str, Any], ...]:
     )
 
 
-def _encode(value: Any) -> Any:
+def encode(value: Any) -> Any:
+    """A value as its JSON form (what to_dict gives for a field holding it)."""
     if isinstance(value, JsonRecord):
         return value.to_dict()
     if isinstance(value, Message):
         return base64.b64encode(value.SerializeToString(deterministic=True)).decode()
     if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
+        return [encode(v) for v in value]
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: encode(v) for k, v in value.items()}
     return value
 
 

@@ -10,13 +10,13 @@ Sandboxes and containers (and images) each live in one RecordStore. The rules it
 - write() and erase() are save() and delete() with the disk work (two fsyncs) on a worker
   thread, for callers no other write of the record can overlap: the event loop serves other requests while
   the disk syncs, where save() would stop it (under ten pods at a time, record writes held it
-  for a quarter of its time).
+  for a quarter of its time);
+- a record read in an earlier form (the record type says which) is written back in the current one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +24,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from cri_shim.errors import AlreadyExists, InvalidArgument, NotFound
 from cri_shim.store import atomic
-from cri_shim.store.codec import JsonRecord
 
 log = logging.getLogger("cri_shim.store")
 
@@ -42,6 +41,9 @@ class Record(Protocol):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any: ...
+
+    @classmethod
+    def outdated(cls, data: dict[str, Any]) -> bool: ...
 
 
 R = TypeVar("R", bound=Record)
@@ -78,6 +80,9 @@ class RecordStore(Generic[R]):
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 bad.append((path, exc))
                 continue
+            if self.record_type.outdated(data["record"]):
+                # Read in an earlier form (an upgrade): written back in the current one.
+                atomic.write_json(path, {"schema": SCHEMA_VERSION, "record": record.to_dict()})
             self._records[record.id] = record
             if record.name:
                 self._names[record.name] = record.id
@@ -182,66 +187,3 @@ class RecordStore(Generic[R]):
 
     def _path(self, record_id: str) -> Path:
         return self.directory / f"{record_id}.json"
-
-
-# Container states, numbered as the CRI ContainerState enum (runtime.v1).
-CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED, CONTAINER_UNKNOWN = 0, 1, 2, 3
-
-
-@dataclasses.dataclass
-class ContainerRecord(JsonRecord):
-    """One container: what CreateContainer asked for and what has happened to it since.
-
-    The state is derived from the timestamps, as containerd does (finished_at set: EXITED;
-    started_at set: RUNNING; created_at set: CREATED); a record persisted before `runc
-    create` finished has created_at 0 and reads UNKNOWN, which recovery cleans up. Times are
-    nanoseconds since the epoch. mounts are the CRI mounts as requested (ContainerStatus echoes
-    them), image volumes with the host path they were given; user is the resolved uid, gid and
-    groups; image_volumes maps the image's VOLUME paths to their directories on the host;
-    idmapped maps the destinations cri-shim idmapped (a pod with a user namespace) to the
-    sources it idmapped.
-    """
-
-    id: str
-    name: str
-    sandbox_id: str
-    metadata_name: str
-    attempt: int
-    image: str
-    image_ref: str
-    image_id: str
-    runtime_handler: str
-    bundle: str
-    log_path: str = ""
-    labels: dict[str, str] = dataclasses.field(default_factory=dict)
-    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
-    mounts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
-    user: dict[str, Any] = dataclasses.field(default_factory=dict)
-    stop_signal: int = 15
-    stdin: bool = False
-    stdin_once: bool = False
-    tty: bool = False
-    created_at: int = 0
-    started_at: int = 0
-    finished_at: int = 0
-    exit_code: int = 0
-    reason: str = ""
-    message: str = ""
-    pid: int = 0
-    monitor_pid: int = 0
-    monitor_start_time: int = 0
-    cgroups_path: str = ""
-    image_volumes: dict[str, str] = dataclasses.field(default_factory=dict)
-    idmapped: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @property
-    def state(self) -> int:
-        if self.finished_at:
-            return CONTAINER_EXITED
-        if self.started_at:
-            return CONTAINER_RUNNING
-        if self.created_at:
-            return CONTAINER_CREATED
-        return CONTAINER_UNKNOWN
-

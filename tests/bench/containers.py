@@ -24,7 +24,7 @@ from typing import Any
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.image.imageconfig import ImageConfig
-from cri_shim.runtime import execsync
+from cri_shim.runtime import execsync, plan
 from tests.support.containers import Harness
 
 
@@ -79,16 +79,17 @@ async def run(h: Harness, n: int) -> dict[str, list[float]]:
     for i in range(n):
         cfg = h.config("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done")
         cid = os.urandom(32).hex()
-        kwargs = dict(container_id=cid, name=f"bench-{i}", sandbox=h.sandbox(), sandbox_config=_pod(h), config=cfg,
-                      image=ImageConfig(), rootfs=h.rootfs)
+        pod = _pod(h)
+        kwargs = dict(container_id=cid, name=f"bench-{i}", sandbox=h.sandbox(), sandbox_config=pod, config=cfg,
+                      image=ImageConfig(), rootfs=h.rootfs, log_path=plan.log_file(cfg, pod.log_directory))
         rec = await timed(samples, "create (spec+bundle+conmon+runc)", lambda: rt.create(**kwargs))
-        await timed(samples, "start", lambda: rt.start(rec.id))
-        result = await timed(samples, "ExecSync true (runc exec)", lambda: rt.exec_sync(rec.id, ["true"], 10))
+        await timed(samples, "start", lambda: rt.start(rec))
+        result = await timed(samples, "ExecSync true (runc exec)", lambda: rt.exec_sync(h.get(rec.id), ["true"], 10))
         assert result.exit_code == 0
         code = await timed(samples, "ExecSync true (conmon exec mode)", lambda: conmon_exec(h, rec.id, Path(rec.bundle)))
         assert code == 0
-        await timed(samples, "stop (SIGTERM honoured)", lambda: rt.stop(rec.id, 10))
-        await timed(samples, "remove", lambda: rt.remove(rec.id))
+        await timed(samples, "stop (SIGTERM honoured)", lambda: rt.stop(rec, 10))
+        await timed(samples, "remove", lambda: rt.remove(rec))
     return samples
 
 

@@ -74,7 +74,7 @@ def partial_line(h: Harness) -> None:
     assert lines == ["x" * 16383, "ab"], [len(x) for x in lines]
     print(f"16,383-byte line one printf at a time, then `echo -n a; echo b`: {len(entries)} records "
           f"({sum(e.partial for e in entries)} P), {path.stat().st_size} bytes of file")
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def throughput(h: Harness, lines: int) -> None:
@@ -89,7 +89,7 @@ def throughput(h: Harness, lines: int) -> None:
     mb = lines * len(line) / 1e6
     print(f"{lines} lines of {len(line)} bytes: {elapsed:.2f} s, {mb / elapsed:.1f} MB/s of output, "
           f"{lines / elapsed / 1000:.0f}k lines/s; log {size / 1e6:.1f} MB; this process's CPU {cpu:.2f} s")
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def memory(h: Harness, n: int) -> None:
@@ -106,7 +106,7 @@ def memory(h: Harness, n: int) -> None:
           f"{len(procs)} monitor processes, RSS {rss / 1024:.1f} MB, PSS {pss / 1024:.1f} MB "
           f"({(grown + pss) / n / 1024:.2f} MB per container, growth + PSS); maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     for rec in records:
-        h.run(h.runtime.remove(rec.id))
+        h.run(h.runtime.remove(rec))
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from cri_shim.errors import CriError, Internal
-from cri_shim.store.records import CONTAINER_EXITED, CONTAINER_RUNNING
+from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support.containers import Harness
 from tests.support.faultbin import FaultyBinary
 
@@ -34,7 +34,7 @@ class Faulty:
         self.h = Harness(runc=str(self.tools["runc"].path), conmon=str(self.tools["conmon"].path))
         rec = self.h.start(self.h.create(self.h.config("true")))  # the layer's directories now exist
         self.h.wait_exit(rec)
-        self.h.run(self.h.runtime.remove(rec.id))
+        self.h.run(self.h.runtime.remove(rec))
 
     def reset(self) -> None:
         for tool in self.tools.values():
@@ -64,7 +64,7 @@ def faulty(module_faulty: Faulty) -> Iterator[Faulty]:
     yield module_faulty
     module_faulty.reset()
     for record in list(module_faulty.h.runtime.store):
-        module_faulty.h.run(module_faulty.h.runtime.remove(record.id))
+        module_faulty.h.run(module_faulty.h.runtime.remove(record))
     assert module_faulty.h.leftovers() == before
 
 
@@ -117,9 +117,9 @@ def test_start_fault_reports_start_error_and_remove_cleans_up(faulty: Faulty, mo
     faulty.tools["runc"].inject("start", mode)
     err = _fails(faulty, "runc", mode, lambda: h.start(rec))
     assert isinstance(err, Internal), err
-    after = h.runtime.get(rec.id)
+    after = h.get(rec.id)
     assert (after.state, after.reason, after.exit_code) == (CONTAINER_EXITED, "StartError", 128)
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert h.leftovers() == before
 
 
@@ -129,13 +129,13 @@ def test_kill_fault_fails_the_stop_and_a_retry_stops(faulty: Faulty, mode: str) 
     before = h.leftovers()
     rec = h.start(h.create(h.config("sleep", "1000")))
     faulty.tools["runc"].inject("kill", mode)
-    err = _fails(faulty, "runc", mode, lambda: h.run(h.runtime.stop(rec.id, 0)))
+    err = _fails(faulty, "runc", mode, lambda: h.run(h.runtime.stop(rec, 0)))
     assert isinstance(err, Internal), err
-    assert h.runtime.get(rec.id).state == CONTAINER_RUNNING  # nothing was signalled
-    h.run(h.runtime.stop(rec.id, 0))
-    after = h.runtime.get(rec.id)
+    assert h.get(rec.id).state == CONTAINER_RUNNING  # nothing was signalled
+    h.run(h.runtime.stop(rec, 0))
+    after = h.get(rec.id)
     assert (after.state, after.exit_code) == (CONTAINER_EXITED, 137)
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert h.leftovers() == before
 
 
@@ -147,15 +147,15 @@ def test_delete_fault_keeps_the_container_until_a_remove_succeeds(faulty: Faulty
     faulty.tools["runc"].inject("delete", mode)
     if mode == "fail":
         with pytest.raises(Internal):
-            h.run(h.runtime.remove(rec.id))
-        assert h.runtime.get(rec.id).state == CONTAINER_EXITED  # kept, so a retry can finish
+            h.run(h.runtime.remove(rec))
+        assert h.get(rec.id).state == CONTAINER_EXITED  # kept, so a retry can finish
     else:  # the delete was done and its answer lost: either outcome is clean if a retry finishes
         try:
-            h.run(h.runtime.remove(rec.id))
+            h.run(h.runtime.remove(rec))
         except Internal:
             pass
     faulty.reset()
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert list(h.runtime.store) == []
     assert h.leftovers() == before
 

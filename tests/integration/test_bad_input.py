@@ -225,6 +225,22 @@ def _busybox(name: str = "c", **fields: Any) -> Callable[[World], api.ContainerC
     return config
 
 
+def _edited(edit: Callable[[api.ContainerConfig, World], None]) -> Callable[[World], api.ContainerConfig]:
+    """The busybox config, changed by edit (for the fields _busybox cannot set: scalars, nested ones)."""
+    def config(w: World) -> api.ContainerConfig:
+        built = _busybox()(w)
+        edit(built, w)
+        return built
+    return config
+
+
+def _pid(mode: int, target: Callable[[World], str] = lambda w: "") -> Callable[[api.ContainerConfig, World], None]:
+    def edit(c: api.ContainerConfig, w: World) -> None:
+        c.linux.security_context.namespace_options.pid = mode
+        c.linux.security_context.namespace_options.target_id = target(w)
+    return edit
+
+
 def _container_call(rpc: str, request: Callable[[str], Any], cid: Callable[[World], str]) -> Callable[[World], Any]:
     return lambda w: getattr(w.cri.runtime, rpc)(request(cid(w)))
 
@@ -358,6 +374,16 @@ ROWS = [
     Row("create container: unknown sandbox", _create(_busybox(), lambda w: MISSING_ID), NOT_FOUND, "not found"),
     Row("create container: empty sandbox id", _create(_busybox(), lambda w: ""), INVALID, "pod_sandbox_id"),
     Row("create container: ambiguous sandbox prefix", _create(_busybox(), lambda w: w.ambiguous), INVALID, "ambiguous"),
+    Row("create container: log path escaping the log directory", _create(_edited(
+        lambda c, w: setattr(c, "log_path", "../../../../etc/evil.log"))), INVALID, "log path"),
+    Row("create container: NUL in an environment value", _create(_edited(
+        lambda c, w: c.envs.add(key="A", value="a\x00b"))), INVALID, "NUL"),
+    Row("create container: unknown pid namespace mode", _create(_edited(_pid(9))), INVALID, "namespace mode"),
+    Row("create container: TARGET pid without target", _create(_edited(_pid(api.TARGET))), INVALID, "target_id"),
+    Row("create container: TARGET pid of an unknown container", _create(_edited(_pid(api.TARGET, lambda w: MISSING_ID))),
+        NOT_FOUND, "not found"),
+    Row("create container: TARGET pid of an exited container", _create(_edited(_pid(api.TARGET, lambda w: w.exited[0]))),
+        FAILED_PRECONDITION, "not running"),
     # Container ids
     Row("start container: unknown id", _start(lambda w: MISSING_ID), NOT_FOUND, "not found"),
     Row("start container: empty id", _start(lambda w: ""), INVALID, "empty"),
@@ -433,7 +459,7 @@ def harness() -> Iterator[tuple[Harness, dict[str, Any]]]:
     h = Harness()
     h.wait_exit(h.start(h.create(h.config("true"))))  # the layer's directories exist before the snapshot
     for record in list(h.runtime.store):
-        h.run(h.runtime.remove(record.id))
+        h.run(h.runtime.remove(record))
     yield h, h.leftovers()
     h.close()
 
@@ -488,7 +514,7 @@ def test_bad_container_config(harness: tuple[Harness, dict[str, Any]], label: st
         assert isinstance(err, InvalidArgument), (label, err)
         assert message in str(err), (label, str(err))
     else:
-        h.run(h.runtime.remove(record.id))
+        h.run(h.runtime.remove(record))
         pytest.fail(f"{label}: the container was created")
     assert list(h.runtime.store) == []
     assert h.leftovers() == before, label

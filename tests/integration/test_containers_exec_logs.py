@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cri_shim.cgroups import stats as cgstats
 from cri_shim.errors import DeadlineExceeded, FailedPrecondition
 from tests.support import crilog
 from tests.support.containers import Harness, module_harness
@@ -21,7 +22,7 @@ def running(h: Harness) -> str:
 
 
 def test_exec_sync_separates_stdout_stderr_and_exit_code(h: Harness, running: str) -> None:
-    result = h.run(h.runtime.exec_sync(running, ["sh", "-c", "echo -n hello; echo -n oops >&2; exit 3"], 10))
+    result = h.run(h.runtime.exec_sync(h.get(running), ["sh", "-c", "echo -n hello; echo -n oops >&2; exit 3"], 10))
     assert (result.stdout, result.stderr, result.exit_code) == (b"hello", b"oops", 3)
 
 
@@ -30,15 +31,15 @@ def test_exec_sync_runs_as_the_container_user_and_env(h: Harness) -> None:
     cfg.linux.security_context.run_as_user.value = 33
     cfg.envs.add(key="GREETING", value="hi")
     rec = h.start(h.create(cfg))
-    result = h.run(h.runtime.exec_sync(rec.id, ["sh", "-c", "id -u; echo $GREETING"], 10))
+    result = h.run(h.runtime.exec_sync(h.get(rec.id), ["sh", "-c", "id -u; echo $GREETING"], 10))
     assert result.stdout == b"33\nhi\n"
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def test_exec_sync_timeout_kills_and_reaps_the_process(h: Harness, running: str) -> None:
     with pytest.raises(DeadlineExceeded):
-        h.run(h.runtime.exec_sync(running, ["sleep", "4321"], 1))
-    left = h.run(h.runtime.exec_sync(running, ["sh", "-c", "pgrep sleep | grep -v '^1$' || true"], 10))
+        h.run(h.runtime.exec_sync(h.get(running), ["sleep", "4321"], 1))
+    left = h.run(h.runtime.exec_sync(h.get(running), ["sh", "-c", "pgrep sleep | grep -v '^1$' || true"], 10))
     assert left.stdout == b""
     # Nothing on the host either: no sleep 4321 and no leftover runc.
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -50,14 +51,14 @@ def test_exec_sync_timeout_kills_and_reaps_the_process(h: Harness, running: str)
 
 
 def test_exec_sync_caps_output_below_the_message_limit(h: Harness, running: str) -> None:
-    result = h.run(h.runtime.exec_sync(running, ["sh", "-c", "head -c 20000000 /dev/zero"], 60))
+    result = h.run(h.runtime.exec_sync(h.get(running), ["sh", "-c", "head -c 20000000 /dev/zero"], 60))
     assert len(result.stdout) == h.runtime.exec_output_limit and result.exit_code == 0
 
 
 def test_exec_sync_in_stopped_container_fails(h: Harness) -> None:
     rec = h.run_to_exit(h.config("true"))
     with pytest.raises(FailedPrecondition):
-        h.run(h.runtime.exec_sync(rec.id, ["true"], 5))
+        h.run(h.runtime.exec_sync(h.get(rec.id), ["true"], 5))
 
 
 def test_reopen_log_switches_to_a_new_file(h: Harness) -> None:
@@ -68,21 +69,21 @@ def test_reopen_log_switches_to_a_new_file(h: Harness) -> None:
         time.sleep(0.05)
     rotated = log.with_name(log.name + ".1")
     os.rename(log, rotated)
-    h.run(h.runtime.reopen_log(rec.id))
+    h.run(h.runtime.reopen_log(h.get(rec.id)))
     assert log.exists()
     size = rotated.stat().st_size
     time.sleep(0.5)
     assert rotated.stat().st_size == size
     new = crilog.parse(log)
     assert new and all(e.stream == "stdout" and e.content.startswith("line ") for e in new)
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def test_reopen_log_of_stopped_container_fails_without_creating_a_file(h: Harness) -> None:
     rec = h.run_to_exit(h.config("true"))
     os.unlink(h.log_path(rec))
     with pytest.raises(FailedPrecondition):
-        h.run(h.runtime.reopen_log(rec.id))
+        h.run(h.runtime.reopen_log(h.get(rec.id)))
     assert not h.log_path(rec).exists()
 
 
@@ -90,26 +91,24 @@ def test_stats_of_running_container(h: Harness) -> None:
     cfg = h.config("sh", "-c", "x=$(head -c 4000000 /dev/zero | tr '\\\\0' a); while true; do sleep 1; done")
     cfg.linux.resources.memory_limit_in_bytes = 64 * 1024 * 1024
     rec = h.start(h.create(cfg))
-    h.run(h.runtime.exec_sync(rec.id, ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"], 30))
-    s = h.runtime.stats(rec.id)
+    h.run(h.runtime.exec_sync(h.get(rec.id), ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"], 30))
+    s = cgstats.read(h.get(rec.id).cgroups_path)
     assert s is not None
     assert s.cpu_usage_ns > 0 and s.memory_usage_bytes > 0
     assert 0 < s.memory_working_set_bytes <= s.memory_usage_bytes
     assert s.memory_limit_bytes == 64 * 1024 * 1024 and s.page_faults > 0
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert h.runtime.store.get(rec.id) is None
 
 
 def test_update_resources_changes_the_cgroup(h: Harness) -> None:
     from cri_shim.api import api_pb2 as api
-    from cri_shim.cgroups import stats as cgstats
-
     cfg = h.config("sleep", "100000")
     cfg.linux.resources.memory_limit_in_bytes = 64 * 1024 * 1024
     rec = h.start(h.create(cfg))
     new = api.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=96 * 1024 * 1024, cpu_quota=20000, cpu_period=100000)
-    updated = h.run(h.runtime.update_resources(rec.id, new))
-    assert updated.resources["cpu_shares"] == "256"
+    updated = h.run(h.runtime.update_resources(h.get(rec.id), new))
+    assert updated.config.linux.resources.cpu_shares == 256
     mem = cgstats.cgroup_dir(rec.cgroups_path, "memory")
     cpu = cgstats.cgroup_dir(rec.cgroups_path, "cpu")
     if cgstats.is_v2():
@@ -118,7 +117,7 @@ def test_update_resources_changes_the_cgroup(h: Harness) -> None:
         assert (mem / "memory.limit_in_bytes").read_text().strip() == str(96 * 1024 * 1024)
         assert (cpu / "cpu.shares").read_text().strip() == "256"
         assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def test_tty_container_logs_its_terminal(h: Harness) -> None:

@@ -42,7 +42,7 @@ def privileged(h: Harness, *command: str) -> tuple[api.ContainerConfig, api.PodS
 
 
 def mounted_inside(h: Harness, rec_id: str, path: str) -> bool:
-    res = h.run(h.runtime.exec_sync(rec_id, ["sh", "-c", f"grep -c ' {path} ' /proc/mounts || true"], 10))
+    res = h.run(h.runtime.exec_sync(h.get(rec_id), ["sh", "-c", f"grep -c ' {path} ' /proc/mounts || true"], 10))
     return res.stdout.strip() != b"0"
 
 
@@ -64,12 +64,11 @@ def test_mount_propagation(h: Harness, shared_dir: Path, propagation: int) -> No
     assert mounted_inside(h, rec.id, "/mnt/vol/fromhost") == (propagation != api.PROPAGATION_PRIVATE)
     # container -> host
     (shared_dir / "fromctr").mkdir()
-    h.run(h.runtime.exec_sync(rec.id, ["mount", "-t", "tmpfs", "tmpfs", "/mnt/vol/fromctr"], 10))
+    h.run(h.runtime.exec_sync(h.get(rec.id), ["mount", "-t", "tmpfs", "tmpfs", "/mnt/vol/fromctr"], 10))
     assert mounted_inside(h, rec.id, "/mnt/vol/fromctr")
     assert on_host(shared_dir / "fromctr") == (propagation == api.PROPAGATION_BIDIRECTIONAL)
-    h.run(h.runtime.remove(rec.id))
-    assert rec.mounts == [{"container_path": "/mnt/vol", "host_path": str(shared_dir),
-                           **({"propagation": api.MountPropagation.Name(propagation)} if propagation else {})}]
+    h.run(h.runtime.remove(rec))
+    assert list(rec.config.mounts) == [api.Mount(container_path="/mnt/vol", host_path=str(shared_dir), propagation=propagation)]
 
 
 def test_propagation_needs_a_propagating_host_mount(h: Harness) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cri_shim.errors import NotFound
-from cri_shim.store.records import CONTAINER_EXITED, CONTAINER_RUNNING
+from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support.containers import Harness
 
 pytestmark = pytest.mark.restart
@@ -53,7 +53,7 @@ def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
     try:
         # The creator is gone; both containers still run under their monitors.
         assert h.run(h.runc.state(survivor_id))["status"] == "running"
-        assert h.runtime.get(survivor_id).state == CONTAINER_RUNNING
+        assert h.get(survivor_id).state == CONTAINER_RUNNING
         # The quitter exits while no runtime watches: killed from outside, as an OOM killer would.
         h.runtime.close()
         h.run(h.runc.kill(quitter_id, signal.SIGKILL))
@@ -64,9 +64,9 @@ def test_container_survives_kill_9_and_its_exit_is_recorded_later() -> None:
         h.loop.close()
         again = Harness(directory)
         try:
-            quitter = again.runtime.get(quitter_id)
+            quitter = again.get(quitter_id)
             assert (quitter.state, quitter.exit_code, quitter.reason) == (CONTAINER_EXITED, 137, "Error")
-            finisher = again.runtime.get(finisher_id)
+            finisher = again.get(finisher_id)
             assert (finisher.state, finisher.exit_code, finisher.reason) == (CONTAINER_EXITED, 7, "Error")
             # Exits after the restart arrive through the watcher, without asking.
             seen: list[str] = []
@@ -117,7 +117,7 @@ def test_dead_monitor_without_exit_file_reads_unknown() -> None:
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{rec.monitor_pid}") and time.monotonic() < deadline:
             time.sleep(0.05)
-        rec = h.runtime.get(rec.id)
+        rec = h.get(rec.id)
         assert (rec.state, rec.exit_code, rec.reason) == (CONTAINER_EXITED, 255, "Unknown")
     finally:
         h.close()

@@ -24,7 +24,7 @@ def entries(h: Harness, script: str, tty: bool = False) -> list[crilog.Entry]:
     cfg.tty = tty
     rec = h.run_to_exit(cfg)
     found = crilog.parse(h.log_path(rec))
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     return found
 
 
@@ -70,13 +70,13 @@ def test_reopen_keeps_a_partial_line_whole_in_the_new_file(h: Harness) -> None:
     time.sleep(0.5)
     assert log.read_text() == ""
     os.rename(log, log.with_name(log.name + ".1"))
-    h.run(h.runtime.reopen_log(rec.id))
+    h.run(h.runtime.reopen_log(h.get(rec.id)))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(crilog.written(log)) < 2:
         time.sleep(0.05)
     assert [(e.partial, e.content) for e in crilog.parse(log)] == [(False, "first half"), (False, "done")]
     assert log.with_name(log.name + ".1").read_text() == ""
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def rss_kib() -> int:
@@ -119,4 +119,4 @@ def test_a_huge_line_without_newline_never_grows_the_daemon(h: Harness) -> None:
             total[stream.decode()] += len(content)
     assert total == {"stdout": mib << 20, "stderr": mib << 20}
     assert sizes == {"stdout": {MAX}, "stderr": {MAX}}  # 128 MiB is a multiple of 16 KiB
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))

@@ -39,7 +39,7 @@ class Recorded(ContainerStreams):
     returned, which the client cannot see after it has left."""
 
     def __init__(self, h: Harness) -> None:
-        super().__init__(h.runtime)
+        super().__init__(h.running, h.runtime)
         self.exits: asyncio.Queue[int] = asyncio.Queue()
 
     async def exec(self, request: ExecRequest, io: StreamIO) -> int:
@@ -143,7 +143,7 @@ def test_exec_runs_as_the_container_user_with_its_env_and_working_dir(h: Harness
             return await spdy_client.run(exec_url(server, rec.id, "sh", "-c", "id -u; echo $GREETING; pwd"))
 
     result = h.run(scenario())
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     assert (result.stdout, result.exit_code) == (b"33\nhi\n/tmp\n", 0)
 
 
@@ -212,20 +212,20 @@ def test_exec_is_killed_when_the_client_disconnects(h: Harness, running: str) ->
     assert h.run(scenario()) == 137  # SIGKILL
     assert host_processes(SLEEPER) == []
     assert host_processes(f"--root={h.runc.root}\0exec\0".encode()) == []  # runc went with it
-    inside = h.run(h.runtime.exec_sync(running, ["ps", "-o", "args"], 10)).stdout.decode()
+    inside = h.run(h.runtime.exec_sync(h.get(running), ["ps", "-o", "args"], 10)).stdout.decode()
     assert "4321" not in inside and "sleep 100000" in inside
 
 
 def test_unknown_and_stopped_containers_are_refused(h: Harness) -> None:
     stopped = h.run_to_exit(h.config("true")).id
-    backend = ContainerStreams(h.runtime)
+    backend = ContainerStreams(h.running, h.runtime)
     io = StreamIO(tty=False, stdin=None, stdout=None, stderr=None)
     for container_id, error in (("0" * 64, NotFound), (stopped, FailedPrecondition)):
         with pytest.raises(error):
             h.run(backend.exec(ExecRequest(container_id, ("true",), stdout=True), io))
         with pytest.raises(error):
             h.run(backend.attach(AttachRequest(container_id, stdout=True), io))
-    h.run(h.runtime.remove(stopped))
+    h.run(h.runtime.remove(h.get(stopped)))
 
 
 def test_attach_with_stdin_once_echoes_through_cat_and_ends_with_the_container(h: Harness) -> None:
@@ -247,7 +247,7 @@ def test_attach_with_stdin_once_echoes_through_cat_and_ends_with_the_container(h
     assert ended.exit_code == 0
     logged = crilog.parse(h.log_path(ended))  # conmon went on logging while we were attached
     assert crilog.messages(logged, "stdout") == ["hello"] and crilog.messages(logged, "stderr") == ["bye"]
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 def test_attach_with_a_terminal_relays_input_and_resizes(h: Harness) -> None:
@@ -267,7 +267,7 @@ def test_attach_with_a_terminal_relays_input_and_resizes(h: Harness) -> None:
     assert b"got hi\r\n" in result.stdout and b"50 132\r\n" in result.stdout
     assert result.status == {"status": "Success"}
     assert h.wait_exit(rec).exit_code == 0
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
 
 
 @pytest.fixture

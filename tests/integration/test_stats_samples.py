@@ -16,14 +16,9 @@ import pytest
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import stats
 from cri_shim.services.stats import CpuRates, StatsService
-from cri_shim.store.records import ContainerRecord
+from cri_shim.runtime.record import ContainerRecord
 
 pytestmark = pytest.mark.integration
-
-
-class _Rootfs:
-    async def writable_usage(self, container_dir: Path) -> tuple[int, int]:
-        return 0, 0
 
 
 class _Containers:
@@ -31,7 +26,6 @@ class _Containers:
 
     def __init__(self, tmp: Path) -> None:
         self.records: dict[str, ContainerRecord] = {}
-        self.rootfs = _Rootfs()
         self.tmp = tmp
 
     def list(self) -> list[ContainerRecord]:
@@ -43,8 +37,8 @@ class _Containers:
     def measurable(self, container_id: str) -> ContainerRecord:
         return self.records[container_id]
 
-    def writable_layer(self, container_id: str) -> Path:
-        return self.tmp / container_id
+    async def writable_usage(self, record: ContainerRecord) -> tuple[Path, int, int]:
+        return self.tmp / record.id, 0, 0
 
 
 class _Sandboxes:
@@ -67,7 +61,8 @@ def cgroup() -> Iterator[str]:
 
 
 def _record(cid: str, cgroup: str) -> ContainerRecord:
-    return ContainerRecord(id=cid, name=cid, sandbox_id="pod", metadata_name=cid, attempt=0, image="i", image_ref="i",
+    return ContainerRecord(id=cid, name=cid, sandbox_id="pod", config=api.ContainerConfig(metadata=api.ContainerMetadata(name=cid)),
+                           image="i", image_ref="i",
                            image_id="i", runtime_handler="runc", bundle="/nonexistent", created_at=1, started_at=2,
                            cgroups_path=cgroup)
 

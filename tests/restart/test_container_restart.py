@@ -4,12 +4,15 @@ midway left (a mounted rootfs, a monitor stuck on a hanging runc) is released at
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from tests.support.client import Cri, api
 from tests.support.faultbin import FaultyBinary
@@ -164,5 +167,54 @@ def test_created_container_starts_after_a_restart(pulled: Pulled) -> None:
     st = wait_state(cri, cid, api.CONTAINER_EXITED)
     assert (st.exit_code, st.reason) == (9, "Error") and st.started_at > 0
     remove_pod(cri, sid)
+    assert changes(before, snapshot(daemon)) == {}, daemon.log_tail()
+    cri.close()
+
+
+def _to_earlier_form(path: Path) -> None:
+    """Rewrites a container record as the version before the whole config was kept wrote it: a
+    dozen config fields of its own, no config."""
+    data = json.loads(path.read_text())
+    record = data["record"]
+    config = api.ContainerConfig.FromString(base64.b64decode(record.pop("config")))
+
+    def as_dict(message: Any) -> dict[str, Any]:  # as that version wrote them
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+    record.update(metadata_name=config.metadata.name, attempt=config.metadata.attempt, labels=dict(config.labels),
+                  annotations=dict(config.annotations), mounts=[as_dict(m) for m in config.mounts],
+                  resources=as_dict(config.linux.resources), stdin=config.stdin, stdin_once=config.stdin_once,
+                  tty=config.tty)
+    path.write_text(json.dumps(data))
+
+
+def test_records_of_the_earlier_form_load_after_an_upgrade(pulled: Pulled) -> None:
+    """An operator upgrades with containers running: their records, of the earlier form, load;
+    each container's status is what it was, and its record is written back in the current form."""
+    daemon, image, before = pulled.daemon, pulled.image, pulled.before
+    cri = pulled.cri
+    pod = logged_pod(daemon, "upgraded")
+    sid = run_pod(cri, pod)
+    shared = daemon.dir / "shared"
+    shared.mkdir()
+    config = container_config("upgraded", "sh", "-c", FOREVER, image=image, labels={"k": "v"}, annotations={"a": "b"},
+                              mounts=[api.Mount(container_path="/shared", host_path=str(shared), readonly=True)],
+                              stdin=True)
+    config.linux.resources.memory_limit_in_bytes = 64 * 1024 * 1024
+    cid = run_container(cri, sid, pod, config)
+    st1 = status(cri, cid)
+    daemon.kill()
+    path = Path(daemon.config["paths"]["state_dir"]) / "containers" / f"{cid}.json"
+    _to_earlier_form(path)
+    daemon.start()
+    cri = Cri(daemon.endpoint)
+    st2 = status(cri, cid)
+    assert st2 == st1, daemon.log_tail()
+    assert "config" in json.loads(path.read_text())["record"]
+    answer = exec_sync(cri, cid, "sh", "-c", "echo alive")
+    assert answer.stdout == b"alive\n"
+    stop(cri, cid, timeout=10)
+    remove_pod(cri, sid)
+    shared.rmdir()
     assert changes(before, snapshot(daemon)) == {}, daemon.log_tail()
     cri.close()

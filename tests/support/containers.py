@@ -21,9 +21,9 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.config import Config, HandlerConfig
 from cri_shim.oci.context import SandboxInfo
 from cri_shim.image.imageconfig import ImageConfig
-from cri_shim.runtime import handlers
+from cri_shim.runtime import handlers, plan
 from cri_shim.runtime.containers import ContainerRuntime
-from cri_shim.store.records import ContainerRecord
+from cri_shim.runtime.record import ContainerRecord
 from tests.support.busybox import make_rootfs
 from tests.support.daemon import handler_under_test
 from tests.support.leftovers import cgroup_dirs, processes_of
@@ -70,6 +70,7 @@ class Harness:
     def config(self, *command: str, name: str = "", **kw: Any) -> api.ContainerConfig:
         """A container config running command, with a fresh PID namespace and a log file."""
         self.count += 1
+        kw.setdefault("image", api.ImageSpec(image="busybox:test"))
         cfg = api.ContainerConfig(metadata=api.ContainerMetadata(name=name or f"c{self.count}"), command=list(command), **kw)
         cfg.linux.security_context.namespace_options.pid = api.CONTAINER
         if not cfg.log_path:
@@ -79,24 +80,38 @@ class Harness:
     def create(self, config: api.ContainerConfig, sandbox: SandboxInfo | None = None,
                sandbox_config: api.PodSandboxConfig | None = None, image: ImageConfig | None = None,
                rootfs: Path | None = None, target_pid_ns: str | None = None) -> ContainerRecord:
+        """Checks the config and log path as CreateContainer's plan does (cri_shim.runtime.plan), then
+        creates the container."""
         sc = sandbox_config or api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="pod", namespace="ns", uid="u"))
         if not sc.log_directory:
             sc.log_directory = str(self.logs)
+        plan.check_config(config)
+        log_path = plan.log_file(config, sc.log_directory)
         cid = os.urandom(32).hex()
         return self.run(self.runtime.create(
             container_id=cid, name=f"{config.metadata.name}-{cid[:8]}", sandbox=sandbox or self.sandbox(),
             sandbox_config=sc, config=config, image=image or ImageConfig(), rootfs=rootfs or self.rootfs,
             image_name="busybox:test", image_ref="sha256:" + "0" * 64, image_id="sha256:" + "0" * 64,
-            target_pid_ns=target_pid_ns,
+            log_path=log_path, target_pid_ns=target_pid_ns,
         ))
 
     def start(self, record: ContainerRecord) -> ContainerRecord:
-        return self.run(self.runtime.start(record.id))
+        return self.run(self.runtime.start(record))
+
+    def get(self, container_id: str) -> ContainerRecord:
+        """The refreshed record of a container, looked up as the container manager looks it up
+        (NotFound for unknown ids; unique prefixes allowed)."""
+        return self.runtime.refresh(self.runtime.store.resolve(container_id))
+
+    def running(self, container_id: str) -> ContainerRecord:
+        """The record of a running container, as the container manager looks it up (NotFound,
+        FailedPrecondition)."""
+        return self.get(container_id).running()
 
     def wait_exit(self, record: ContainerRecord, timeout: float = 30) -> ContainerRecord:
         found = self.run(self.monitor.exits.wait(record.id, timeout))
         assert found is not None, f"container {record.id} did not exit within {timeout}s"
-        return self.runtime.get(record.id)
+        return self.get(record.id)
 
     def run_to_exit(self, config: api.ContainerConfig, **kw: Any) -> ContainerRecord:
         """Creates, starts and waits for a container; returns its final record."""
@@ -122,7 +137,7 @@ class Harness:
         """Removes every container, cgroup and file of the harness, even after a failed test."""
         try:
             for record in list(self.runtime.store):
-                self.run(self.runtime.remove(record.id))
+                self.run(self.runtime.remove(record))
         finally:
             self.runtime.close()
             self.loop.close()
@@ -144,7 +159,7 @@ def output(h: Harness, config: api.ContainerConfig, **kw: Any) -> tuple[str, str
     entries = crilog.parse(h.log_path(rec))
     out = "\n".join(crilog.messages(entries, "stdout"))
     err = "\n".join(crilog.messages(entries, "stderr"))
-    h.run(h.runtime.remove(rec.id))
+    h.run(h.runtime.remove(rec))
     return out, err, rec.exit_code
 
 

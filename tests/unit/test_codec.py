@@ -19,7 +19,7 @@ from cri_shim.network.cache import CacheEntry
 from cri_shim.network.cni import Attachment
 from cri_shim.sandbox.record import Infra, Sandbox
 from cri_shim.store.codec import JsonRecord
-from cri_shim.store.records import ContainerRecord
+from cri_shim.runtime.record import ContainerRecord
 
 pytestmark = pytest.mark.unit
 
@@ -68,8 +68,9 @@ def test_a_sandbox_without_infra_or_addresses() -> None:
 
 
 def test_snake_case_records_round_trip_and_ignore_unknown_keys() -> None:
-    record = ContainerRecord(id="c1", name="c", sandbox_id="s1", metadata_name="m", attempt=1, image="i",
-                             image_ref="r", image_id="d", runtime_handler="runc", bundle="/b", labels={"a": "b"})
+    config = api.ContainerConfig(metadata=api.ContainerMetadata(name="m", attempt=1), labels={"a": "b"})
+    record = ContainerRecord(id="c1", name="c", sandbox_id="s1", config=config, image="i",
+                             image_ref="r", image_id="d", runtime_handler="runc", bundle="/b")
     data = record.to_dict()
     assert data["sandbox_id"] == "s1" and data["monitor_start_time"] == 0
     assert ContainerRecord.from_dict({**data, "written_by_a_newer_version": 1}) == record

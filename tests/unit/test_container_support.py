@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -12,15 +13,17 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import stats
 from cri_shim.runtime import exits
 from cri_shim.runtime.exits import ExitWatcher
-from cri_shim.store.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, CONTAINER_UNKNOWN,
-                                    ContainerRecord, RecordStore)
+from cri_shim.runtime.record import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, CONTAINER_UNKNOWN,
+                                     ContainerRecord)
+from cri_shim.store.records import RecordStore
 from tests.support import crilog
 
 pytestmark = pytest.mark.unit
 
 
 def record(**kw: object) -> ContainerRecord:
-    return ContainerRecord(id="c1", name="n", sandbox_id="s", metadata_name="m", attempt=0, image="i", image_ref="r",
+    kw.setdefault("config", api.ContainerConfig(metadata=api.ContainerMetadata(name="m")))
+    return ContainerRecord(id="c1", name="n", sandbox_id="s", image="i", image_ref="r",
                            image_id="id", runtime_handler="runc", bundle="/b", **kw)  # type: ignore[arg-type]
 
 
@@ -36,10 +39,53 @@ def test_state_is_derived_from_timestamps() -> None:
 
 def test_record_round_trips_through_the_store(tmp_path: Path) -> None:
     store: RecordStore[ContainerRecord] = RecordStore("container", tmp_path, ContainerRecord)
-    rec = record(created_at=5, mounts=[{"container_path": "/m", "readonly": True}], user={"uid": 1, "gid": 2, "supplemental_groups": [2]})
+    config = api.ContainerConfig(metadata=api.ContainerMetadata(name="m"), mounts=[api.Mount(container_path="/m", readonly=True)])
+    rec = record(created_at=5, config=config, user={"uid": 1, "gid": 2, "supplemental_groups": [2]})
     store.save(rec)
     again: RecordStore[ContainerRecord] = RecordStore("container", tmp_path, ContainerRecord)
     assert again.load() == [] and again.get("c1") == rec
+
+
+# A container record as the version before the whole config was kept wrote it (schema 1).
+EARLIER_RECORD = {
+    "id": "c2", "name": "web_pod_ns_uid_1", "sandbox_id": "s", "metadata_name": "web", "attempt": 1,
+    "image": "busybox:test", "image_ref": "sha256:" + "0" * 64, "image_id": "sha256:" + "0" * 64,
+    "runtime_handler": "runc", "bundle": "/run/cri-shim/bundles/c2", "log_path": "/var/log/pods/p/web/1.log",
+    "labels": {"app": "web"}, "annotations": {"note": "x"},
+    "mounts": [{"container_path": "/data", "host_path": "/srv/data", "readonly": True,
+                "propagation": "PROPAGATION_HOST_TO_CONTAINER"}],
+    "resources": {"cpu_shares": "256", "memory_limit_in_bytes": "67108864", "unified": {"memory.high": "1"}},
+    "user": {"uid": 1000, "gid": 1000, "supplemental_groups": [1000]}, "stop_signal": 2,
+    "stdin": True, "stdin_once": True, "tty": False, "created_at": 5, "started_at": 6, "finished_at": 0,
+    "exit_code": 0, "reason": "", "message": "", "pid": 42, "monitor_pid": 41, "monitor_start_time": 7,
+    "cgroups_path": "/kubepods/c2", "image_volumes": {"/v": "/var/lib/cri-shim/volumes/v"}, "idmapped": {},
+}
+
+
+def test_a_record_of_the_earlier_form_loads_and_is_written_back_in_the_current_one(tmp_path: Path) -> None:
+    """A restart after an upgrade: the records on disk hold the config's fields one by one."""
+    (tmp_path / "c2.json").write_text(json.dumps({"schema": 1, "record": EARLIER_RECORD}))
+    store: RecordStore[ContainerRecord] = RecordStore("container", tmp_path, ContainerRecord)
+    assert store.load() == []
+    rec = store.get("c2")
+    assert rec is not None
+    expected = api.ContainerConfig(
+        metadata=api.ContainerMetadata(name="web", attempt=1), image=api.ImageSpec(image="busybox:test"),
+        labels={"app": "web"}, annotations={"note": "x"}, stdin=True, stdin_once=True,
+        mounts=[api.Mount(container_path="/data", host_path="/srv/data", readonly=True,
+                          propagation=api.PROPAGATION_HOST_TO_CONTAINER)],
+        linux=api.LinuxContainerConfig(resources=api.LinuxContainerResources(
+            cpu_shares=256, memory_limit_in_bytes=64 * 1024 * 1024, unified={"memory.high": "1"})),
+    )
+    assert rec.config == expected
+    assert (rec.log_path, rec.user, rec.stop_signal, rec.pid, rec.monitor_pid, rec.cgroups_path, rec.image_volumes) == (
+        "/var/log/pods/p/web/1.log", {"uid": 1000, "gid": 1000, "supplemental_groups": [1000]}, 2, 42, 41,
+        "/kubepods/c2", {"/v": "/var/lib/cri-shim/volumes/v"})
+    assert rec.state == CONTAINER_RUNNING
+    written = json.loads((tmp_path / "c2.json").read_text())["record"]
+    assert "config" in written and not {"metadata_name", "labels", "mounts", "resources", "tty"} & written.keys()
+    again: RecordStore[ContainerRecord] = RecordStore("container", tmp_path, ContainerRecord)
+    assert again.load() == [] and again.get("c2") == rec
 
 
 def test_cri_log_parser() -> None:

@@ -28,6 +28,10 @@ class Thing:
     def from_dict(cls, data: dict[str, Any]) -> "Thing":
         return cls(**data)
 
+    @classmethod
+    def outdated(cls, data: dict[str, Any]) -> bool:
+        return False
+
 
 def test_saved_records_survive_a_reload(tmp_path: Path) -> None:
     store = RecordStore("thing", tmp_path, Thing)
