@@ -25,6 +25,7 @@ that stop and remove a pod's containers. Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
