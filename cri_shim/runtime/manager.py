@@ -7,9 +7,9 @@ the spec builder, reserves the container name, and gives the sandbox manager the
 and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
-- the rootfs and image volumes are mounted before `runc create` and released after the record
-  is gone, so a container directory nothing refers to is a leftover of a crash and is released
-  at start-up;
+- the rootfs and image volumes are mounted before `runc create`, unmounted when the container
+  exits (cri_shim.runtime.exitrelease) and released after the record is gone, so a container
+  directory nothing refers to is a leftover of a crash and is released at start-up;
 - a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
   all containers' together by a budget that keeps ListContainers and ListContainerStats under
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
@@ -49,6 +49,7 @@ from cri_shim.oci.context import SandboxInfo
 from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime import features, logfile
 from cri_shim.runtime.events import Event, EventBus, SandboxChange
+from cri_shim.runtime.exitrelease import ExitRelease
 from cri_shim.runtime.features import HandlerFeatures
 from cri_shim.sandbox import Sandbox, SandboxManager
 from cri_shim.store.records import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
@@ -97,7 +98,9 @@ class ContainerManager:
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
+        self.exit_release = ExitRelease(rootfs, self.image_volumes, self.rootfs_root)
         runtime.subscribe(self.events.publish)
+        runtime.subscribe(self.exit_release.on_event)
         sandboxes.register_containers(self)
         sandboxes.register_events(self._publish_sandbox)
 
@@ -125,12 +128,14 @@ class ContainerManager:
             if self.runtime.store.get(container_dir.name) is None:
                 log.info("releasing an orphaned rootfs", extra={"container": container_dir.name})
                 await self._release_rootfs(container_dir.name)
+        await self.exit_release.reconcile(self.runtime.store)
 
     async def close(self) -> None:
         """Abandons creates in flight (they roll back) and stops watching exits."""
         await self._attempts.abandon(ABANDON_WAIT)
         self.events.close()
         self.runtime.close()
+        await self.exit_release.close()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -311,6 +316,7 @@ class ContainerManager:
 
     async def _release_rootfs(self, container_id: str) -> None:
         container_dir = self.rootfs_root / container_id
+        await self.exit_release.settle(container_id)
         await self.image_volumes.release(container_dir)
         await self.rootfs.release(container_dir)
         shutil.rmtree(container_dir, ignore_errors=True)

@@ -277,6 +277,46 @@ def test_no_leaks_after_20_cycles(pulled: Pulled) -> None:
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
+def _container_dir(pulled: Pulled, cid: str) -> Path:
+    return Path(pulled.daemon.config["paths"]["state_dir"]) / "rootfs" / cid
+
+
+def test_exited_container_keeps_its_writable_layer_not_its_mount(pulled: Pulled) -> None:
+    """A container's overlay root is unmounted at its exit, off the RPC path; what it wrote stays
+    (ContainerStatus and the writable layer) until RemoveContainer, which leaves nothing."""
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "exited-root")
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, sh("writer", "echo kept > /written", pulled.image))
+    container_dir = _container_dir(pulled, cid)
+    assert wait_state(cri, cid, api.CONTAINER_EXITED).exit_code == 0
+    until(lambda: not os.path.ismount(container_dir / "rootfs"), "the exited container's root unmounted")
+    assert (container_dir / "upper" / "written").read_text() == "kept\n"
+    assert status(cri, cid).reason == "Completed"
+    remove(cri, cid)
+    assert not container_dir.exists()
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_remove_right_after_the_exit_leaves_nothing(pulled: Pulled) -> None:
+    """RemoveContainer just after StopContainer (or instead of it) meets the exit-time unmount
+    under way, done or not yet begun: whichever, no mount and no directory are left."""
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "quick-remove")
+    sid = run_pod(cri, pod)
+    with_pod = snapshot(pulled.daemon)
+    for attempt in range(6):
+        cid = run_container(cri, sid, pod, container_config("quick", "sleep", "600", image=pulled.image, attempt=attempt))
+        if attempt % 2:
+            stop(cri, cid, timeout=0)
+        remove(cri, cid)
+        assert not _container_dir(pulled, cid).exists()
+        assert changes(with_pod, snapshot(pulled.daemon)) == {}
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
 def test_container_events(pulled: Pulled) -> None:
     cri = pulled.cri
     pod = logged_pod(pulled.daemon, "events")

@@ -3,7 +3,9 @@ files at the mount point, read-only, a sub path of it, what is refused, and noth
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +29,8 @@ from tests.support.workloads import (
     remove,
     run_container,
     status,
+    stop,
+    until,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,6 +74,25 @@ def test_the_image_is_mounted_read_only_and_released_with_the_container(pulled: 
     assert "ro" in sh(pulled, cid, "awk '$5 == \"/vol\" {print $6}' /proc/self/mountinfo").strip().split(",")
     shown = [m for m in status(cri, cid).mounts if m.container_path == "/vol"]
     assert len(shown) == 1 and shown[0].image.image == volume and shown[0].readonly
+    remove(cri, cid)
+    assert changes(before, snapshot(pulled.daemon)) == {}, pulled.daemon.log_tail()
+    remove_pod(cri, sid)
+
+
+def test_the_volume_is_unmounted_at_the_exit(pulled: Pulled, volume: str) -> None:
+    """Image volumes, read-only, hold nothing of the container's: its exit releases them with its
+    root's mount, off the RPC path; RemoveContainer then leaves nothing."""
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "imgvol-exit")
+    sid = run_pod(cri, pod)
+    before = snapshot(pulled.daemon)
+    config = container_config("app", "sh", "-c", FOREVER, image=pulled.image, mounts=[image_mount("/vol", volume)])
+    cid = run_container(cri, sid, pod, config)
+    container_dir = Path(pulled.daemon.config["paths"]["state_dir"]) / "rootfs" / cid
+    assert os.path.ismount(container_dir / "images" / "0") and os.path.ismount(container_dir / "rootfs")
+    stop(cri, cid)
+    until(lambda: not (container_dir / "images").exists() and not os.path.ismount(container_dir / "rootfs"),
+          "the volume and the root unmounted at the exit")
     remove(cri, cid)
     assert changes(before, snapshot(pulled.daemon)) == {}, pulled.daemon.log_tail()
     remove_pod(cri, sid)
