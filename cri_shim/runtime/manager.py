@@ -7,9 +7,10 @@ the spec builder, reserves the container name, and gives the sandbox manager the
 and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
-- the rootfs and image volumes are mounted before `runc create`, unmounted when the container
-  exits (cri_shim.runtime.exitrelease) and released after the record is gone, so a container
-  directory nothing refers to is a leftover of a crash and is released at start-up;
+- the rootfs and image volumes are mounted before `runc create`, unmounted (with runc's state
+  deleted) when the container exits (cri_shim.runtime.exitrelease) and released after the
+  record is gone, so a container directory nothing refers to is a leftover of a crash and is
+  released at start-up;
 - a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
   all containers' together by a budget that keeps ListContainers and ListContainerStats under
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
@@ -98,7 +99,8 @@ class ContainerManager:
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
-        self.exit_release = ExitRelease(rootfs, self.image_volumes, self.rootfs_root)
+        self.exit_release = ExitRelease(runtime.store, lambda r: runtime.runc(r).delete(r.id), rootfs,
+                                        self.image_volumes, self.rootfs_root)
         runtime.subscribe(self.events.publish)
         runtime.subscribe(self.exit_release.on_event)
         sandboxes.register_containers(self)

@@ -282,17 +282,26 @@ def _container_dir(pulled: Pulled, cid: str) -> Path:
 
 
 def test_exited_container_keeps_its_writable_layer_not_its_mount(pulled: Pulled) -> None:
-    """A container's overlay root is unmounted at its exit, off the RPC path; what it wrote stays
-    (ContainerStatus and the writable layer) until RemoveContainer, which leaves nothing."""
-    cri = pulled.cri
-    pod = logged_pod(pulled.daemon, "exited-root")
+    """At a container's exit, off the RPC path, its overlay root is unmounted and the runtime's
+    state and cgroup are deleted; what it wrote stays (status, log, bundle, writable layer) until
+    RemoveContainer, which leaves nothing."""
+    cri, d = pulled.cri, pulled.daemon
+    pod = logged_pod(d, "exited-root")
     sid = run_pod(cri, pod)
-    cid = run_container(cri, sid, pod, sh("writer", "echo kept > /written", pulled.image))
+    with_pod = snapshot(d)
+    script = "echo kept > /written; echo said; while [ ! -e /go ]; do sleep 0.1; done"
+    cid = run_container(cri, sid, pod, sh("writer", script, pulled.image))
     container_dir = _container_dir(pulled, cid)
+    runtime_state = Path(d.config["paths"]["run_dir"]) / verbose_info(cri, cid)["runtimeHandler"] / cid
+    assert runtime_state.is_dir() and os.path.ismount(container_dir / "rootfs")
+    assert exec_sync(cri, cid, "touch", "/go").exit_code == 0
     assert wait_state(cri, cid, api.CONTAINER_EXITED).exit_code == 0
-    until(lambda: not os.path.ismount(container_dir / "rootfs"), "the exited container's root unmounted")
+    until(lambda: not os.path.ismount(container_dir / "rootfs") and not runtime_state.exists(),
+          "the exited container's root unmounted and its runtime state deleted")
     assert (container_dir / "upper" / "written").read_text() == "kept\n"
-    assert status(cri, cid).reason == "Completed"
+    st = status(cri, cid)
+    assert st.reason == "Completed" and b"said" in Path(st.log_path).read_bytes()
+    assert set(changes(with_pod, snapshot(d))) == {"state files", "run files"}, "no mount, cgroup or process left"
     remove(cri, cid)
     assert not container_dir.exists()
     remove_pod(cri, sid)
