@@ -4,6 +4,7 @@ The API the container code calls (all idempotent, safe to repeat after a crash):
 
     rootfs = Rootfs(store)
     path = await rootfs.prepare(image_ref, container_dir)   # -> container_dir/rootfs, mounted
+    await rootfs.unmount(container_dir)                     # unmount, unlease (an exited container's)
     await rootfs.release(container_dir)                     # unmount, remove upper/work/rootfs
     used_bytes, inodes = await rootfs.writable_usage(container_dir)
     rootfs.mounted(container_dir) -> bool
@@ -142,6 +143,13 @@ class Rootfs:
         if userns is not None:
             os.chown(upper, *userns[1].root())
         _mount_idmapped(target, lowers, userns, upper, work)
+
+    async def unmount(self, container_dir: Path) -> None:
+        """Unmounts the overlay of an exited container and drops its lease (nothing mounts those
+        layers for it again); its writable layer stays for release() to remove. Nothing mounted
+        or leased is not an error."""
+        await asyncio.to_thread(_unmount, container_dir / "rootfs")
+        await self._unlease(container_dir)
 
     async def release(self, container_dir: Path) -> None:
         """Unmounts and removes the rootfs and writable layer; nothing there is not an error."""

@@ -113,7 +113,7 @@ class ImageStore:
                 log.warning("dropping image with missing content", extra={"image": record.image_id, "missing": missing[:3]})
                 self.records.delete(record.id)
         self.names.rebuild(list(self.records))
-        _delete_dirs(self._collect(list(self.layers.layers), self.content.digests()))
+        _delete_dirs(self._collect(list(self.layers.layers), self.content.digests(), changed=True))
 
     def refresh(self) -> None:
         """Reloads the index when another process (an import) changed the store."""
@@ -279,7 +279,7 @@ class ImageStore:
             self.records.delete(record.id)
             self.names.drop(record)
             self._configs.pop(record.id, None)
-            trash = self._collect(record.chain_ids, record.blobs)
+            trash = self._collect(record.chain_ids, record.blobs, changed=True)
         await asyncio.to_thread(_delete_dirs, trash)
         log.info("image removed", extra={"image": record.image_id, "names": record.names})
         return record
@@ -296,16 +296,21 @@ class ImageStore:
             trash = self._collect(chains, blobs)
         await asyncio.to_thread(_delete_dirs, trash)
 
-    def _collect(self, chains: list[str], blobs: list[str]) -> list[Path]:
+    def _collect(self, chains: list[str], blobs: list[str], changed: bool = False) -> list[Path]:
         """Takes those of these layers and blobs that nothing uses out of the store (under the
-        lock); returns the renamed-aside layer directories for the caller to delete."""
+        lock); returns the renamed-aside layer directories for the caller to delete. Other
+        processes are told (the generation bumped) when the caller changed the store (changed)
+        or anything was taken out, not otherwise: a container's exit mostly takes nothing,
+        and the bump is a durable write."""
         used_chains, used_blobs = self._in_use()
-        trash = [self.layers.remove(c) for c in chains if c not in used_chains]
+        trash = [t for c in chains if c not in used_chains and (t := self.layers.remove(c)) is not None]
         for digest in blobs:
             if digest not in used_blobs:
+                changed |= self.content.has(digest)
                 self.content.delete(digest)
-        self._bump()
-        return [t for t in trash if t is not None]
+        if changed or trash:
+            self._bump()
+        return trash
 
     def _in_use(self) -> tuple[set[str], set[str]]:
         chains = {c for r in self.records for c in r.chain_ids}

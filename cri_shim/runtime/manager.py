@@ -9,9 +9,10 @@ image volumes, describes the pod to the spec builder, and gives the sandbox mana
 that stop and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
-- the rootfs and image volumes are mounted before `runc create` and released after the record
-  is gone, so a container directory nothing refers to is a leftover of a crash and is released
-  at start-up;
+- the rootfs and image volumes are mounted before `runc create`, unmounted (with runc's state
+  deleted) when the container exits (cri_shim.runtime.exitrelease) and released after the
+  record is gone, so a container directory nothing refers to is a leftover of a crash and is
+  released at start-up;
 - a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
   all containers' together by a budget that keeps ListContainers and ListContainerStats under
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
@@ -49,6 +50,7 @@ from cri_shim.runtime.containers import ContainerRuntime
 from cri_shim.runtime import features, plan
 from cri_shim.runtime.events import Event, EventBus, SandboxChange
 from cri_shim.runtime.execsync import ExecResult
+from cri_shim.runtime.exitrelease import ExitRelease
 from cri_shim.runtime.features import HandlerFeatures
 from cri_shim.runtime.plan import ContainerPlan
 from cri_shim.sandbox import Sandbox, SandboxManager
@@ -84,7 +86,10 @@ class ContainerManager:
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
+        self.exit_release = ExitRelease(runtime.store, lambda r: runtime.runc(r).delete(r.id), rootfs,
+                                        self.image_volumes, self.rootfs_root)
         runtime.subscribe(self.events.publish)
+        runtime.subscribe(self.exit_release.on_event)
         sandboxes.register_containers(self)
         sandboxes.register_events(self._publish_sandbox)
 
@@ -112,12 +117,14 @@ class ContainerManager:
             if self.store.get(container_dir.name) is None:
                 log.info("releasing an orphaned rootfs", extra={"container": container_dir.name})
                 await self._release_rootfs(container_dir.name)
+        await self.exit_release.reconcile(self.store)
 
     async def close(self) -> None:
         """Abandons creates in flight (they roll back) and stops watching exits."""
         await self._attempts.abandon(ABANDON_WAIT)
         self.events.close()
         self.runtime.close()
+        await self.exit_release.close()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -307,6 +314,7 @@ class ContainerManager:
 
     async def _release_rootfs(self, container_id: str) -> None:
         container_dir = self.rootfs_root / container_id
+        await self.exit_release.settle(container_id)
         await self.image_volumes.release(container_dir)
         await self.rootfs.release(container_dir)
         await asyncio.to_thread(shutil.rmtree, container_dir, True)

@@ -172,7 +172,11 @@ class Runc:
         return True
 
     async def delete(self, container_id: str) -> None:
-        """delete --force: kills what is left and removes runc's state; absent is fine."""
+        """delete --force: kills what is left and removes runc's state; absent is fine, and with
+        no state directory there is nothing the runtime could find to delete (a container
+        deleted at its exit is not asked again)."""
+        if not (self.root / container_id).exists():
+            return
         try:
             await self.run("delete", "--force", container_id)
         except RuncError as exc:

@@ -2,10 +2,10 @@
 
 The container manager registers an object with these methods through
 SandboxManager.register_containers(); StopPodSandbox calls stop_sandbox_containers before it
-kills the infra process and releases the network; RemovePodSandbox does all that, then calls
-remove_sandbox_containers before it releases the rest (namespace pins, /dev/shm, cgroups,
-files). Both must be idempotent and must succeed
-for a sandbox that has no containers. RunPodSandbox asks user_namespaces() before it makes a
+kills the infra process, with CNI DEL of the pod's network running beside both;
+RemovePodSandbox does all that, then calls remove_sandbox_containers before it releases the
+rest (namespace pins, /dev/shm, cgroups, files). Both must be idempotent and must succeed for
+a sandbox that has no containers. RunPodSandbox asks user_namespaces() before it makes a
 pod with a user namespace: the container side knows what each handler offers.
 """
 

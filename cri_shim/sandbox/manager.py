@@ -235,6 +235,20 @@ class SandboxManager:
                 await action(sb)
 
     async def _stop(self, sb: Sandbox) -> None:
+        # CNI DEL runs beside the end of the pod's processes, where containerd and CRI-O wait for
+        # the containers' exits first: DEL needs none of them (the network namespace is pinned by
+        # the sandbox, not held by a process), and none may use the network once Stop is asked.
+        network = asyncio.ensure_future(self._release_network(sb))
+        try:
+            await self._end_processes(sb)
+        finally:
+            released = await network
+        if released and sb.ips:
+            sb.ips = []  # released to IPAM: another pod may get them
+            await self.store.write(sb)
+
+    async def _end_processes(self, sb: Sandbox) -> None:
+        """Kills the pod's containers and its infra process; the pod turns NOTREADY."""
         if self.containers is not None:
             await self.containers.stop_sandbox_containers(sb.id)
         await self.resources.kill_infra(sb)
@@ -245,9 +259,6 @@ class SandboxManager:
             await self.store.write(sb)
         if was_ready:
             self._publish(api.CONTAINER_STOPPED_EVENT, sb)
-        if await self._release_network(sb) and sb.ips:
-            sb.ips = []  # released to IPAM: another pod may get them
-            await self.store.write(sb)
 
     async def _remove(self, sb: Sandbox) -> None:
         await self._stop(sb)

@@ -3,6 +3,8 @@ each failure is reported, leaves nothing behind, and the same request works once
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,8 +25,11 @@ from tests.support.workloads import (
     logged_pod,
     pulled_daemon,
     remove,
+    run_container,
     start,
     status,
+    stop,
+    until,
     wait_state,
 )
 
@@ -117,3 +122,50 @@ def test_a_hung_start_does_not_block_other_containers(pulled: Pulled, runc_wrapp
     for sid in (stuck_sid, other_sid):
         remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def _stopped_with_a_release_fault(pulled: Pulled, runc_wrapper: FaultyBinary, name: str,
+                                  mode: str) -> tuple[str, str, dict[str, Any]]:
+    """A container stopped while `runc delete` has the fault mode: (pod id, container id, the leak
+    snapshot with the pod alone)."""
+    pod = logged_pod(pulled.daemon, name)
+    sid = run_pod(pulled.cri, pod)
+    with_pod = snapshot(pulled.daemon)
+    cid = run_container(pulled.cri, sid, pod, container_config(name, "sleep", "600", image=pulled.image))
+    runc_wrapper.inject("delete", mode)
+    stop(pulled.cri, cid)
+    assert status(pulled.cri, cid).state == api.CONTAINER_EXITED  # the stop is not held up by the release
+    return sid, cid, with_pod
+
+
+def _nothing_left(pulled: Pulled, sid: str, with_pod: dict[str, Any]) -> None:
+    assert listed(pulled.cri) == []
+    assert changes(with_pod, snapshot(pulled.daemon)) == {}, pulled.daemon.log_tail()
+    remove_pod(pulled.cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_remove_during_a_release_at_exit_that_hangs(pulled: Pulled, runc_wrapper: FaultyBinary) -> None:
+    """The release a container's exit starts is stuck in `runc delete`: RemoveContainer waits for
+    it rather than race it; once the hung call dies the release gives up, and RemoveContainer
+    deletes and unmounts what the release did not, leaving nothing."""
+    sid, cid, with_pod = _stopped_with_a_release_fault(pulled, runc_wrapper, "hung-release", "hang")
+    runc_wrapper.wait_hung()
+    call = pulled.cri.runtime.RemoveContainer.future(api.RemoveContainerRequest(container_id=cid))
+    with pytest.raises(grpc.FutureTimeoutError):
+        call.result(timeout=1)  # held by the release under way
+    runc_wrapper.clear()
+    runc_wrapper.kill_hung()
+    call.result(timeout=WAIT)
+    _nothing_left(pulled, sid, with_pod)
+
+
+def test_remove_after_a_release_at_exit_that_failed(pulled: Pulled, runc_wrapper: FaultyBinary) -> None:
+    """`runc delete` fails at the exit: the release stops there (the root stays mounted), and
+    RemoveContainer does all of it."""
+    sid, cid, with_pod = _stopped_with_a_release_fault(pulled, runc_wrapper, "failed-release", "fail")
+    until(lambda: "delete" in runc_wrapper.calls(), "the release at exit running runc delete")
+    assert os.path.ismount(Path(pulled.daemon.config["paths"]["state_dir"]) / "rootfs" / cid / "rootfs")
+    runc_wrapper.clear()
+    remove(pulled.cri, cid)
+    _nothing_left(pulled, sid, with_pod)

@@ -260,6 +260,10 @@ def test_remove_pod_with_running_and_created_containers(pulled: Pulled) -> None:
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
+def _container_dir(pulled: Pulled, cid: str) -> Path:
+    return Path(pulled.daemon.config["paths"]["state_dir"]) / "rootfs" / cid
+
+
 def test_no_leaks_after_20_cycles(pulled: Pulled) -> None:
     cri = pulled.cri
     pod = logged_pod(pulled.daemon, "cycles")
@@ -268,11 +272,41 @@ def test_no_leaks_after_20_cycles(pulled: Pulled) -> None:
     for attempt in range(20):
         cid = run_container(cri, sid, pod, container_config("cycle", "sleep", "600", image=pulled.image, attempt=attempt))
         if attempt % 2:
-            stop(cri, cid, timeout=5)  # then an exited container is removed
+            # Then an exited container is removed, right after the exit: what its exit releases
+            # may be under way, done or not begun yet.
+            stop(cri, cid, timeout=5 if attempt % 4 == 1 else 0)
         else:
             assert exec_sync(cri, cid, "true").exit_code == 0  # then a running one
         remove(cri, cid)
+        assert not _container_dir(pulled, cid).exists()
     assert changes(with_pod, snapshot(pulled.daemon)) == {}
+    remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def test_exited_container_keeps_its_writable_layer_not_its_mount(pulled: Pulled) -> None:
+    """At a container's exit, off the RPC path, its overlay root is unmounted and the runtime's
+    state and cgroup are deleted; what it wrote stays (status, log, bundle, writable layer) until
+    RemoveContainer, which leaves nothing."""
+    cri, d = pulled.cri, pulled.daemon
+    pod = logged_pod(d, "exited-root")
+    sid = run_pod(cri, pod)
+    with_pod = snapshot(d)
+    script = "echo kept > /written; echo said; while [ ! -e /go ]; do sleep 0.1; done"
+    cid = run_container(cri, sid, pod, sh("writer", script, pulled.image))
+    container_dir = _container_dir(pulled, cid)
+    runtime_state = Path(d.config["paths"]["run_dir"]) / verbose_info(cri, cid)["runtimeHandler"] / cid
+    assert runtime_state.is_dir() and os.path.ismount(container_dir / "rootfs")
+    assert exec_sync(cri, cid, "touch", "/go").exit_code == 0
+    assert wait_state(cri, cid, api.CONTAINER_EXITED).exit_code == 0
+    until(lambda: not os.path.ismount(container_dir / "rootfs") and not runtime_state.exists(),
+          "the exited container's root unmounted and its runtime state deleted")
+    assert (container_dir / "upper" / "written").read_text() == "kept\n"
+    st = status(cri, cid)
+    assert st.reason == "Completed" and b"said" in Path(st.log_path).read_bytes()
+    assert set(changes(with_pod, snapshot(d))) == {"state files", "run files"}, "no mount, cgroup or process left"
+    remove(cri, cid)
+    assert not container_dir.exists()
     remove_pod(cri, sid)
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 

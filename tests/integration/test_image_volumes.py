@@ -3,7 +3,9 @@ files at the mount point, read-only, a sub path of it, what is refused, and noth
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +29,8 @@ from tests.support.workloads import (
     remove,
     run_container,
     status,
+    stop,
+    until,
 )
 
 pytestmark = pytest.mark.integration
@@ -55,13 +59,19 @@ def sh(pulled: Pulled, cid: str, script: str) -> str:
     return answer.stdout.decode()
 
 
-def test_the_image_is_mounted_read_only_and_released_with_the_container(pulled: Pulled, volume: str) -> None:
-    cri = pulled.cri
-    pod = logged_pod(pulled.daemon, "imgvol")
-    sid = run_pod(cri, pod)
+def run_with_volume(pulled: Pulled, volume: str, pod_name: str) -> tuple[str, str, dict[str, Any]]:
+    """A pod and a container in it with the volume image at /vol: (pod id, container id, the leak
+    snapshot with the pod alone)."""
+    pod = logged_pod(pulled.daemon, pod_name)
+    sid = run_pod(pulled.cri, pod)
     before = snapshot(pulled.daemon)
     config = container_config("app", "sh", "-c", FOREVER, image=pulled.image, mounts=[image_mount("/vol", volume)])
-    cid = run_container(cri, sid, pod, config)
+    return sid, run_container(pulled.cri, sid, pod, config), before
+
+
+def test_the_image_is_mounted_read_only_and_released_with_the_container(pulled: Pulled, volume: str) -> None:
+    cri = pulled.cri
+    sid, cid, before = run_with_volume(pulled, volume, "imgvol")
     assert sh(pulled, cid, "cat /vol/data/hello.txt /vol/data/layer2.txt /vol/data/sub/inner.txt /vol/etc/marker") == \
         "hello\nsecond layer\ninner\nimage etc\n"
     assert sh(pulled, cid, "ls /vol/data").split() == ["abs", "dangling", "hello.txt", "layer2.txt", "sub", "up"]
@@ -70,6 +80,21 @@ def test_the_image_is_mounted_read_only_and_released_with_the_container(pulled: 
     assert "ro" in sh(pulled, cid, "awk '$5 == \"/vol\" {print $6}' /proc/self/mountinfo").strip().split(",")
     shown = [m for m in status(cri, cid).mounts if m.container_path == "/vol"]
     assert len(shown) == 1 and shown[0].image.image == volume and shown[0].readonly
+    remove(cri, cid)
+    assert changes(before, snapshot(pulled.daemon)) == {}, pulled.daemon.log_tail()
+    remove_pod(cri, sid)
+
+
+def test_the_volume_is_unmounted_at_the_exit(pulled: Pulled, volume: str) -> None:
+    """Image volumes, read-only, hold nothing of the container's: its exit releases them with its
+    root's mount, off the RPC path; RemoveContainer then leaves nothing."""
+    cri = pulled.cri
+    sid, cid, before = run_with_volume(pulled, volume, "imgvol-exit")
+    container_dir = Path(pulled.daemon.config["paths"]["state_dir"]) / "rootfs" / cid
+    assert os.path.ismount(container_dir / "images" / "0") and os.path.ismount(container_dir / "rootfs")
+    stop(cri, cid)
+    until(lambda: not (container_dir / "images").exists() and not os.path.ismount(container_dir / "rootfs"),
+          "the volume and the root unmounted at the exit")
     remove(cri, cid)
     assert changes(before, snapshot(pulled.daemon)) == {}, pulled.daemon.log_tail()
     remove_pod(cri, sid)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from google.protobuf import json_format
 
 from tests.support.client import Cri, api
+from tests.support.daemon import Daemon
 from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status as pod_status
 from tests.support.registry import Registry
@@ -106,11 +108,56 @@ def test_exit_while_the_daemon_is_down_is_reported_after_the_restart(pulled: Pul
     st = status(cri, cid)
     assert (st.state, st.exit_code, st.reason) == (api.CONTAINER_EXITED, 7, "Error")
     assert st.started_at == started.started_at and st.finished_at >= st.started_at
+    container_dir = _container_dir(daemon, cid)
+    assert not os.path.ismount(container_dir / "rootfs"), "the exit found at start-up unmounts the root"
+    assert (container_dir / "upper").is_dir(), "the writable layer stays until RemoveContainer"
     assert pod_status(cri, sid)[0].state == api.SANDBOX_READY
     with pytest.raises(grpc.RpcError) as err:
         exec_sync(cri, cid, "true")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     remove_pod(cri, sid)
+    assert changes(before, snapshot(daemon)) == {}, daemon.log_tail()
+    cri.close()
+
+
+def _container_dir(daemon: Daemon, cid: str) -> Path:
+    return Path(daemon.config["paths"]["state_dir"]) / "rootfs" / cid
+
+
+def _overlay_options(target: Path) -> str:
+    """The options the overlay mounted at target was made with (its superblock's, as mounted)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(target):
+            return fields[fields.index("-", 6) + 3]
+    raise AssertionError(f"nothing is mounted at {target}")
+
+
+def test_unmount_cut_short_by_a_crash_is_done_at_the_next_start(pulled: Pulled) -> None:
+    """kill -9 after the exit is recorded and before the root is unmounted (the overlay mounted
+    again by hand stands for that state): the next start unmounts it, keeps what the container
+    wrote until RemoveContainer, and removing the pod leaves nothing."""
+    daemon, image, before = pulled.daemon, pulled.image, pulled.before
+    cri = pulled.cri
+    pod = logged_pod(daemon, "cut-short")
+    sid = run_pod(cri, pod)
+    cid = run_container(cri, sid, pod, container_config("cut-short", "sh", "-c", f"echo kept > /written; {FOREVER}",
+                                                        image=image))
+    target = _container_dir(daemon, cid) / "rootfs"
+    until(lambda: (target.parent / "upper" / "written").exists(), "the container writing")
+    options = _overlay_options(target)
+    stop(cri, cid)
+    until(lambda: not os.path.ismount(target), "the root unmounted at the exit")
+    daemon.kill()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(target)], check=True)
+    assert os.path.ismount(target)
+    daemon.start()
+    cri = Cri(daemon.endpoint)
+    assert status(cri, cid).state == api.CONTAINER_EXITED
+    assert not os.path.ismount(target), "start-up unmounts the roots of exited containers"
+    assert (target.parent / "upper" / "written").read_text() == "kept\n"
+    remove_pod(cri, sid)
+    assert not target.parent.exists()
     assert changes(before, snapshot(daemon)) == {}, daemon.log_tail()
     cri.close()
 

@@ -83,6 +83,37 @@ def test_releasing_a_rootfs_whose_image_is_kept_keeps_its_layers_and_leaves_the_
     asyncio.run(scenario())
 
 
+def test_unmount_at_exit_keeps_the_writable_layer_and_drops_the_lease(tmp_path: Path) -> None:
+    """An exited container's root: unmount() leaves the writable layer for release() and gives
+    up the layers' lease, so an image removed meanwhile goes at once; the store's generation
+    (a durable write other processes watch) moves only when something was taken out."""
+    image = build_image([tar_layer([(entry("etc", tarfile.DIRTYPE), None), (entry("etc/base"), b"b")])])
+
+    async def scenario() -> None:
+        store = new_store(tmp_path)
+        await import_archive(store, oci_archive(tmp_path / "img.tar", image, "example.com/exit:1"))
+        rootfs = Rootfs(store)
+        kept, removed = tmp_path / "c1", tmp_path / "c2"
+        for container in (kept, removed):
+            (await rootfs.prepare(image.id, container) / "written").write_text(container.name)
+        generation = (store.root / "generation").read_bytes()
+        await rootfs.unmount(kept)
+        await rootfs.unmount(kept)  # idempotent
+        assert not rootfs.mounted(kept) and (kept / "upper" / "written").read_text() == "c1"
+        assert (store.root / "generation").read_bytes() == generation, "the other lease keeps the layers"
+        await store.remove(image.id)
+        assert list(store.layers.root.iterdir()) != [], "the mounted root's lease keeps its layers"
+        await rootfs.unmount(removed)
+        assert list(store.layers.root.iterdir()) == [], "the last lease gone, the removed image's layers go"
+        assert (removed / "upper" / "written").read_text() == "c2"
+        for container in (kept, removed):
+            await rootfs.release(container)
+            assert not (container / "upper").exists() and not (container / "rootfs").exists()
+        assert mounted_below(tmp_path) == []
+
+    asyncio.run(scenario())
+
+
 def test_whiteouts_of_upper_layers_hide_lower_files(tmp_path: Path) -> None:
     base = tar_layer([(entry("etc", tarfile.DIRTYPE), None), (entry("etc/old"), b"old"), (entry("etc/keep"), b"keep"),
                       (entry("opaque", tarfile.DIRTYPE), None), (entry("opaque/hidden"), b"h")])
