@@ -29,7 +29,8 @@ from pathlib import Path
 from cri_shim.api import api_pb2 as api
 from cri_shim.image.imagevolumes import ImageVolumes
 from cri_shim.image.rootfs import Rootfs
-from cri_shim.store.records import ContainerRecord, RecordStore
+from cri_shim.runtime.record import ContainerRecord
+from cri_shim.store.records import RecordStore
 
 log = logging.getLogger("cri_shim.containers")
 
