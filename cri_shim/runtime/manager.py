@@ -86,7 +86,7 @@ class ContainerManager:
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
         self.migrations = migrations
-        self.exit_release = ExitRelease(runtime.store, lambda r: runtime.runc(r).delete(r.id), rootfs,
+        self.exit_release = ExitRelease(self.store, lambda r: runtime.runc(r).delete(r.id), rootfs,
                                         self.image_volumes, self.rootfs_root)
         runtime.subscribe(self.events.publish)
         runtime.subscribe(self.exit_release.on_event)
