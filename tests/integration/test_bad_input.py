@@ -31,7 +31,7 @@ from tests.support.daemon import Daemon
 from tests.support.leftovers import release_leftovers
 from tests.support.pods import changes, pod_config, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry, free_port
-from tests.support.workloads import container_config, pull, run_container, wait_state, warm_up_containers
+from tests.support.workloads import container_config, pull, run_container, wait_released, wait_state, warm_up_containers
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,9 @@ HELD_NAMESPACES = api.NamespaceOption(network=api.NODE, pid=api.CONTAINER, ipc=a
 HELD_CONTAINER = api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(namespace_options=HELD_NAMESPACES))
 
 
-def _host_network_pod(name: str) -> api.PodSandboxConfig:
-    return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=HELD_NAMESPACES)))
+def _host_network_pod(name: str, pid: int = api.CONTAINER) -> api.PodSandboxConfig:
+    namespaces = api.NamespaceOption(network=api.NODE, pid=pid, ipc=api.NODE)
+    return pod_config(name, linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(namespace_options=namespaces)))
 
 
 def _entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
@@ -105,9 +106,10 @@ def _push_twins(reg: Registry) -> tuple[list[str], str]:
     raise AssertionError("unreachable: 17 ids, 16 digits")
 
 
-def _exited_until_ambiguous(cri: Cri, sid: str, image: str) -> tuple[list[str], str]:
+def _exited_until_ambiguous(cri: Cri, d: Daemon, sid: str, image: str) -> tuple[list[str], str]:
     """Containers run to their exit in the pod until two ids share their first hex digit: the
-    ids and that digit."""
+    ids and that digit. Each is released (root unmounted) before the next, so the snapshot after
+    them holds still."""
     pod = _host_network_pod("held0")
     firsts: set[str] = set()
     exited: list[str] = []
@@ -115,6 +117,7 @@ def _exited_until_ambiguous(cri: Cri, sid: str, image: str) -> tuple[list[str], 
         cid = run_container(cri, sid, pod, container_config(f"exited{len(exited)}", "true", image=image, log_path="",
                                                             linux=HELD_CONTAINER))
         wait_state(cri, cid, api.CONTAINER_EXITED)
+        wait_released(cri, d, cid)
         exited.append(cid)
         if cid[0] in firsts:
             return exited, cid[0]
@@ -144,12 +147,15 @@ def world(catalog: Catalog) -> Iterator[World]:
             pods: list[str] = []
             firsts: dict[str, str] = {}
             while True:
-                sid = run_pod(cri, _host_network_pod(f"held{len(pods)}"))
+                # The first holds an infra process, whose cgroup keeps the daemon's default
+                # cgroup parent (pruned when empty) in place through the table, as containers
+                # that exited no longer do (their cgroups go at the exit).
+                sid = run_pod(cri, _host_network_pod(f"held{len(pods)}", api.CONTAINER if pods else api.POD))
                 pods.append(sid)
                 if sid[0] in firsts:
                     break
                 firsts[sid[0]] = sid
-            exited, ambiguous_container = _exited_until_ambiguous(cri, pods[0], busybox)
+            exited, ambiguous_container = _exited_until_ambiguous(cri, d, pods[0], busybox)
             yield World(d, cri, big, reg.host, unreachable, pods, pods[-1][0], snapshot(d), base, victim, twin_ids, twin_prefix,
                         busybox, exited, ambiguous_container)
         finally:

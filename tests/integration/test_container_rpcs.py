@@ -42,6 +42,7 @@ from tests.support.workloads import (
     stop,
     until,
     verbose_info,
+    wait_released,
     wait_state,
 )
 
@@ -299,8 +300,7 @@ def test_exited_container_keeps_its_writable_layer_not_its_mount(pulled: Pulled)
     assert runtime_state.is_dir() and os.path.ismount(container_dir / "rootfs")
     assert exec_sync(cri, cid, "touch", "/go").exit_code == 0
     assert wait_state(cri, cid, api.CONTAINER_EXITED).exit_code == 0
-    until(lambda: not os.path.ismount(container_dir / "rootfs") and not runtime_state.exists(),
-          "the exited container's root unmounted and its runtime state deleted")
+    wait_released(cri, d, cid)
     assert (container_dir / "upper" / "written").read_text() == "kept\n"
     st = status(cri, cid)
     assert st.reason == "Completed" and b"said" in Path(st.log_path).read_bytes()

@@ -17,6 +17,7 @@ session's registry.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -139,6 +140,16 @@ def wait_state(cri: Cri, container_id: str, state: int, timeout: float = WAIT) -
     """The container's status once it is in state."""
     until(lambda: status(cri, container_id).state == state, f"container {container_id} becoming {STATE_NAMES[state]}", timeout)
     return status(cri, container_id)
+
+
+def wait_released(cri: Cri, daemon: Daemon, container_id: str) -> None:
+    """Waits for an exited container's exit-time release (cri_shim.runtime.exitrelease): its root
+    unmounted and its runtime state deleted, off the RPC path. A leak snapshot taken meanwhile
+    would race the unmount."""
+    root = Path(daemon.config["paths"]["state_dir"]) / "rootfs" / container_id / "rootfs"
+    state = Path(daemon.config["paths"]["run_dir"]) / verbose_info(cri, container_id)["runtimeHandler"] / container_id
+    until(lambda: not os.path.ismount(root) and not state.exists(),
+          "the exited container's root unmounted and its runtime state deleted")
 
 
 def warm_up_containers(cri: Cri, daemon: Daemon, image: str) -> None:
