@@ -102,7 +102,7 @@ def test_systemd_path_expansion() -> None:
 @pytest.mark.parametrize("inotify", [True, False])
 def test_exit_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify: bool) -> None:
     if not inotify:
-        monkeypatch.setattr(exits, "_libc", lambda: None)
+        monkeypatch.setattr(exits.inotify, "init", lambda: -1)
         monkeypatch.setattr(exits, "POLL_INTERVAL", 0.02)
 
     async def scenario() -> list[str]:
