@@ -73,7 +73,7 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _read_keyed(path: Path) -> dict[str, int]:
+def read_keyed(path: Path) -> dict[str, int]:
     out = {}
     try:
         lines = path.read_text().splitlines()
@@ -98,8 +98,8 @@ _V1_UNLIMITED = 1 << 62
 def oom_kills(cgroups_path: str, root: Path = ROOT) -> int:
     """OOM kills the kernel recorded in the container's memory cgroup (0 if it is gone)."""
     if is_v2(root):
-        return _read_keyed(cgroup_dir(cgroups_path, "memory", root) / "memory.events").get("oom_kill", 0)
-    return _read_keyed(cgroup_dir(cgroups_path, "memory", root) / "memory.oom_control").get("oom_kill", 0)
+        return read_keyed(cgroup_dir(cgroups_path, "memory", root) / "memory.events").get("oom_kill", 0)
+    return read_keyed(cgroup_dir(cgroups_path, "memory", root) / "memory.oom_control").get("oom_kill", 0)
 
 
 def read(cgroups_path: str, root: Path = ROOT) -> CgroupStats | None:
@@ -109,14 +109,14 @@ def read(cgroups_path: str, root: Path = ROOT) -> CgroupStats | None:
         d = cgroup_dir(cgroups_path, "", root)
         if not d.is_dir():
             return None
-        cpu = _read_keyed(d / "cpu.stat").get("usage_usec", 0) * 1000
+        cpu = read_keyed(d / "cpu.stat").get("usage_usec", 0) * 1000
         usage = _read_int(d / "memory.current") or 0
-        stat = _read_keyed(d / "memory.stat")
+        stat = read_keyed(d / "memory.stat")
         inactive, rss = stat.get("inactive_file", 0), stat.get("anon", 0)
         faults, major = stat.get("pgfault", 0), stat.get("pgmajfault", 0)
         limit = _read_int(d / "memory.max")
-        ooms = _read_keyed(d / "memory.events").get("oom_kill", 0)
-        cpu_stat = _read_keyed(d / "cpu.stat")
+        ooms = read_keyed(d / "memory.events").get("oom_kill", 0)
+        cpu_stat = read_keyed(d / "cpu.stat")
         user, system = cpu_stat.get("user_usec", 0) * 1000, cpu_stat.get("system_usec", 0) * 1000
         cache, mapped = stat.get("file", 0), stat.get("file_mapped", 0)
         swap = _read_int(d / "memory.swap.current")
@@ -126,14 +126,14 @@ def read(cgroups_path: str, root: Path = ROOT) -> CgroupStats | None:
             return None
         cpu = _read_int(cgroup_dir(cgroups_path, "cpuacct", root) / "cpuacct.usage") or 0
         usage = _read_int(mem / "memory.usage_in_bytes") or 0
-        stat = _read_keyed(mem / "memory.stat")
+        stat = read_keyed(mem / "memory.stat")
         inactive, rss = stat.get("total_inactive_file", 0), stat.get("total_rss", 0)
         faults, major = stat.get("total_pgfault", 0), stat.get("total_pgmajfault", 0)
         limit = _read_int(mem / "memory.limit_in_bytes")
         if limit is not None and limit >= _V1_UNLIMITED:
             limit = None
-        ooms = _read_keyed(mem / "memory.oom_control").get("oom_kill", 0)
-        ticks = _read_keyed(cgroup_dir(cgroups_path, "cpuacct", root) / "cpuacct.stat")
+        ooms = read_keyed(mem / "memory.oom_control").get("oom_kill", 0)
+        ticks = read_keyed(cgroup_dir(cgroups_path, "cpuacct", root) / "cpuacct.stat")
         user, system = ticks.get("user", 0) * _NS_PER_TICK, ticks.get("system", 0) * _NS_PER_TICK
         cache, mapped, swap = stat.get("total_cache", 0), stat.get("total_mapped_file", 0), stat.get("total_swap")
     return CgroupStats(

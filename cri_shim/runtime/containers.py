@@ -28,7 +28,7 @@ from typing import Any
 
 from cri_shim.api import api_pb2
 from cri_shim.cdi.edits import Edits
-from cri_shim.cgroups import stats
+from cri_shim.cgroups import oomwatch, stats
 from cri_shim.config import Config
 from cri_shim.errors import FailedPrecondition, Internal
 from cri_shim.linux import proc
@@ -80,6 +80,7 @@ class ContainerRuntime:
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
         # Containers whose `runc start` runs: their exits wait until the start is recorded.
         self._starting: set[str] = set()
+        self.oom = oomwatch.OomWatcher()
         monitor.exits.subscribe(self._on_exit)
 
     @classmethod
@@ -106,11 +107,13 @@ class ContainerRuntime:
         for path, exc in self.store.load():
             log.warning("unreadable container record", extra={"path": str(path), "error": str(exc)})
         self.monitor.exits.start()
+        self.oom.start()
         await recovery.recover(self)
 
     def close(self) -> None:
         """Stops watching exits; containers and their monitors keep running."""
         self.monitor.exits.close()
+        self.oom.close()
         self.monitor.close()
 
     def subscribe(self, callback: Callable[[int, ContainerRecord], None]) -> None:
@@ -181,6 +184,7 @@ class ContainerRuntime:
                                      monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time,
                                      idmapped=idmapped)
         await self.store.write(record)
+        self.oom.watch(record.cgroups_path, bundle)
         return self.refresh(record)
 
     async def discard(self, record: ContainerRecord) -> None:
@@ -250,7 +254,9 @@ class ContainerRuntime:
         if not self.monitor.log_written(record.id, LOG_WAIT):
             log.warning("the container's log is still being written at its exit", extra={"container": record.id})
         # An OOM kill of some child while the main process exits 0 is still a completion.
-        if found.code != 0 and (self.monitor.oom_killed(Path(record.bundle)) or stats.oom_kills(record.cgroups_path) > 0):
+        bundle = Path(record.bundle)
+        if found.code != 0 and (self.monitor.oom_killed(bundle) or oomwatch.killed(bundle)
+                                or stats.oom_kills(record.cgroups_path) > 0):
             reason = "OOMKilled"
         else:
             reason = "Completed" if found.code == 0 else "Error"

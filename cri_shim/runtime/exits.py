@@ -9,22 +9,16 @@ runs, so after a restart read() finds the exits that happened meanwhile.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cri_shim.linux import inotify
+
 log = logging.getLogger("cri_shim.runtime")
 
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_TO = 0x00000080
-IN_NONBLOCK = 0o4000
-IN_CLOEXEC = 0o2000000
-_EVENT = struct.Struct("iIII")
 POLL_INTERVAL = 0.5
 
 
@@ -48,16 +42,6 @@ def read_exit(path: Path) -> ExitFile | None:
     except ValueError:
         # A file conmon has created but not yet filled; the rename that completes it follows.
         return None
-
-
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
-    libc.inotify_init1.argtypes = [ctypes.c_int]
-    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    return libc
 
 
 class ExitWatcher:
@@ -98,9 +82,8 @@ class ExitWatcher:
         """Begins watching (call from the running loop)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         loop = self._loop = asyncio.get_running_loop()
-        libc = _libc()
-        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC) if libc else -1
-        if fd >= 0 and libc.inotify_add_watch(fd, str(self.directory).encode(), IN_CLOSE_WRITE | IN_MOVED_TO) >= 0:
+        fd = inotify.init()
+        if fd >= 0 and inotify.add_watch(fd, str(self.directory), inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO) >= 0:
             self._fd = fd
             loop.add_reader(fd, self._on_inotify)
         else:
@@ -146,20 +129,8 @@ class ExitWatcher:
                 self._waiters.pop(container_id, None)
 
     def _on_inotify(self) -> None:
-        try:
-            data = os.read(self._fd, 64 * 1024)
-        except BlockingIOError:
-            return
-        offset = 0
-        names = []
-        while offset + _EVENT.size <= len(data):
-            _wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            raw = data[offset + _EVENT.size: offset + _EVENT.size + length]
-            offset += _EVENT.size + length
-            name = raw.split(b"\0", 1)[0].decode(errors="replace")
-            # conmon writes "<id>.XXXXXX" and renames it to "<id>": ids never hold a dot.
-            if name and "." not in name:
-                names.append(name)
+        # conmon writes "<id>.XXXXXX" and renames it to "<id>": ids never hold a dot.
+        names = [e.name for e in inotify.read_events(self._fd) if e.name and "." not in e.name]
         for name in dict.fromkeys(names):
             self._notify(name)
 

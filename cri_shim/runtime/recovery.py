@@ -3,7 +3,8 @@
 The matrix follows containerd's restart.go: a record whose create was interrupted
 (created_at 0) is discarded with everything it may have left; an exit recorded while the
 daemon was down is applied; a container runc reports running while its record says created
-was started just before a crash; bundles and exit files no record owns are removed, and so
+was started just before a crash; a live container's memory.events is watched again
+(cri_shim.cgroups.oomwatch); bundles and exit files no record owns are removed, and so
 are idmapped sources (attached only while a create runs). Every container's log is picked up
 again first (what it wrote while the daemon was down is in its monitor's pipe), so an exit
 recorded here finds its output in the log.
@@ -43,6 +44,8 @@ async def recover(rt: ContainerRuntime) -> None:
         record = rt.refresh(record)
         if record.state == CONTAINER_CREATED:
             await _adopt_started(rt, record)
+        if not record.finished_at:
+            rt.oom.watch(record.cgroups_path, Path(record.bundle))
     idmounts.release_all(rt.idmap_root)
     rt.bundle_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     for bundle in rt.bundle_root.iterdir():

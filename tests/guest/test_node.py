@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cri_shim.cgroups import hierarchy
+from cri_shim.cgroups import hierarchy, paths
 from tests.support.client import api
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
@@ -116,12 +116,9 @@ def test_container_resources_land_in_the_v2_files(pulled: Pulled, driver: str) -
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-# Not yet with the systemd driver: systemd removes a container's scope, memory.events with it,
-# as soon as its last process is gone, and the daemon reads the file only once it learns of the
-# exit: OOMKilled or Error by a race (each seen once here). Reading memory.events while the
-# container runs (as conmon's and containerd's watchers do) would close it.
-@pytest.mark.parametrize("driver", ["cgroupfs"])
 def test_oom_kill_is_reported_from_memory_events(pulled: Pulled, driver: str) -> None:
+    """With the systemd driver the container's scope, memory.events with it, is gone as soon as
+    its last process is: the daemon knows of the kill from watching the file while it ran."""
     cri = pulled.cri
     pod = logged_pod(pulled.daemon, "oom")
     sid = run_pod(cri, pod)
@@ -133,4 +130,92 @@ def test_oom_kill_is_reported_from_memory_events(pulled: Pulled, driver: str) ->
     assert (final.exit_code, final.reason) == (137, "OOMKilled")
     assert status(cri, cid).state == api.CONTAINER_EXITED
     remove_pod(cri, sid)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+def keyed(path: Path) -> dict[str, int]:
+    """A flat-keyed cgroup file (cpu.stat, memory.stat, memory.events)."""
+    return {key: int(value) for key, value in (line.split() for line in path.read_text().splitlines())}
+
+
+def kubelet_parent(driver: str, name: str) -> str:
+    """A pod-level cgroup parent of the kind kubelet makes for each pod (its own slice with the
+    systemd driver), so that the pod has a cgroup of its own."""
+    return f"crishimguest-{name}.slice" if driver == "systemd" else f"/crishimguest/{name}"
+
+
+def drop_parent(driver: str, parent: str) -> None:
+    """What kubelet does once the pod is gone: stops the pod's slice, or removes its directories."""
+    if driver == "systemd":
+        subprocess.run(["systemctl", "stop", parent], check=True)
+        assert parent not in units("slice")
+    else:
+        for directory in (CGROUP / parent.strip("/"), CGROUP / parent.strip("/").split("/")[0]):
+            if directory.exists():  # the runtime prunes the directories it made itself
+                directory.rmdir()
+
+
+def test_pod_and_container_stats_from_cpu_stat_and_memory_stat(pulled: Pulled, driver: str) -> None:
+    cri = pulled.cri
+    parent = kubelet_parent(driver, "podstats")
+    pod = logged_pod(pulled.daemon, "stats", linux=api.LinuxPodSandboxConfig(cgroup_parent=parent))
+    sid = run_pod(cri, pod)
+    # Some CPU first, then a resident buffer of a few MiB (busybox sh holds its variables).
+    busy = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; x=$(head -c 4000000 /dev/zero | tr '\\0' a); " + FOREVER
+    cid = run_container(cri, sid, pod, container_config("busy", "sh", "-c", busy, image=pulled.image))
+    cgroup = cgroup_of(verbose_info(cri, cid)["pid"])
+    pod_cgroup = CGROUP / paths.parent_path(driver, parent).lstrip("/")
+
+    def usage_usec(directory: Path) -> int:
+        return keyed(directory / "cpu.stat")["usage_usec"]
+
+    until(lambda: usage_usec(cgroup) > 0 and keyed(cgroup / "memory.stat")["anon"] > 2 * MiB,
+          "the container's CPU time and its buffer")
+    low, pod_low = usage_usec(cgroup), usage_usec(pod_cgroup)
+    container = cri.runtime.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
+    pod_stats = cri.runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+    high, pod_high = usage_usec(cgroup), usage_usec(pod_cgroup)
+    # The counters are cpu.stat's usage_usec (in ns) and memory.stat's, read between our own reads.
+    assert low * 1000 <= container.cpu.usage_core_nano_seconds.value <= high * 1000
+    memory = container.memory
+    assert memory.usage_bytes.value >= memory.working_set_bytes.value > 2 * MiB
+    assert memory.rss_bytes.value > 2 * MiB  # memory.stat's anon
+    assert pod_stats.attributes.id == sid
+    linux = pod_stats.linux
+    assert pod_low * 1000 <= linux.cpu.usage_core_nano_seconds.value <= pod_high * 1000  # the pod's own cgroup
+    assert linux.cpu.usage_core_nano_seconds.value >= container.cpu.usage_core_nano_seconds.value
+    assert linux.memory.working_set_bytes.value >= memory.working_set_bytes.value
+    assert [c.attributes.id for c in linux.containers] == [cid]
+    assert linux.process.process_count.value >= 1
+    listed_stats = cri.runtime.ListPodSandboxStats(
+        api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(id=sid))).stats
+    assert [s.attributes.id for s in listed_stats] == [sid]
+    assert listed_stats[0].linux.cpu.usage_core_nano_seconds.value >= linux.cpu.usage_core_nano_seconds.value
+    remove_pod(cri, sid)
+    drop_parent(driver, parent)
+    assert changes(pulled.before, snapshot(pulled.daemon)) == {}
+
+
+HUGE_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB")
+
+
+def test_hugetlb_and_io_weight_land_in_the_v2_files(pulled: Pulled, driver: str) -> None:
+    """hugepage_limits become hugetlb.2MB.max (scripts/guest reserves 2 MiB pages on the kernel
+    command line); io.weight, which CRI carries only in the unified map, becomes io.weight."""
+    controllers = (CGROUP / "cgroup.controllers").read_text().split()
+    if "hugetlb" not in controllers or not HUGE_2M.is_dir() or int((HUGE_2M / "nr_hugepages").read_text()) == 0:
+        pytest.skip("this kernel has no 2 MiB huge pages configured, or no hugetlb controller")
+    cri = pulled.cri
+    pod = logged_pod(pulled.daemon, "huge")
+    sid = run_pod(cri, pod)
+    resources = api.LinuxContainerResources(
+        hugepage_limits=[api.HugepageLimit(page_size="2MB", limit=4 * MiB)], unified={"io.weight": "default 300"})
+    config = container_config("app", "sh", "-c", FOREVER, image=pulled.image,
+                              linux=api.LinuxContainerConfig(resources=resources))
+    cid = run_container(cri, sid, pod, config)
+    cgroup = cgroup_of(verbose_info(cri, cid)["pid"])
+    assert (cgroup / "hugetlb.2MB.max").read_text().strip() == str(4 * MiB)
+    assert (cgroup / "io.weight").read_text().split("\n")[0] == "default 300"
+    remove_pod(cri, sid)
+    assert not cgroup.exists()
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}

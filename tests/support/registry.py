@@ -16,6 +16,7 @@ and is stopped by its PID. Usable from a plain script: nothing here needs pytest
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import shutil
@@ -30,7 +31,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-import warnings
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,11 +52,19 @@ def _b64url(data: bytes) -> str:
 
 
 def _bcrypt(password: str) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # libcrypt's bcrypt; registry htpasswd files need bcrypt hashes
-
-        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    """A bcrypt hash for the registry's htpasswd file (the only kind distribution accepts), from
+    libxcrypt through ctypes: Python 3.13 has no crypt module, and libcrypt.so.1 is in every Debian
+    base system (the guest's trixie as this host's bookworm)."""
+    libcrypt = ctypes.CDLL("libcrypt.so.1", use_errno=True)
+    libcrypt.crypt_gensalt.restype = libcrypt.crypt.restype = ctypes.c_char_p
+    libcrypt.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    # No random bytes given: libxcrypt takes them from the kernel. Cost 0: the library's default.
+    setting = libcrypt.crypt_gensalt(b"$2b$", 0, None, 0)
+    hashed = libcrypt.crypt(password.encode(), setting) if setting else None
+    if not hashed or not hashed.startswith(b"$2b$"):
+        raise OSError(ctypes.get_errno(), "libcrypt made no bcrypt hash")
+    return hashed.decode()
 
 
 class TokenServer:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cri_shim.api import api_pb2 as api
-from cri_shim.cgroups import stats
+from cri_shim.cgroups import oomwatch, stats
 from cri_shim.runtime import exits
 from cri_shim.runtime.exits import ExitWatcher
 from cri_shim.runtime.record import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, CONTAINER_UNKNOWN,
@@ -148,7 +148,7 @@ def test_systemd_path_expansion() -> None:
 @pytest.mark.parametrize("inotify", [True, False])
 def test_exit_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify: bool) -> None:
     if not inotify:
-        monkeypatch.setattr(exits, "_libc", lambda: None)
+        monkeypatch.setattr(exits.inotify, "init", lambda: -1)
         monkeypatch.setattr(exits, "POLL_INTERVAL", 0.02)
 
     async def scenario() -> list[str]:
@@ -176,6 +176,54 @@ def test_exit_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify: 
         return seen
 
     assert asyncio.run(scenario()) == ["c1"]
+
+
+def test_oom_watcher_marks_an_oom_before_the_cgroup_goes(tmp_path: Path) -> None:
+    """A cgroup v2 tree stands in for /sys/fs/cgroup (this host is v1): its memory.events is a
+    plain file, modified as the kernel would, and removed as systemd removes a stopped scope."""
+    root = tmp_path / "cgroup"
+    (root / "pod.slice" / "c1.scope").mkdir(parents=True)
+    (root / "pod.slice" / "c2.scope").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    quiet = "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"
+    for name in ("c1", "c2"):
+        (root / "pod.slice" / f"{name}.scope" / "memory.events").write_text(quiet)
+    bundles = {name: tmp_path / name for name in ("c1", "c2", "gone")}
+    for bundle in bundles.values():
+        bundle.mkdir()
+
+    async def scenario() -> None:
+        watcher = oomwatch.OomWatcher(root)
+        watcher.start()
+        watcher.watch("/pod.slice/c1.scope", bundles["c1"])
+        watcher.watch("/pod.slice/c2.scope", bundles["c2"])
+        watcher.watch("/pod.slice/gone.scope", bundles["gone"])  # exited already: nothing to watch
+        (root / "pod.slice" / "c1.scope" / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+        c2 = root / "pod.slice" / "c2.scope" / "memory.events"
+        c2.write_text(quiet.replace("max 0", "max 9"))
+        await asyncio.sleep(0.2)
+        assert oomwatch.killed(bundles["c1"]) and not oomwatch.killed(bundles["c2"])
+        assert [bundle for _, bundle in watcher._watches.values()] == [bundles["c2"]]  # c1's watch is done
+        c2.unlink()
+        await asyncio.sleep(0.2)
+        assert watcher._watches == {}  # a removed cgroup ends its watch
+        watcher.close()
+
+    asyncio.run(scenario())
+    assert oomwatch.killed(bundles["c1"])
+    assert not oomwatch.killed(bundles["c2"])  # at its limit, but nothing killed
+    assert not oomwatch.killed(bundles["gone"])
+
+
+def test_oom_watcher_does_nothing_on_cgroup_v1(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        watcher = oomwatch.OomWatcher(tmp_path)
+        watcher.start()
+        watcher.watch("/pod/c1", tmp_path)
+        assert watcher._watches == {}
+        watcher.close()
+
+    asyncio.run(scenario())
 
 
 def test_read_exit_ignores_empty_files(tmp_path: Path) -> None:
