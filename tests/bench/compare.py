@@ -439,7 +439,7 @@ def pods_per_second(r: Results) -> float:
 
 def measure_userns(ours: Side, count: int) -> bool:
     """cri-shim's pods with a user namespace taking turns with pods without; False, with nothing
-    measured, when the handler offers no user namespaces on this host (crun before 1.24)."""
+    measured, when the handler offers no user namespaces on this host."""
     print(f"{ours.runtime.name} pods with and without a user namespace: {count} each", flush=True)
     try:
         ours.results.userns.append(ours.work.cycle("userns-probe", userns(RANGE)))
