@@ -6,7 +6,8 @@ runc subcommand (create, start, kill, delete, run, ...) or `run` for conmon, and
   fail   - exit 1 with "injected <tool> failure at <step>" on stderr; nothing was done;
   crash  - runc: run the real command, then die by SIGKILL (the work is done, the answer lost);
            conmon: die by SIGKILL before starting (so before it writes its pid file);
-  hang   - record the wrapper's pid in hung.pid, then sleep until killed; nothing was done.
+  hang   - add the wrapper's pid to hung.pid, then sleep until killed; nothing was done (every
+           call of the step hangs, so several may: kill_hung ends them all).
 Any other call runs the real binary. Every call's step is appended to calls.log. Nothing here
 touches processes or paths outside the wrapper's own directory.
 """
@@ -30,7 +31,7 @@ echo "$step" >> "$dir/calls.log"
 mode=$(awk -v s="$step" '$1 == s { print $2 }' "$dir/control" 2>/dev/null)
 case "$mode" in
     fail) echo "injected %(tool)s failure at $step" >&2; exit 1 ;;
-    hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
+    hang) echo $$ >> "$dir/hung.pid"; while :; do sleep 1; done ;;
     crash) %(real)s "$@" >/dev/null 2>&1 </dev/null; kill -9 $$ ;;
 esac
 exec %(real)s "$@"
@@ -43,7 +44,7 @@ echo run >> "$dir/calls.log"
 mode=$(awk '$1 == "run" { print $2 }' "$dir/control" 2>/dev/null)
 case "$mode" in
     fail) echo "injected %(tool)s failure at run" >&2; exit 1 ;;
-    hang) echo $$ > "$dir/hung.pid"; while :; do sleep 1; done ;;
+    hang) echo $$ >> "$dir/hung.pid"; while :; do sleep 1; done ;;
     crash) kill -9 $$ ;;
 esac
 exec %(real)s "$@"
@@ -88,23 +89,24 @@ class FaultyBinary:
 
 
 def wait_hung(directory: Path, what: str, timeout: float = 30) -> int:
-    """The pid a wrapper in directory wrote to hung.pid once it reached its fault point."""
+    """The pid the first wrapper in directory to reach its fault point wrote to hung.pid."""
     pid_file = directory / "hung.pid"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = pid_file.read_text().strip() if pid_file.exists() else ""
         if text:
-            return int(text)
+            return int(text.split()[0])
         time.sleep(0.02)
     raise TimeoutError(f"{what} never reached its fault point")
 
 
 def kill_hung(directory: Path) -> None:
-    """Ends a hanging wrapper of directory (its own process, started for this test)."""
+    """Ends every hanging wrapper of directory (its own processes, started for this test)."""
     pid_file = directory / "hung.pid"
     if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), 9)
-        except (ProcessLookupError, ValueError):
-            pass
+        for pid in pid_file.read_text().split():
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
         pid_file.unlink()
