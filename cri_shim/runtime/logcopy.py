@@ -264,7 +264,9 @@ class LogCopier:
         if self.size_max > 0:
             batch: list[bytes] = []
             size = pipe.size
-            for record in records:
+            # An element may hold many whole records (the Joiner passes a chunk of F records
+            # through as one): the cap is kept record by record.
+            for record in b"".join(records).splitlines(keepends=True):
                 if size + len(record) > self.size_max and size > 0:
                     self._write_all(pipe, batch)
                     batch = []

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from cri_shim.runtime import logfile
+from cri_shim.runtime.logcopy import LogCopier, _Pipe
 from cri_shim.runtime.logjoin import LINE_SIZE_CAP, Joiner
 
 pytestmark = pytest.mark.unit
@@ -94,3 +99,21 @@ def test_memory_is_bounded_by_the_maximum_per_stream() -> None:
     j = Joiner(16384)
     j.feed(b"x" * (128 * 1024))
     assert j._rest == b""
+
+
+def test_the_size_cap_holds_when_one_chunk_of_whole_lines_passes_through(tmp_path: Path) -> None:
+    """A read of many whole lines leaves the Joiner as one element; with runtime.log_size_max_bytes
+    the log is started afresh between two of its records, never past the cap."""
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        pipe = _Pipe(container_id="c", fifo=-1, ack=-1, joiner=Joiner(16384), path=str(tmp_path / "app.log"),
+                     directory=directory, name="app.log", file=logfile.open_fresh(directory, "app.log", "app.log"))
+        lines = [rec(T1, "stdout", "F", b"line %03d" % i) for i in range(40)]
+        chunk = b"".join(lines)
+        assert pipe.joiner.feed(chunk) == [chunk]  # passed through whole
+        LogCopier(16384, size_max=300)._write(pipe, [chunk])
+        os.close(pipe.file)
+        written = (tmp_path / "app.log").read_bytes()
+        assert 0 < len(written) <= 300 and chunk.endswith(written) and written.startswith(T1)
+    finally:
+        os.close(directory)
