@@ -221,8 +221,7 @@ class InfraContainers:
         for pid, started in targets:
             await proc.kill_and_wait(pid, started)
         for runtime in self._runtimes.values():
-            if (runtime.root / sandbox_id).exists():
-                await runtime.delete(sandbox_id)
+            await runtime.delete(sandbox_id)  # a handler without the infra's state has nothing to delete
 
     def known(self) -> dict[str, str]:
         """Sandbox ids that have infra container state, with their handler's name."""
