@@ -6,7 +6,7 @@
 
 Everything it writes lives under one temp dir: root and state, its own config.toml, socket,
 runc root, netns pins (netns_mounts_under_state_dir), host-local leases, and a CNI bridge network
-of its own (the same plugin chain as cri-shim's embedded one, on another bridge and subnet). Two
+of its own (tests/support/benchnet: the benchmark's chain, on another bridge and subnet). Two
 places are hard-wired in containerd 1.6 (the shims' sockets under /run/containerd/s, libcni's
 result cache under /var/lib/cni): they get a tmpfs for the run, so it must run in the private
 mount namespace of scripts/in-private-ns. Pulls from the test registry go over plain http via a
@@ -47,6 +47,7 @@ class Containerd:
         self.socket = self.dir / "containerd.sock"
         self.log_path = self.dir / "containerd.log"
         self.cgroup_parent = f"/{self.dir.name}"
+        self.conf_dir = self.dir / "net.d"
         self.config_path = self.dir / "config.toml"
         self.config_path.write_text(toml(self._config(sandbox_image, log_level)))
         self._network(network, firewall)
@@ -75,7 +76,7 @@ class Containerd:
                 "runtimes": {"runc": {"runtime_type": "io.containerd.runc.v2",
                                       "options": {"SystemdCgroup": False, "Root": str(self.dir / "runc")}}},
             },
-            "cni": {"bin_dir": CNI_BIN_DIR, "conf_dir": str(self.dir / "net.d"), "max_conf_num": 1},
+            "cni": {"bin_dir": CNI_BIN_DIR, "conf_dir": str(self.conf_dir), "max_conf_num": 1},
             "registry": {"config_path": str(self.dir / "certs.d")},
         }
         return {
@@ -89,7 +90,7 @@ class Containerd:
 
     def _network(self, network: str, firewall: bool) -> None:
         """The benchmark network (benchnet) on our own bridge and subnet."""
-        benchnet.install(self.dir / "net.d", network, BRIDGE, SUBNET, self.dir / "cni-state", "containerd-bench", firewall)
+        benchnet.install(self.conf_dir, network, BRIDGE, SUBNET, self.dir / "cni-state", "containerd-bench", firewall)
 
     def _registry(self, host: str) -> None:
         """The test registry, spoken to over http (containerd would try https for an IP host)."""
