@@ -517,7 +517,7 @@ def report(run: Run, args: argparse.Namespace) -> None:
     unit = "containers" if run.containers else "pods"
     mb = 1024.0
     picks: list[tuple[str, Callable[[Results], float], str]] = []
-    if run.full:
+    if run.full and args.pulls:
         picks += [(f"cold pull, 3 layers, p50 ms (n={args.pulls})", lambda r: p50(r.cold_pull), LOWER),
                   (f"warm re-pull p50 ms (n={args.pulls})", lambda r: p50(r.warm_pull), LOWER)]
     for label, pick, which, count in [("pod start, concurrency 1", starts, "serial", args.iterations),
@@ -659,6 +659,7 @@ def measure_network(stack: ExitStack, registry: Registry, images: Images, networ
 
 def main() -> None:
     args = parse_args()
+    began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     firewall = forward.decide()  # as cri-shim decides it for its embedded chain, here
     runs = []
@@ -671,8 +672,9 @@ def main() -> None:
                     runs.append(measure_network(runtimes, registry, images, network, k, firewall, args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{os.cpu_count()} cores; cri-shim on {args.handlers} vs containerd 1.6 (Debian) on runc, "
-          f"a PID namespace per {args.pid}; networks in turn: {', '.join(args.networks)}")
+    print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, measured in {time.monotonic() - began:.0f} s; "
+          f"cri-shim on {args.handlers} vs containerd 1.6 (Debian) on runc, a PID namespace per {args.pid}; "
+          f"networks in turn: {', '.join(args.networks)}")
     for run in runs:
         report_chains(run, firewall)
         if not args.concurrency_only:
