@@ -174,7 +174,7 @@ class PodNetwork:
         except NetworkConfError as exc:
             raise CniError(f"no usable CNI network: {exc}") from exc
         if uses_node_masquerade(conf.conflist, conf.source, self.cfg.network.default_bridge):
-            try:  # installed already but when conf_dir held a network until now
+            try:  # a no-op once installed; installs what the embedded network needs when it came into use later
                 await self.masquerade.ensure(embedded_subnets(conf.conflist))
             except MasqueradeError as exc:
                 raise CniError(f"the node's masquerade rules could not be installed: {exc}") from exc
