@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri_shim.cgroups.paths import CgroupPathError, normalize_parent
+from cri_shim.network import subnets
 from cri_shim.runtime.logjoin import LINE_SIZE_CAP
 
 MIB = 1024 * 1024
@@ -127,7 +128,12 @@ class NetworkConfig:
     conf_dir: str = _doc("Directory of CNI network configurations (.conflist/.conf).", "/etc/cni/net.d")
     bin_dirs: list[str] = _doc("Where CNI plugins are looked up, in order.", factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
     network: str = _doc("Name of the network to use; empty: the first file in conf_dir.", "")
-    default_subnet: str = _doc("Pod subnet of the embedded bridge network used when conf_dir is empty.", "10.88.0.0/16")
+    default_subnet: str = _doc(
+        "Pod subnet of the embedded bridge network used when conf_dir is empty (until kubelet names a pod CIDR); "
+        "dual-stack: an IPv4 and an IPv6 CIDR separated by a comma. Masqueraded by one node chain "
+        "(CRI-SHIM-MASQ-<hash of default_bridge>) where iptables allows, else per pod by the bridge plugin.",
+        "10.88.0.0/16",
+    )
     default_bridge: str = _doc("Bridge device of the embedded network.", "crishim0")
     plugin_timeout_seconds: int = _doc("A CNI plugin call (ADD, DEL, CHECK) that runs longer is killed and fails.", 120)
 
@@ -285,6 +291,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"images.hosts.{host}.path_style must be one of {', '.join(PATH_STYLES)}")
         if settings.client_key and not settings.client_cert:
             raise ConfigError(f"images.hosts.{host}.client_key needs client_cert")
+    try:
+        subnets.parse(cfg.network.default_subnet)
+    except ValueError as exc:
+        raise ConfigError(f"network.default_subnet: {exc}") from None
     if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level must be debug, info, warning or error")
     if cfg.server.log_format not in ("json", "text"):

@@ -238,6 +238,8 @@ class SandboxManager:
         # CNI DEL runs beside the end of the pod's processes, where containerd and CRI-O wait for
         # the containers' exits first: DEL needs none of them (the network namespace is pinned by
         # the sandbox, not held by a process), and none may use the network once Stop is asked.
+        # Where the cached chain needs no namespace for DEL, the namespace is unpinned first and
+        # the kernel deletes the pod's interface once the processes are gone (Resources.detach_network).
         network = asyncio.ensure_future(self._release_network(sb))
         try:
             await self._end_processes(sb)
@@ -331,6 +333,7 @@ class SandboxManager:
             "pid": sb.infra.pid if sb.infra else 0,
             "infraStartTime": sb.infra.start_time if sb.infra else 0,
             "namespaces": {**sb.pins, **({"pid": sb.pid_namespace_path()} if sb.infra else {})},
+            "netNamespaceClosed": self.resources.netns_closed(sb),
             "cgroupDriver": sb.cgroup_driver,
             "cgroupParent": sb.cgroup_parent,
             "infraCgroupsPath": sb.infra_cgroup or "",

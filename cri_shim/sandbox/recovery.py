@@ -86,7 +86,8 @@ async def _sweep(mgr: SandboxManager) -> None:
     orphans = ({e.name for base in bases if base.is_dir() for e in base.iterdir()} | mgr.resources.infra_ids()) - known
     for sandbox_id in sorted(orphans):
         await mgr.resources.release_orphan_infra(sandbox_id)
-    # DEL before unpinning: the bridge plugin finds the pod's addresses (and so its masquerade
-    # rules) through the pinned network namespace.
+    # DEL before unpinning: a bridge plugin with its own ipMasq finds the pod's addresses (and so
+    # its masquerade rules) through the pinned network namespace (chains that need no namespace
+    # run DEL without it: cri_shim.network.pod).
     await mgr.resources.detach_unknown_networks(known)
     await asyncio.to_thread(local)

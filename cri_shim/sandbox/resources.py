@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,25 @@ class Resources:
             await asyncio.to_thread(hierarchy.prune, dirs)
 
     async def detach_network(self, sb: Sandbox) -> None:
-        await self.network.detach(sb.id)
+        """CNI DEL of the pod's attachment; where its cached chain needs no namespace for that, the
+        pod's network namespace is unpinned first (cri_shim.network.pod), and the kernel removes
+        the pod's interface with it once the pod's processes are gone."""
+        net = sb.pins.get("net")
+        await self.network.detach(sb.id, (lambda: self.unpin(net)) if net is not None else None)
+
+    async def unpin(self, *paths: str) -> None:
+        """Unpins namespaces, on a worker thread (the one place a pod's pins are removed)."""
+        def work() -> None:
+            for path in paths:
+                namespaces.unpin(path)
+
+        await asyncio.to_thread(work)
+
+    @staticmethod
+    def netns_closed(sb: Sandbox) -> bool:
+        """Whether the pod's network namespace pin is gone (unpinned at Stop, or never made)."""
+        net = sb.pins.get("net")
+        return net is None or not os.path.exists(net)
 
     def network_result(self, sandbox_id: str) -> dict[str, Any] | None:
         """The CNI result the pod's attachment cached, or None."""
@@ -171,13 +190,12 @@ class Resources:
         """Unpins namespaces, unmounts /dev/shm, prunes cgroups and removes the sandbox's files."""
 
         def work() -> None:
-            for path in sb.pins.values():
-                namespaces.unpin(path)
             if sb.shm is not None:
                 files.unmount_shm(Path(sb.shm))
             shutil.rmtree(self.volatile_dir(sb.id), ignore_errors=True)
             shutil.rmtree(sb.files_dir, ignore_errors=True)
 
+        await self.unpin(*sb.pins.values())
         await asyncio.to_thread(work)
         async with self._cgroup_lock:
             await asyncio.to_thread(hierarchy.prune, sb.cgroup_dirs)

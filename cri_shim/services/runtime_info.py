@@ -51,8 +51,11 @@ class RuntimeInfoService:
             response.info["config"] = json.dumps(
                 {"stateDir": cfg.paths.state_dir, "runDir": cfg.paths.run_dir, **dataclasses.asdict(cfg)}
             )
-            # Whether the embedded network carries its firewall plugin, as decided at start-up.
-            response.info["network"] = json.dumps({"embeddedFirewall": dataclasses.asdict(self.daemon.network.firewall)})
+            # Whether the embedded network carries its firewall plugin and whether the node's chain
+            # masquerades its pods, as decided at start-up.
+            network = self.daemon.network
+            response.info["network"] = json.dumps({"embeddedFirewall": dataclasses.asdict(network.firewall),
+                                                   "embeddedMasquerade": dataclasses.asdict(network.masquerade.state())})
             # Which handler pods naming none get, and what each handler's start-up self-check found.
             response.info["runtimeHandlers"] = json.dumps({
                 "default": cfg.runtime.default_handler,
@@ -69,7 +72,7 @@ class RuntimeInfoService:
     ) -> api.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
         if cidr:
-            self.daemon.network.set_pod_cidr(cidr)
+            await self.daemon.network.set_pod_cidr(cidr)
         return api.UpdateRuntimeConfigResponse()
 
     def _runtime_condition(self) -> api.RuntimeCondition:

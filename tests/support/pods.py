@@ -101,8 +101,36 @@ def mounts() -> Counter[str]:
 
 
 def links() -> list[str]:
-    """Network interfaces of the test's namespace."""
-    return sorted(os.listdir("/sys/class/net"))
+    """Network interfaces of the test's namespace (asked of the kernel: /sys/class/net here is the
+    sysfs of the namespace that mounted it, the host's)."""
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    """The interfaces attached to a bridge of the test's namespace (none when it does not exist)."""
+    out = subprocess.run(["ip", "-j", "link", "show", "master", bridge], capture_output=True, text=True)
+    return sorted(link["ifname"] for link in json.loads(out.stdout or "[]")) if out.returncode == 0 else []
+
+
+# How long a stopped pod's veth may take to go: the kernel deletes it with the pod's network
+# namespace, in its own cleanup work after StopPodSandbox answered (cri_shim.network.pod).
+VETH_SETTLE_SECONDS = 10.0
+
+
+def settled_links(daemon: Daemon) -> list[str]:
+    """links(), once the daemon's bridge has no more ports than its pods hold address leases: a
+    port beyond them is a stopped pod's veth the kernel is still deleting (bounded wait; a veth
+    that stays is then reported as the leak it is)."""
+    bridge = daemon.config.get("network", {}).get("default_bridge", "crishim0")
+    leases = Path(daemon.config["paths"]["state_dir"]) / "cni" / "ipam"
+    deadline = time.monotonic() + VETH_SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        ports = len(bridge_ports(bridge))
+        held = sum(1 for p in leases.rglob("*") if p.is_file() and not p.name.startswith(("last_reserved_ip", "lock")))
+        if ports <= held:
+            break
+        time.sleep(0.05)
+    return links()
 
 
 def snapshot(daemon: Daemon) -> dict[str, Any]:
@@ -119,7 +147,7 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
         "iptables": iptables_rules(),
         "infra": infra_processes(daemon),
         "monitors and containers": container_processes(daemon),
-        "links": links(),
+        "links": settled_links(daemon),
     }
 
 
