@@ -7,7 +7,6 @@ the test daemon's own directory, so parallel runs never meet.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
