@@ -33,7 +33,7 @@ class Joiner:
     def __init__(self, max_line: int) -> None:
         self.max_line = LINE_SIZE_CAP if max_line <= 0 else min(max_line, LINE_SIZE_CAP)
         # No record conmon writes is longer than its read buffer: with a maximum at least that
-        # large, a chunk of F records alone passes through unchanged.
+        # large, an F record alone (no partial line before it, no "\r" to drop) passes unchanged.
         self._verbatim = self.max_line >= CONMON_READ_MAX
         self._rest = b""  # an incomplete record at the end of the last chunk
         self._pending: dict[bytes, bytearray] = {}  # stream -> the partial line so far
@@ -48,12 +48,37 @@ class Joiner:
             self._rest = b""
         if not end:
             return []
-        whole = data[:end]
-        if self._verbatim and not any(self._pending.values()) and b" P " not in whole and b"\r\n" not in whole:
-            return [whole]  # whole lines only, each read by conmon at once: as conmon wrote them
         out: list[bytes] = []
-        self._records(whole.split(b"\n")[:-1], out)
+        if self._verbatim:
+            self._scan(data, end, out)
+        else:
+            self._records(data[:end].split(b"\n")[:-1], out)
         return out
+
+    def _scan(self, data: bytes, end: int, out: list[bytes]) -> None:
+        """The records in data[:end], with runs of whole lines passed on as one slice each: only a
+        record that may need joining (one holding " P " or "\\r": every P record, every F record
+        ending in "\\r"; any record while a stream has a partial line) is taken apart, so that a
+        container writing lines costs per read, not per line (the searches run in C)."""
+        pos = 0
+        tag, cr = data.find(b" P ", 0, end), data.find(b"\r", 0, end)  # the next of each, -1: none
+        while pos < end:
+            if not any(self._pending.values()):
+                if 0 <= tag < pos:
+                    tag = data.find(b" P ", pos, end)
+                if 0 <= cr < pos:
+                    cr = data.find(b"\r", pos, end)
+                found = min(tag, cr) if tag >= 0 and cr >= 0 else max(tag, cr)
+                if found < 0:
+                    out.append(data[pos:end])
+                    return
+                start = data.rfind(b"\n", 0, found) + 1  # the record holding it
+                if start > pos:
+                    out.append(data[pos:start])
+                pos = start
+            stop = data.index(b"\n", pos, end)
+            self._records([data[pos:stop]], out)
+            pos = stop + 1
 
     def finish(self) -> list[bytes]:
         """At the end of the stream: each stream's unterminated line as a P record."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,51 @@ def test_the_size_cap_holds_when_one_chunk_of_whole_lines_passes_through(tmp_pat
         assert 0 < len(written) <= 300 and chunk.endswith(written) and written.startswith(T1)
     finally:
         os.close(directory)
+
+
+def joined(records: list[bytes], max_line: int) -> tuple[bytes, list[bytes]]:
+    """What the Joiner must make of conmon's records, taken one at a time: each stream's content
+    gathered until an F, a "\\r" before the newline dropped, P records of max_line bytes split off;
+    and the P records the end flushes."""
+    out: list[bytes] = []
+    pending: dict[bytes, tuple[bytes, bytes]] = {}
+    for record in records:
+        stamp, stream, tag, content = record.rstrip(b"\n").split(b" ", 3)
+        line = pending.pop(stream, (b"", b""))[1] + content
+        if tag == b"F" and line.endswith(b"\r"):
+            line = line[:-1]
+        while len(line) > max_line:
+            out.append(b"%s %s P %s\n" % (stamp, stream, line[:max_line]))
+            line = line[max_line:]
+        if tag == b"F":
+            out.append(b"%s %s F %s\n" % (stamp, stream, line))
+        else:
+            pending[stream] = (stamp, line)
+    return b"".join(out), [b"%s %s P %s\n" % (stamp, stream, line) for stream, (stamp, line) in pending.items() if line]
+
+
+CONTENTS = [b"", b"plain line", b"a P b", b" P ", b"P", b"tty\r", b"in\rside", b"\r", b"\x00nul\x00 P \x00",
+            b"0123456789" * 10, b"y" * 8192, b"stdout P x", b"\rP "]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_mix_of_records_in_any_chunks_is_joined_as_record_by_record(seed: int) -> None:
+    """Runs of whole lines pass on as slices and only records that may need joining are taken apart:
+    the result is what joining every record alone makes, whatever the content (" P ", "\\r", NUL)
+    and however the reads cut the records."""
+    rnd = random.Random(seed)
+    max_line = rnd.choice([8192, 8193, 16384, LINE_SIZE_CAP])
+    records = [rec(rnd.choice([T1, T2, T3]), rnd.choice(["stdout", "stdout", "stderr"]), rnd.choice("FFFFP"),
+                   rnd.choice(CONTENTS)) for _ in range(rnd.randrange(1, 1500))]
+    data = b"".join(records)
+    j = Joiner(max_line)
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        size = rnd.choice([1, 7, 100, 4096, 65536, 1 << 20])
+        out += j.feed(data[pos:pos + size])
+        pos += size
+    whole, flushed = joined(records, max_line)
+    assert b"".join(out) == whole
+    assert sorted(j.finish()) == sorted(flushed)
+
