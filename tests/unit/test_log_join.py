@@ -166,3 +166,60 @@ def test_any_mix_of_records_in_any_chunks_is_joined_as_record_by_record(seed: in
     assert b"".join(out) == whole
     assert sorted(j.finish()) == sorted(flushed)
 
+
+def capped(tmp_path: Path, size_max: int, *chunks: bytes, fail_restart: bool = False) -> list[bytes]:
+    """The files a log capped at runtime.log_size_max_bytes is written as, oldest first, given
+    chunks as the Joiner passes them on (or, when starting afresh fails, the one file written)."""
+    files: list[bytes] = []
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir(parents=True)
+
+    class Observed(LogCopier):
+        def _restart_file(self, pipe: _Pipe) -> None:
+            if not fail_restart:
+                files.append((log_dir / "app.log").read_bytes())
+            super()._restart_file(pipe)
+
+    directory = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY)
+    pipe = _Pipe(container_id="c", fifo=-1, ack=-1, joiner=Joiner(16384), path=str(log_dir / "app.log"),
+                 directory=directory, name="app.log", file=logfile.open_fresh(directory, "app.log", "app.log"))
+    try:
+        if fail_restart:  # no new file can be made in a directory that is gone
+            (log_dir / "app.log").rename(tmp_path / "app.log")
+            log_dir.rmdir()
+        copier = Observed(16384, size_max)
+        for chunk in chunks:
+            copier._write(pipe, [chunk])
+        files.append((tmp_path if fail_restart else log_dir).joinpath("app.log").read_bytes())
+    finally:
+        os.close(pipe.file)
+        os.close(directory)
+    return files
+
+
+def hundred(i: int, fill: bytes = b"x") -> bytes:
+    """A record of exactly 100 bytes."""
+    head = rec(T1, "stdout", "F", b"%03d " % i)
+    return head[:-1] + fill * (100 - len(head)) + b"\n"
+
+
+def test_the_size_cap_is_reached_exactly_and_never_passed(tmp_path: Path) -> None:
+    records = [hundred(i) for i in range(10)]
+    assert capped(tmp_path / "a", 300, b"".join(records)) == [b"".join(records[i:i + 3]) for i in (0, 3, 6, 9)]
+    assert capped(tmp_path / "b", 299, *records) == [b"".join(records[i:i + 2]) for i in range(0, 10, 2)]
+
+
+def test_the_size_cap_keeps_records_whole_whatever_they_hold(tmp_path: Path) -> None:
+    """A "\\r" or NUL inside a record is content: the file is started afresh only between records."""
+    records = [hundred(i, fill) for i, fill in enumerate([b"\r", b"\x00", b"\r\x00", b"\x0b", b"\x1c"] * 4)]
+    assert capped(tmp_path / "a", 250, b"".join(records)) == [b"".join(records[i:i + 2]) for i in range(0, 20, 2)]
+
+
+def test_a_record_longer_than_the_cap_has_a_file_of_its_own(tmp_path: Path) -> None:
+    long = rec(T1, "stdout", "F", b"L" * 16000)
+    assert capped(tmp_path, 8192, hundred(0) + long + hundred(1)) == [hundred(0), long, hundred(1)]
+
+
+def test_a_log_that_cannot_be_started_afresh_is_written_on(tmp_path: Path) -> None:
+    records = b"".join(hundred(i) for i in range(1000))
+    assert capped(tmp_path, 8192, records, records, fail_restart=True) == [records * 2]
