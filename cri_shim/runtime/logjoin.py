@@ -23,6 +23,9 @@ RECORD_MAX = 64 * 1024
 # What containerd's max_container_log_line_size of -1 becomes here: the daemon holds a partial
 # line per stream in memory, so "unlimited" is this much.
 LINE_SIZE_CAP = 1024 * 1024
+# Records of one chunk taken apart one by one (conmon's P records and the F records that end their
+# lines, two for each of its reads that ended mid-line) before the rest is taken apart at once.
+SCAN_APART = 64
 
 
 class Joiner:
@@ -33,7 +36,7 @@ class Joiner:
     def __init__(self, max_line: int) -> None:
         self.max_line = LINE_SIZE_CAP if max_line <= 0 else min(max_line, LINE_SIZE_CAP)
         # No record conmon writes is longer than its read buffer: with a maximum at least that
-        # large, an F record alone (no partial line before it, no "\r" to drop) passes unchanged.
+        # large, an F record alone (no partial line before it) passes unchanged but for its "\r".
         self._verbatim = self.max_line >= CONMON_READ_MAX
         self._rest = b""  # an incomplete record at the end of the last chunk
         self._pending: dict[bytes, bytearray] = {}  # stream -> the partial line so far
@@ -56,29 +59,31 @@ class Joiner:
         return out
 
     def _scan(self, data: bytes, end: int, out: list[bytes]) -> None:
-        """The records in data[:end], with runs of whole lines passed on as one slice each: only a
-        record that may need joining (one holding " P " or "\\r": every P record, every F record
-        ending in "\\r"; any record while a stream has a partial line) is taken apart, so that a
-        container writing lines costs per read, not per line (the searches run in C)."""
-        pos = 0
-        tag, cr = data.find(b" P ", 0, end), data.find(b"\r", 0, end)  # the next of each, -1: none
+        """The records in data[:end], with runs of whole lines passed on as one slice each (their
+        "\\r" before a newline dropped in one replace): only a record that may need joining (one
+        holding " P ": every P record; any record while a stream has a partial line) is taken
+        apart, so that a container writing lines costs per read, not per line. Output full of
+        " P " would make that record by record: past SCAN_APART such records, the rest of the
+        chunk is taken apart at once."""
+        pos, apart = 0, 0
+        tag = data.find(b" P ", 0, end)  # the next, -1: none
         while pos < end:
             if not any(self._pending.values()):
                 if 0 <= tag < pos:
                     tag = data.find(b" P ", pos, end)
-                if 0 <= cr < pos:
-                    cr = data.find(b"\r", pos, end)
-                found = min(tag, cr) if tag >= 0 and cr >= 0 else max(tag, cr)
-                if found < 0:
-                    out.append(data[pos:end])
-                    return
-                start = data.rfind(b"\n", 0, found) + 1  # the record holding it
+                start = end if tag < 0 else data.rfind(b"\n", 0, tag) + 1  # the record holding it
                 if start > pos:
-                    out.append(data[pos:start])
-                pos = start
+                    run = data[pos:start]
+                    out.append(run.replace(b"\r\n", b"\n") if b"\r" in run else run)
+                    pos = start
+                if pos == end:
+                    return
+            if apart == SCAN_APART:
+                self._records(data[pos:end].split(b"\n")[:-1], out)
+                return
             stop = data.index(b"\n", pos, end)
             self._records([data[pos:stop]], out)
-            pos = stop + 1
+            pos, apart = stop + 1, apart + 1
 
     def finish(self) -> list[bytes]:
         """At the end of the stream: each stream's unterminated line as a P record."""

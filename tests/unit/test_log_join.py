@@ -75,6 +75,9 @@ def test_a_carriage_return_before_the_newline_is_dropped() -> None:
     assert run(j, rec(T1, "stdout", "F", b"tty\r"), rec(T2, "stdout", "P", b"a\r"), rec(T3, "stdout", "F", b"")) == [
         rec(T1, "stdout", "F", b"tty"), rec(T3, "stdout", "F", b"a")]
     assert run(j, rec(T1, "stdout", "F", b"in\rside")) == [rec(T1, "stdout", "F", b"in\rside")]
+    # A terminal's lines, each read whole, still pass on together.
+    tty = b"".join(rec(T1, "stdout", "F", b"line %d\r" % i) for i in range(100))
+    assert j.feed(tty) == [tty.replace(b"\r\n", b"\n")]
 
 
 def test_whole_lines_pass_through_unchanged_and_bad_records_are_skipped() -> None:
@@ -142,7 +145,7 @@ def joined(records: list[bytes], max_line: int) -> tuple[bytes, list[bytes]]:
 
 
 CONTENTS = [b"", b"plain line", b"a P b", b" P ", b"P", b"tty\r", b"in\rside", b"\r", b"\x00nul\x00 P \x00",
-            b"0123456789" * 10, b"y" * 8192, b"stdout P x", b"\rP "]
+            b"0123456789" * 10, b"y" * 8192, b"stdout P x", b"\rP ", b"a\r\r", b"\r\r"]
 
 
 @pytest.mark.parametrize("seed", range(40))
