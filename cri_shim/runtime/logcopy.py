@@ -266,7 +266,7 @@ class LogCopier:
             # An element may hold many whole records (the Joiner passes runs of F records on as
             # one): the cap is kept record by record, at the last newline that still fits.
             size = pipe.size
-            while len(data) > self.size_max - size:
+            while data and len(data) > self.size_max - size:
                 fit = data.rfind(b"\n", 0, max(self.size_max - size, 0)) + 1
                 if not fit and size > 0:
                     self._restart_file(pipe)  # should that fail, the full file takes another cap's worth

@@ -226,3 +226,21 @@ def test_a_record_longer_than_the_cap_has_a_file_of_its_own(tmp_path: Path) -> N
 def test_a_log_that_cannot_be_started_afresh_is_written_on(tmp_path: Path) -> None:
     records = b"".join(hundred(i) for i in range(1000))
     assert capped(tmp_path, 8192, records, records, fail_restart=True) == [records * 2]
+
+
+def test_a_log_past_the_cap_is_started_afresh_only_when_a_record_comes(tmp_path: Path) -> None:
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        pipe = _Pipe(container_id="c", fifo=-1, ack=-1, joiner=Joiner(16384), path=str(tmp_path / "app.log"),
+                     directory=directory, name="app.log", file=logfile.open_fresh(directory, "app.log", "app.log"))
+        os.write(pipe.file, b"x" * 999 + b"\n")  # written before the cap was lowered
+        pipe.size = 1000
+        before = (tmp_path / "app.log").stat().st_ino
+        copier = LogCopier(16384, size_max=300)
+        copier._write(pipe, [])
+        assert (tmp_path / "app.log").stat().st_ino == before
+        copier._write(pipe, [hundred(0)])
+        assert (tmp_path / "app.log").read_bytes() == hundred(0)
+        os.close(pipe.file)
+    finally:
+        os.close(directory)
