@@ -261,28 +261,29 @@ class LogCopier:
     def _write(self, pipe: _Pipe, records: list[bytes]) -> None:
         if pipe.file < 0:
             return
+        data = b"".join(records)
         if self.size_max > 0:
-            batch: list[bytes] = []
+            # An element may hold many whole records (the Joiner passes runs of F records on as
+            # one): the cap is kept record by record, at the last newline that still fits.
             size = pipe.size
-            # An element may hold many whole records (the Joiner passes a chunk of F records
-            # through as one): the cap is kept record by record.
-            for record in b"".join(records).splitlines(keepends=True):
-                if size + len(record) > self.size_max and size > 0:
-                    self._write_all(pipe, batch)
-                    batch = []
-                    self._restart_file(pipe)
+            while data and len(data) > self.size_max - size:
+                fit = data.rfind(b"\n", 0, max(self.size_max - size, 0)) + 1
+                if not fit and size > 0:
+                    self._restart_file(pipe)  # should that fail, the full file takes another cap's worth
                     size = 0
-                batch.append(record)
-                size += len(record)
-            records = batch
-        self._write_all(pipe, records)
+                    continue
+                fit = fit or data.find(b"\n") + 1 or len(data)  # one record past the cap: alone in the file
+                self._write_all(pipe, data[:fit])
+                data = data[fit:]
+                size += fit
+        self._write_all(pipe, data)
 
-    def _write_all(self, pipe: _Pipe, records: list[bytes]) -> None:
-        data = memoryview(b"".join(records))
+    def _write_all(self, pipe: _Pipe, data: bytes) -> None:
+        view = memoryview(data)
         try:
-            while data:
-                written = os.write(pipe.file, data)
-                data = data[written:]
+            while view:
+                written = os.write(pipe.file, view)
+                view = view[written:]
                 pipe.size += written
         except OSError as exc:
             if not pipe.failed:

@@ -23,6 +23,12 @@ RECORD_MAX = 64 * 1024
 # What containerd's max_container_log_line_size of -1 becomes here: the daemon holds a partial
 # line per stream in memory, so "unlimited" is this much.
 LINE_SIZE_CAP = 1024 * 1024
+# Records of one chunk looked at one by one (conmon's P records and the records that end their
+# lines, two for each of its reads that ended mid-line; lines holding " P ") before the rest of
+# the chunk is taken apart at once.
+SCAN_APART = 64
+# "P"s of the content looked past before a search for " P " as a whole takes over.
+TAG_TRIES = 8
 
 
 class Joiner:
@@ -33,7 +39,7 @@ class Joiner:
     def __init__(self, max_line: int) -> None:
         self.max_line = LINE_SIZE_CAP if max_line <= 0 else min(max_line, LINE_SIZE_CAP)
         # No record conmon writes is longer than its read buffer: with a maximum at least that
-        # large, a chunk of F records alone passes through unchanged.
+        # large, an F record alone (no partial line before it) passes unchanged but for its "\r".
         self._verbatim = self.max_line >= CONMON_READ_MAX
         self._rest = b""  # an incomplete record at the end of the last chunk
         self._pending: dict[bytes, bytearray] = {}  # stream -> the partial line so far
@@ -48,12 +54,43 @@ class Joiner:
             self._rest = b""
         if not end:
             return []
-        whole = data[:end]
-        if self._verbatim and not any(self._pending.values()) and b" P " not in whole and b"\r\n" not in whole:
-            return [whole]  # whole lines only, each read by conmon at once: as conmon wrote them
         out: list[bytes] = []
-        self._records(whole.split(b"\n")[:-1], out)
+        if self._verbatim:
+            self._scan(data, end, out)
+        else:
+            self._records(data[:end].split(b"\n")[:-1], out)
         return out
+
+    def _scan(self, data: bytes, end: int, out: list[bytes]) -> None:
+        """The records in data[:end], with runs of whole lines passed on as one slice each (their
+        "\\r" before a newline dropped in one replace): only P records, and any record while a
+        stream has a partial line, are taken apart, so that a container writing lines costs per
+        read, not per line. A P record is found by its " P " after the line's first space; a
+        " P " further on is content. Past SCAN_APART records looked at one by one (a container
+        writing a few bytes at a time, or " P " on every line), the rest is taken apart at once."""
+        pos = look = 0  # the first record not passed on yet; where to look for a P record from
+        budget = SCAN_APART
+        while pos < end:
+            if not budget:
+                self._records(data[pos:end].split(b"\n")[:-1], out)
+                return
+            if not any(self._pending.values()):
+                tag = _find_tag(data, look, end)
+                start = end if tag < 0 else data.rfind(b"\n", 0, tag) + 1
+                if start < end and data.count(b" ", start, tag) != 1:
+                    look = data.index(b"\n", tag, end) + 1  # a whole line's content: it stays in the run
+                    budget -= 1
+                    continue
+                if start > pos:
+                    run = data[pos:start]
+                    out.append(run.replace(b"\r\n", b"\n") if b"\r" in run else run)
+                    pos = start
+                if pos == end:
+                    return
+            stop = data.index(b"\n", pos, end)
+            self._records([data[pos:stop]], out)
+            pos = look = stop + 1
+            budget -= 1
 
     def finish(self) -> list[bytes]:
         """At the end of the stream: each stream's unterminated line as a P record."""
@@ -91,3 +128,17 @@ class Joiner:
             if full:
                 out.append(b"%s %s F %s\n" % (stamp, stream, pending))
                 pending.clear()
+
+
+def _find_tag(data: bytes, pos: int, end: int) -> int:
+    """Where the next " P " in data[pos:end] starts, -1 when none does. A search for the one byte
+    "P" (memchr) runs many times faster than one for the three; it is kept while the content
+    holds few "P"s of its own."""
+    for _ in range(TAG_TRIES):
+        found = data.find(b"P", pos, end)
+        if found < 0:
+            return -1
+        if data[found - 1:found + 2] == b" P ":
+            return found - 1
+        pos = found + 1
+    return data.find(b" P ", pos, end)

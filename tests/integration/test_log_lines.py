@@ -120,3 +120,55 @@ def test_a_huge_line_without_newline_never_grows_the_daemon(h: Harness) -> None:
     assert total == {"stdout": mib << 20, "stderr": mib << 20}
     assert sizes == {"stdout": {MAX}, "stderr": {MAX}}  # 128 MiB is a multiple of 16 KiB
     h.run(h.runtime.remove(rec))
+
+
+def joined_lines(path: Path) -> dict[str, list[bytes]]:
+    """Each stream's lines in a log file, P records joined with the record that ends them (bytes:
+    lines may hold "\\r" and NUL)."""
+    lines: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+    pending: dict[str, bytes] = {}
+    with open(path, "rb") as f:
+        for record in f:
+            stamp, stream, tag, content = record.rstrip(b"\n").split(b" ", 3)
+            crilog.parse_timestamp(stamp.decode())
+            text = pending.pop(stream.decode(), b"") + content
+            if tag == b"P":
+                assert len(content) == MAX, "only a line longer than the maximum is split"
+                pending[stream.decode()] = text
+            else:
+                assert tag == b"F"
+                lines[stream.decode()].append(text)
+    assert not pending
+    return lines
+
+
+BURST = ("yes err | head -n 50000 >&2 & "
+         "yes 'plain 0123456789' | head -n 50000; yes 'with P in it' | head -n 50000; "
+         "yes \"$(printf 'crlf\\r')\" | head -n 20000; yes abc | head -n 10000 | tr b '\\0'; "
+         "head -c 100000 /dev/zero | tr '\\0' y; echo; wait")
+
+
+def test_a_burst_of_lines_of_every_shape_arrives_line_for_line(h: Harness) -> None:
+    """As fast as the container writes: lines holding " P " (the tag's look), a "\\r" before the
+    newline (dropped), NUL, a line longer than conmon's reads and than the maximum, stderr at once."""
+    rec = h.run_to_exit(h.config("sh", "-c", BURST))
+    lines = joined_lines(h.log_path(rec))
+    assert lines["stderr"] == [b"err"] * 50000
+    assert lines["stdout"] == ([b"plain 0123456789"] * 50000 + [b"with P in it"] * 50000 + [b"crlf"] * 20000
+                               + [b"a\0c"] * 10000 + [b"y" * 100000])
+    h.run(h.runtime.remove(rec))
+
+
+def test_a_burst_under_the_size_cap_keeps_whole_records(h: Harness) -> None:
+    """runtime.log_size_max_bytes: the log is started afresh between records, never past the cap."""
+    cap = 65536
+    h.monitor.logs.size_max = cap
+    try:
+        rec = h.run_to_exit(h.config("sh", "-c", "yes 'line with P in it' | head -n 200000; echo last"))
+    finally:
+        h.monitor.logs.size_max = -1
+    path = h.log_path(rec)
+    assert 0 < path.stat().st_size <= cap
+    lines = joined_lines(path)
+    assert lines["stdout"][-1] == b"last" and set(lines["stdout"][:-1]) == {b"line with P in it"}
+    h.run(h.runtime.remove(rec))
