@@ -165,3 +165,22 @@ def test_a_host_whose_directories_the_pods_root_cannot_reach_offers_no_user_name
         d.stop()
         release_leftovers(d)
         shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def test_what_a_crash_left_of_the_probe_and_of_attached_layers_goes_at_start_up() -> None:
+    d = Daemon()
+    state = Path(d.config["paths"]["state_dir"])
+    probe = state / "rootfs" / f"{features.PROBE_PREFIX}crashed"
+    for name in ("upper", "work", "rootfs"):
+        (probe / name).mkdir(parents=True)
+    attached = state / "images" / "idmapped" / "crashed" / "0"
+    attached.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", "/usr", str(attached)], check=True)
+    try:
+        d.start()
+        assert not probe.exists() and list(attached.parent.parent.iterdir()) == []
+        assert not [m for m in mounts() if m.startswith(str(state))]
+    finally:
+        d.stop()
+        release_leftovers(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
