@@ -138,7 +138,7 @@ async def probe_userns(rootfs: Rootfs, under: Path, reached: list[Path], timeout
 
 
 def from_features(text: bytes, kernel: tuple[int, int], userns: bool = False) -> HandlerFeatures:
-    """The features a `runtime features` answer and the kernel allow (userns: userns_host())."""
+    """The features a `runtime features` answer and the kernel allow (userns: what probe_userns found)."""
     try:
         options = set(json.loads(text).get("mountOptions") or [])
     except (ValueError, AttributeError):
