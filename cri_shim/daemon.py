@@ -95,6 +95,7 @@ class Daemon:
         self.handler_checks, _ = await asyncio.gather(
             handlers.resolve_default(self.cfg, self.containers.runtime.runtimes), self.network.open())
         await asyncio.to_thread(self.images.open)
+        await asyncio.to_thread(self.rootfs.recover)
         await self.sandboxes.recover()
         await self.containers.open()
         await self.streaming.start()

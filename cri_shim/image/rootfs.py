@@ -21,9 +21,10 @@ overlayfs takes all options in one page (4096 bytes): with many layers or long p
 lower directories are passed as /proc/self/fd/N of descriptors opened for the mount call.
 
 The root of a container in a user namespace, and each image volume of it, is an overlay over
-idmapped layers: each layer is a
-detached idmapped copy (cri_shim.linux.idmap), passed as /proc/self/fd/N and held by the overlay
-alone, so nothing but the overlay is mounted and it unmounts as any other. overlayfs cannot be
+idmapped layers: each layer is an idmapped copy (cri_shim.linux.idmap) attached under
+<state_dir>/images/idmapped only while the overlay is mounted (overlayfs before Linux 6.15 takes
+no detached layer), held by the overlay alone afterwards, so nothing but the overlay stays
+mounted and it unmounts as any other; copies a crash left attached go at start-up (recover). overlayfs cannot be
 idmapped itself, but over idmapped layers it shows image files with the pod's host ids (an image
 file of uid 1000 is the pod's uid 1000), copies them up with those ids, and writes new files
 with the writer's host ids; its upper directory is the pod root's, so that / is root's inside.
@@ -82,21 +83,15 @@ def _mount_overlay(target: Path, lowers: list[Path], upper: Path | None = None, 
             os.close(fd)
 
 
-def _mount_idmapped(target: Path, lowers: list[Path], userns: tuple[str, IdMappings] | None,
+def _mount_idmapped(target: Path, lowers: list[Path], userns: tuple[str, IdMappings] | None, staging: Path,
                     upper: Path | None = None, work: Path | None = None) -> None:
     """_mount_overlay, over copies of the lowers idmapped through the pinned user namespace
-    userns[0] when there is one (detached: the overlay alone holds them)."""
+    userns[0] when there is one, attached under staging while the overlay is mounted."""
     if userns is None:
         _mount_overlay(target, lowers, upper, work)
         return
-    trees: list[int] = []
-    try:
-        for lower in lowers:
-            trees.append(idmap.detached(str(lower), userns[0]))
-        _mount_overlay(target, [Path(f"/proc/self/fd/{fd}") for fd in trees], upper, work)
-    finally:
-        for fd in trees:
-            os.close(fd)
+    with idmap.attached([str(lower) for lower in lowers], userns[0], staging) as copies:
+        _mount_overlay(target, copies, upper, work)
 
 
 def _unmount(target: Path) -> None:
@@ -115,6 +110,12 @@ class Rootfs:
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
+        # Where idmapped layers are attached while an overlay over them is mounted.
+        self.staging = store.root / "idmapped"
+
+    def recover(self) -> None:
+        """Releases idmapped layers a crash left attached (no mount is in progress at start-up)."""
+        idmap.release_all(self.staging)
 
     @staticmethod
     def mounted(container_dir: Path) -> bool:
@@ -142,7 +143,13 @@ class Rootfs:
             lowers = [self.store.empty]
         if userns is not None:
             os.chown(upper, *userns[1].root())
-        _mount_idmapped(target, lowers, userns, upper, work)
+        _mount_idmapped(target, lowers, userns, self.staging, upper, work)
+
+    def mount_empty(self, container_dir: Path, userns: tuple[str, IdMappings]) -> None:
+        """Mounts at container_dir/rootfs, as prepare() mounts a container's root over its layers,
+        the store's empty layer alone, idmapped through userns: what the user-namespace probe
+        (cri_shim.runtime.features) makes, in a mount namespace of its own."""
+        self._mount([], container_dir, userns)
 
     async def unmount(self, container_dir: Path) -> None:
         """Unmounts the overlay of an exited container and drops its lease (nothing mounts those
@@ -177,7 +184,7 @@ class Rootfs:
         target.mkdir(parents=True, exist_ok=True, mode=0o755)
         # Without an upper layer overlayfs wants two lower ones: the empty directory is the bottom one.
         lowers = [self.store.layers.diff_dir(c) for c in reversed(chains)] + [self.store.empty]
-        _mount_idmapped(target, lowers, userns)
+        _mount_idmapped(target, lowers, userns, self.staging)
 
     async def release_image(self, target: Path) -> None:
         """Unmounts and removes what mount_image made at target; nothing there is not an error."""

@@ -7,6 +7,12 @@ ids it has inside. The kernel (5.12+) makes one from a detached copy of a mount:
 (OPEN_TREE_CLONE, AT_RECURSIVE for submounts), mount_setattr(MOUNT_ATTR_IDMAP, the namespace's
 fd) on it, then move_mount to attach it where a runtime can bind it. Handlers that cannot make
 idmapped mounts themselves (runc before 1.2) get such mounts as plain bind sources.
+
+overlayfs takes each layer as a private clone of its mount, and before Linux 6.15 it clones
+only mounts attached in the caller's mount namespace: given a detached copy (open_tree's fd as
+/proc/self/fd/N) a 6.12 kernel fails the overlay mount with EINVAL. So overlays get their
+idmapped layers attached (attached()), under a directory of their own, only while the overlay
+is mounted; the overlay keeps its clones after they are unmounted.
 """
 
 from __future__ import annotations
@@ -14,6 +20,12 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cri_shim.linux import syscalls
 
 # x86_64 and aarch64 share these numbers (the new mount API came after the generic table).
 _SYS_OPEN_TREE = 428
@@ -82,3 +94,47 @@ def make(source: str, target: str, userns: str) -> None:
               os.fsencode(target), ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH))
     finally:
         os.close(tree)
+
+
+@contextmanager
+def attached(sources: list[str], userns: str, staging: Path) -> Iterator[list[Path]]:
+    """Idmapped copies (see detached) of sources, attached at <a new directory under staging>/<n>
+    while the block runs, then unmounted and removed (release); a crash leaves them for
+    release_all."""
+    staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+    where = Path(tempfile.mkdtemp(dir=staging))
+    try:
+        copies = []
+        for n, source in enumerate(sources):
+            target = where / str(n)
+            target.mkdir(mode=0o700)
+            make(source, str(target), userns)
+            copies.append(target)
+        yield copies
+    finally:
+        release(where)
+
+
+def release(where: Path) -> None:
+    """Unmounts and removes every entry of where (files and directories idmapped copies were
+    attached at), then where; absent is released. It never walks into a mount: each entry is
+    unmounted first and then removed with rmdir or unlink, which fail rather than delete through one."""
+    try:
+        entries = list(os.scandir(where))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        while syscalls.umount_detach(entry.path):
+            pass
+        if entry.is_dir(follow_symlinks=False):
+            os.rmdir(entry.path)
+        else:
+            os.unlink(entry.path)
+    os.rmdir(where)
+
+
+def release_all(root: Path) -> None:
+    """Releases every directory of idmapped copies under root, at start-up, when nothing uses them."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for entry in os.scandir(root):
+        release(Path(entry.path))

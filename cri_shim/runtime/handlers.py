@@ -10,7 +10,9 @@ once): the handler must say its version (`--version`, whose first line is "<name
 (RuncError.gone, which deleting, killing and recovering containers rely on), and run a trivial
 container to its end: the infra binary's `--version` (runtime.infra, static) as an unprivileged
 user with no capabilities, in new namespaces and a cgroup below the default parent, all
-removed afterwards. That last step is what finds a host the runtime cannot work on, such as
+removed afterwards, also when the run overran its timeout and was cut off (under emulation
+`runc run` can take the whole 5 seconds): its runtime state, a `runc init` left in the cgroup,
+the cgroup and, under the systemd driver, the scope unit (remove_probe). That last step is what finds a host the runtime cannot work on, such as
 crun 1.8.1 on a cgroup v1 host whose v2 hierarchy holds a controller ("cgroups in hybrid mode
 not supported"). What a handler can do beyond running containers is asked separately
 (cri_shim.runtime.features).
@@ -23,6 +25,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from cri_shim.cgroups import hierarchy
 from cri_shim.cgroups.paths import container_cgroups_path, normalize_parent, parent_path, relative_path
 from cri_shim.config import Config
 from cri_shim.errors import Internal, NotFound
-from cri_shim.runtime.runc import Runc
+from cri_shim.runtime.runc import Runc, bounded
 from cri_shim.sandbox import infra
 from cri_shim.store import atomic
 
@@ -91,12 +95,11 @@ def _parent(cfg: Config) -> tuple[str, str]:
     return driver, normalize_parent(driver, cfg.runtime.default_cgroup_parent)
 
 
-async def run_probe(runtime: Runc, cfg: Config, bundle: Path) -> None:
+async def run_probe(runtime: Runc, cfg: Config, bundle: Path, timeout: float = CHECK_TIMEOUT) -> None:
     """Runs probe_spec's container with the runtime in bundle, then removes it, its cgroup and
-    the bundle; Internal with the runtime's words when it cannot."""
+    the bundle; Internal with the runtime's words when it cannot (or "timed out" after timeout)."""
     driver, parent = _parent(cfg)
     cgroups_path = container_cgroups_path(driver, parent, f"{PROBE}-{bundle.name}")
-    made = hierarchy.detect().dirs(relative_path(driver, cgroups_path))
 
     def prepare() -> None:
         binary = infra.static_binary(cfg.runtime.infra)
@@ -104,13 +107,57 @@ async def run_probe(runtime: Runc, cfg: Config, bundle: Path) -> None:
         atomic.write_json(bundle / "config.json", probe_spec(binary, bundle / "rootfs", cgroups_path), durable=False)
 
     try:
-        await runtime.delete(PROBE)  # left by a check a crash interrupted
+        await remove_probe(runtime, driver, cgroups_path)  # left by a check a crash interrupted
         await asyncio.to_thread(prepare)
-        await runtime.run("run", "--bundle", str(bundle), PROBE, timeout=CHECK_TIMEOUT)
+        await runtime.run("run", "--bundle", str(bundle), PROBE, timeout=timeout)
     finally:
-        await runtime.delete(PROBE)
-        await asyncio.to_thread(hierarchy.prune, made)
+        await remove_probe(runtime, driver, cgroups_path)
         await asyncio.to_thread(shutil.rmtree, bundle, True)
+
+
+async def remove_probe(runtime: Runc, driver: str, cgroups_path: str) -> None:
+    """Removes the probe's container wherever a run cut off (timed out, or a crash) left it: the
+    runtime's state (`delete --force`, or its directory when the runtime never wrote a state
+    there), processes in its cgroup (a `runc init` the killed runc left), the cgroup, and under
+    the systemd driver the scope unit, which systemd would otherwise keep."""
+    relative = relative_path(driver, cgroups_path)
+    h = hierarchy.detect()
+    try:
+        await runtime.delete(PROBE)
+    except Internal as exc:
+        log.info("the self-check's container could not be deleted", extra={"runtime": runtime.binary, "error": str(exc)})
+    await asyncio.to_thread(_kill_cgroup, h, relative)
+    await asyncio.to_thread(shutil.rmtree, runtime.root / PROBE, True)
+    if driver == "systemd":
+        await _stop_unit(os.path.basename(relative))
+    await asyncio.to_thread(hierarchy.prune, h.dirs(relative))
+
+
+def _kill_cgroup(h: hierarchy.Hierarchies, relative: str) -> None:
+    """SIGKILLs every process in the cgroup until it has none (bounded by CHECK_TIMEOUT)."""
+    deadline = time.monotonic() + CHECK_TIMEOUT
+    while (pids := hierarchy.processes(h, relative)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
+async def _stop_unit(unit: str) -> None:
+    """Stops a systemd unit and forgets a failed one; a unit systemd does not know is no error."""
+    for action in ("stop", "reset-failed"):
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "systemctl", action, "--quiet", unit,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        except OSError:
+            return
+        try:
+            await bounded(proc, proc.wait(), CHECK_TIMEOUT, f"systemctl {action} {unit}")
+        except Internal as exc:
+            log.warning("the self-check's scope was not stopped", extra={"unit": unit, "error": str(exc)})
 
 
 async def self_check(runtime: Runc, cfg: Config, bundle: Path) -> HandlerCheck:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_shim.errors import FailedPrecondition
-from cri_shim.linux import idmap, syscalls
+from cri_shim.linux import idmap
 
 _FIELDS = ("uidMappings", "gidMappings")
 
@@ -58,23 +58,10 @@ def attach(spec: dict[str, Any], where: Path, userns: str) -> dict[str, str]:
 
 def release(where: Path) -> None:
     """Unmounts and removes every idmapped source under where, then where; absent is released."""
-    try:
-        entries = list(os.scandir(where))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        while syscalls.umount_detach(entry.path):
-            pass
-        if entry.is_dir(follow_symlinks=False):
-            os.rmdir(entry.path)
-        else:
-            os.unlink(entry.path)
-    os.rmdir(where)
+    idmap.release(where)
 
 
 def release_all(root: Path) -> None:
     """Releases every container's idmapped sources under root (<run_dir>/idmap, made here) at
     start-up: they are needed only while a `create` runs, and none runs then."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for entry in os.scandir(root):
-        release(Path(entry.path))
+    idmap.release_all(root)

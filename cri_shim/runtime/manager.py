@@ -51,7 +51,7 @@ from cri_shim.runtime import features, plan
 from cri_shim.runtime.events import Event, EventBus, SandboxChange
 from cri_shim.runtime.execsync import ExecResult
 from cri_shim.runtime.exitrelease import ExitRelease
-from cri_shim.runtime.features import HandlerFeatures
+from cri_shim.runtime.features import HandlerFeatures, UsernsCheck
 from cri_shim.runtime.plan import ContainerPlan
 from cri_shim.sandbox import Sandbox, SandboxManager
 from cri_shim.runtime.record import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
@@ -85,6 +85,8 @@ class ContainerManager:
                                  lambda: (entry_bytes(r.config.labels, r.config.annotations) for r in self.store))
         # What each runtime handler offers (Status, CreateContainer), asked of it at start-up.
         self._features: dict[str, HandlerFeatures] = {}
+        # Whether this host runs pods in user namespaces (for every handler), from the start-up probe.
+        self.userns = UsernsCheck(offered=False, problem="not probed yet")
         self.migrations = migrations
         self.exit_release = ExitRelease(self.store, lambda r: runtime.runc(r).delete(r.id), rootfs,
                                         self.image_volumes, self.rootfs_root)
@@ -105,9 +107,10 @@ class ContainerManager:
         # user, and the handler reaches the container's root (<id>/rootfs) as that user.
         self.rootfs_root.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.rootfs_root.chmod(0o711)
-        userns = features.userns_host(features.kernel_version(), [self.rootfs_root, self.cfg.run_dir / "infra"])
+        self.userns = await features.probe_userns(self.rootfs, self.rootfs_root,
+                                                  [self.rootfs_root, self.cfg.run_dir / "infra"])
         for name, runtime in self.runtime.runtimes.items():
-            self._features[name] = await features.detect(runtime, userns)
+            self._features[name] = await features.detect(runtime, self.userns.offered)
         await self.runtime.open()
         for record in self.store:
             if self.sandboxes.store.get(record.sandbox_id) is None:

@@ -73,12 +73,15 @@ def error_message(text: str) -> str:
     return "; ".join(errors or [msg for _, msg in found])
 
 
-async def _bounded(proc: asyncio.subprocess.Process, work: Awaitable[T], timeout: float, what: str) -> T:
+async def bounded(proc: asyncio.subprocess.Process, work: Awaitable[T], timeout: float, what: str) -> T:
     """work's result, or Internal once timeout has passed, with the runtime killed and reaped."""
     try:
         return await asyncio.wait_for(work, timeout)
     except TimeoutError:
-        proc.kill()
+        try:
+            proc.kill()
+        except ProcessLookupError:  # it exited as the timeout passed
+            pass
         await proc.wait()
         raise Internal(f"{what} timed out after {timeout}s") from None
 
@@ -112,7 +115,7 @@ class Runc:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await _bounded(proc, proc.communicate(stdin), timeout, f"{self.name} {args[0]}")
+        out, err = await bounded(proc, proc.communicate(stdin), timeout, f"{self.name} {args[0]}")
         if proc.returncode != 0:
             message = error_message(err.decode(errors="replace"))
             raise RuncError(f"{self.name} {args[0]} failed: {message}", message)
@@ -138,7 +141,7 @@ class Runc:
             os.close(in_read)
             os.close(out_write)
         try:
-            await _bounded(proc, proc.wait(), timeout, f"{self.name} run")
+            await bounded(proc, proc.wait(), timeout, f"{self.name} run")
         finally:
             os.close(out_read)
         if proc.returncode != 0:

@@ -8,12 +8,9 @@ the namespaces live on only through the pins. That costs about 2 ms; running uti
 `unshare --net=F ...` plus a shell for the rest costs about 6 ms.
 
 A pod with a user namespace (cri_shim.idmappings) has its namespaces made by a child process
-instead, as a multithreaded process can neither unshare nor setns a user namespace: util-linux
-`unshare` makes the user, network, IPC and UTS namespaces together, so that the user namespace
-owns the others, and runs `cat`, which echoes one byte to say it is in them. The daemon writes
-the mappings into /proc/<pid>/uid_map and gid_map, pins the four namespaces and closes the pipe:
-cat exits, and a daemon killed at any point leaves no process behind (the pipe closes with it).
-The thread then joins the pinned network and UTS namespaces (setns, allowed for every kind but
+instead (cri_shim.linux.userns), as a multithreaded process can neither unshare nor setns a
+user namespace: the user, network, IPC and UTS namespaces are made together, so that the user
+namespace owns the others; the daemon pins the four and the child goes. The thread then joins the pinned network and UTS namespaces (setns, allowed for every kind but
 user) for the hostname, sysctls and lo, with the daemon's privileges over what its child made.
 
 A pod PID namespace is not made here: the infra container (cri_shim.sandbox.infra) makes it.
@@ -29,13 +26,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from cri_shim.errors import Internal
-from cri_shim.idmappings import IdMappings, Mapping
-from cri_shim.linux import proc, syscalls, threads
+from cri_shim.idmappings import IdMappings
+from cri_shim.linux import proc, syscalls, threads, userns
 from cri_shim.sandbox.sysctl import Sysctl
 
 _FLAGS = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
-_UNSHARE_OPTIONS = {"user": "--user", "net": "--net", "ipc": "--ipc", "uts": "--uts"}
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -106,13 +101,7 @@ def _unshare_and_pin(pins: dict[str, str]) -> None:
         _pin(proc.namespace_path("thread-self", kind), path)
 
 
-def _map_text(mappings: tuple[Mapping, ...]) -> bytes:
-    return "".join(f"{m.container_id} {m.host_id} {m.length}\n" for m in mappings).encode()
-
-
-def _map_and_pin(pid: int, pins: dict[str, str], ids: IdMappings) -> None:
-    for name, mappings in (("uid_map", ids.uids), ("gid_map", ids.gids)):
-        proc.write_id_map(pid, name, _map_text(mappings))
+def _pin_all(pid: int, pins: dict[str, str]) -> None:
     for kind, path in pins.items():
         _pin(proc.namespace_path(pid, kind), path)
 
@@ -120,24 +109,8 @@ def _map_and_pin(pid: int, pins: dict[str, str], ids: IdMappings) -> None:
 async def _make_with_userns(pins: dict[str, str], ids: IdMappings) -> None:
     """Makes the user namespace and, owned by it, the other namespaces pins names (with "user"),
     and pins them all, through a child process (see the module's docstring)."""
-    child = await asyncio.create_subprocess_exec(
-        "unshare", *(_UNSHARE_OPTIONS[kind] for kind in pins), "--", "cat",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-    try:
-        child.stdin.write(b".")
-        await child.stdin.drain()
-        if await child.stdout.read(1) != b".":
-            raise Internal(f"unshare did not make the pod's user namespace: {(await child.stderr.read()).decode(errors='replace')}")
-        await asyncio.to_thread(_map_and_pin, child.pid, pins, ids)
-    finally:
-        child.stdin.close()
-        if child.returncode is None:
-            try:
-                child.kill()
-            except ProcessLookupError:
-                pass
-        await child.wait()
+    async with userns.holder(list(pins), ids) as pid:
+        await asyncio.to_thread(_pin_all, pid, pins)
 
 
 def _join(pins: dict[str, str]) -> None:

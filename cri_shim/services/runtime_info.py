@@ -61,6 +61,8 @@ class RuntimeInfoService:
                 "default": cfg.runtime.default_handler,
                 "checks": {name: dataclasses.asdict(check) for name, check in self.daemon.handler_checks.items()},
             })
+            # Whether pods may have user namespaces here, and why not (the start-up probe's answer).
+            response.info["userNamespaces"] = json.dumps(dataclasses.asdict(self.daemon.containers.userns))
         return response
 
     async def RuntimeConfig(self, request: api.RuntimeConfigRequest, context: Any) -> api.RuntimeConfigResponse:

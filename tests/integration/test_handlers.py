@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from cri_shim.runtime import handlers
 from tests.support.client import Cri, api
 from tests.support.daemon import Daemon, handler_under_test
 from tests.support.faultbin import FaultyBinary
-from tests.support.leftovers import cgroup_dirs, release_leftovers
+from tests.support.leftovers import cgroup_dirs, processes_of, release_leftovers
 from tests.support.pods import pod_config, remove_pod, run_pod, snapshot
+from tests.support.selfcheck import cut_off
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +147,21 @@ def test_crun_refusing_a_hybrid_host_with_v2_controllers_leaves_runc_the_default
     assert found["default"] == "runc" and found["runc"] == ""
     assert "cgroups in hybrid mode not supported" in found["crun"]
     assert not cgroup_dirs(f"/{work.name}")
+
+
+@pytest.mark.parametrize("timeout", [0.01, 0.03, 0.06, 0.1, 0.2])
+def test_a_self_check_cut_off_by_its_timeout_leaves_nothing(tmp_path: Path, timeout: float) -> None:
+    """Under emulation runc can overrun the check's timeout: the cut-off run is killed and what
+    it made so far (runtime state, a `runc init`, cgroups, the bundle) goes. Cut at several
+    points; the first always cuts runc off before its container ran."""
+    parent = f"/cri-shim-cut-{tmp_path.name}"
+    runtime, bundle, outcome = cut_off(tmp_path, timeout, "cgroupfs", parent)
+    try:
+        if timeout == 0.01:
+            assert "timed out" in outcome, outcome
+        assert not (runtime.root / handlers.PROBE).exists() and not bundle.exists(), outcome
+        assert not [d for d in cgroup_dirs(parent) if "self-check" in d], outcome
+        assert processes_of(parent, tmp_path) == [], outcome
+    finally:
+        for d in sorted(cgroup_dirs(parent), key=lambda p: p.count("/"), reverse=True):
+            os.rmdir(d)

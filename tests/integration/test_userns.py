@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,8 @@ import grpc
 import pytest
 
 from tests.support.client import Cri, api
-from tests.support.daemon import Daemon
 from tests.support.images import Pusher, build_image, busybox_layers, dir_layer
 from tests.support.portforward_client import PortForward
-from tests.support.leftovers import release_leftovers
 from tests.support.pods import changes, remove_pod, run_pod, snapshot, status
 from tests.support.registry import Registry
 from tests.support.userns import RANGE, mapping, userns
@@ -332,24 +329,3 @@ def test_port_forward_and_exec_reach_a_user_namespaced_pod(pulled: Pulled) -> No
     assert error == b"" and reply.endswith(b"hello from userns\n"), (reply, error)
     assert ok(cri, cid, "id -u") == "0\n"
     remove_pod(cri, sid)
-
-
-def test_a_host_whose_directories_the_pods_root_cannot_reach_offers_no_user_namespaces() -> None:
-    d = Daemon()
-    d.dir.chmod(0o700)  # above the state and run directories: the pod's root could not reach its root
-    try:
-        d.start()
-        cri = Cri(d.endpoint)
-        handlers = cri.runtime.Status(api.StatusRequest()).runtime_handlers
-        assert handlers and not any(h.features.user_namespaces for h in handlers)
-        before = snapshot(d)
-        with pytest.raises(grpc.RpcError) as err:
-            run_pod(cri, _pod_with(userns(1200000)))
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
-        assert "does not support user namespaces" in err.value.details()
-        assert changes(before, snapshot(d)) == {}
-        cri.close()
-    finally:
-        d.stop()
-        release_leftovers(d)
-        shutil.rmtree(d.dir, ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cri_shim.runtime.features import HandlerFeatures, from_features, kernel_version, traversable, userns_host
+from cri_shim.runtime.features import HandlerFeatures, from_features, kernel_version, traversable
 
 pytestmark = pytest.mark.unit
 
@@ -41,8 +41,7 @@ def test_user_namespaces_come_from_the_host_not_the_handler() -> None:
         open_dir.mkdir()
         top.chmod(0o711)
         assert traversable(open_dir / "not-yet" / "made")
-        assert userns_host((6, 1), [open_dir]) and not userns_host((5, 18), [open_dir])
         top.chmod(0o700)
-        assert not traversable(open_dir) and not userns_host((6, 1), [open_dir])
+        assert not traversable(open_dir)
     finally:
         shutil.rmtree(top)
