@@ -22,15 +22,16 @@ import logging
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from cri_shim.api import api_pb2
 from cri_shim.cdi.edits import Edits
 from cri_shim.cgroups import oomwatch, stats
+from cri_shim.concurrency import gather_all
 from cri_shim.config import Config
-from cri_shim.errors import FailedPrecondition, Internal
+from cri_shim.errors import FailedPrecondition, Internal, NotFound
 from cri_shim.linux import proc
 from cri_shim.oci import apparmor, bundlespec
 from cri_shim.oci import resources as oci_resources
@@ -187,12 +188,14 @@ class ContainerRuntime:
         self.oom.watch(record.cgroups_path, bundle)
         return self.refresh(record)
 
-    async def discard(self, record: ContainerRecord) -> None:
+    async def discard(self, record: ContainerRecord, alongside: Callable[[], Awaitable[None]] | None = None) -> None:
         """Removes every trace of a container: runc state, bundle, exit file, record.
 
         When runc cannot delete its state the error is raised and the record kept: dropping it
         would leave runc state and a cgroup nothing refers to, while a kept record lets a
-        later RemoveContainer finish the job.
+        later RemoveContainer finish the job. alongside runs once nothing of the container runs
+        any more (its processes and runtime state gone), beside the removal of its files and
+        record: the caller's own release of what the container ran on.
         """
         await self.runc(record).delete(record.id)
         monitor = self._live_monitor(record)
@@ -204,16 +207,20 @@ class ContainerRuntime:
                 log.warning("killing the monitor of an unfinished create", extra={"container": record.id, "pid": monitor[0]})
                 await proc.kill_tree(*monitor)
                 await self.runc(record).delete(record.id)
-        self.drop_files(record.id, Path(record.bundle))
-        self.store.delete(record.id)
+        await gather_all([self._forget(record), *([alongside()] if alongside else [])])
 
-    def drop_files(self, container_id: str, bundle: Path) -> None:
+    async def _forget(self, record: ContainerRecord) -> None:
+        await self.drop_files(record.id, Path(record.bundle))
+        await self.store.erase(record.id)
+
+    async def drop_files(self, container_id: str, bundle: Path) -> None:
         """Removes the files a container had outside its record: idmapped sources a crash kept
-        attached, the bundle, the exit file, and the attach socket's directory, which conmon
-        makes a symlink to the bundle and leaves behind when it exits."""
+        attached, the bundle (on a worker thread: with a console log in it, it may be large),
+        the exit file, and the attach socket's directory, which conmon makes a symlink to the
+        bundle and leaves behind when it exits."""
         idmounts.release(idmounts.directory(self.idmap_root, container_id))
         self.monitor.release(container_id, bundle)
-        shutil.rmtree(bundle, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, bundle, True)
         self.monitor.attach_socket(container_id).parent.unlink(missing_ok=True)
         self.monitor.exits.forget(container_id)
 
@@ -267,6 +274,10 @@ class ContainerRuntime:
 
     def _recorded(self, event_type: int, record: ContainerRecord) -> ContainerRecord:
         self.store.save(record)
+        return self._tell(event_type, record)
+
+    def _tell(self, event_type: int, record: ContainerRecord) -> ContainerRecord:
+        """Tells the listeners of a start or an exit once it is on disk."""
         for callback in self._listeners:
             callback(event_type, record)
         return record
@@ -284,21 +295,26 @@ class ContainerRuntime:
                 raise FailedPrecondition(f"container {record.id} is not in the created state")
             # Taken before the process runs, so a quick exit never precedes its start.
             started_at = time.time_ns()
+            # Until the start is on disk: an exit seen meanwhile waits (refresh), or its record
+            # would precede the start's, which would then overwrite it.
             self._starting.add(record.id)
             try:
-                await self.runc(record).start(record.id)
-            except Exception as exc:
-                current = self.store.get(record.id) or record
-                failed = dataclasses.replace(current, finished_at=time.time_ns(), exit_code=128, reason="StartError",
-                                             message=str(exc))
-                self.store.save(failed)
-                await self.runc(record).delete(record.id)
-                raise
+                try:
+                    await self.runc(record).start(record.id)
+                except Exception as exc:
+                    current = self.store.get(record.id) or record
+                    await self.store.write(dataclasses.replace(
+                        current, finished_at=time.time_ns(), exit_code=128, reason="StartError", message=str(exc)))
+                    await self.runc(record).delete(record.id)
+                    raise
+                # On disk before the answer, on a worker thread (we hold the record's lock): a
+                # start the record lacks is found again at start-up (recovery), but a kubelet
+                # told the container started must find it so after a crash too.
+                started = dataclasses.replace(self.store.get(record.id) or record, started_at=started_at)
+                await self.store.write(started)
             finally:
                 self._starting.discard(record.id)
-            current = self.store.get(record.id) or record
-            started = self._recorded(api_pb2.CONTAINER_STARTED_EVENT, dataclasses.replace(current, started_at=started_at))
-            return self.refresh(started)
+            return self.refresh(self._tell(api_pb2.CONTAINER_STARTED_EVENT, started))
 
     async def stop(self, record: ContainerRecord, timeout: float) -> None:
         """Stop signal, up to timeout seconds, then SIGKILL; returns once the exit is recorded
@@ -320,17 +336,19 @@ class ContainerRuntime:
             raise Internal(f"container {record.id} did not exit {KILL_WAIT}s after SIGKILL")
         self.refresh(self.store.get(record.id) or record)
 
-    async def remove(self, record: ContainerRecord) -> None:
+    async def remove(self, record: ContainerRecord, alongside: Callable[[], Awaitable[None]] | None = None) -> None:
         """Kills what runs, deletes runc's state, the bundle and the record (one removed
-        meanwhile is already gone)."""
+        meanwhile is already gone); alongside as for discard(), run in any case."""
         async with self.store.lock(record.id):
             record = self.store.get(record.id)
             if record is None:
+                if alongside is not None:
+                    await alongside()
                 return
             record = self.refresh(record)
             if record.created_at and not record.finished_at:
                 await self._kill(record)
-            await self.discard(record)
+            await self.discard(record, alongside)
 
     def verbose_info(self, record: ContainerRecord) -> dict[str, Any]:
         """What verbose ContainerStatus reports beside the status, with containerd's names where
@@ -369,10 +387,15 @@ class ContainerRuntime:
         if record.state not in (CONTAINER_CREATED, CONTAINER_RUNNING):
             raise FailedPrecondition(f"container {record.id} is not running")
         await self.runc(record).update(record.id, oci_resources.build(res, self.host.swap_accounting, self.host.cgroup_v2))
-        current = self.store.get(record.id) or record
-        config = api_pb2.ContainerConfig()
-        config.CopyFrom(current.config)
-        config.linux.resources.CopyFrom(res)
-        updated = dataclasses.replace(current, config=config)
-        self.store.save(updated)
+        # Under the record's lock: a start in flight writes its record from a worker thread, and
+        # one of the two writes would otherwise lose the other's change.
+        async with self.store.lock(record.id):
+            current = self.store.get(record.id)
+            if current is None:  # removed meanwhile: its record is not brought back
+                raise NotFound(f"container {record.id} not found")
+            config = api_pb2.ContainerConfig()
+            config.CopyFrom(current.config)
+            config.linux.resources.CopyFrom(res)
+            updated = dataclasses.replace(current, config=config)
+            await self.store.write(updated)
         return updated
