@@ -182,8 +182,8 @@ class ContainerRuntime:
             # The container's mount namespace holds its own binds of them now (or it failed).
             idmounts.release(idmounts.directory(self.idmap_root, container_id))
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
-                                     monitor_pid=created.monitor_pid, monitor_start_time=created.monitor_start_time,
-                                     idmapped=idmapped)
+                                     pid_start_time=proc.start_time(created.pid) or 0, monitor_pid=created.monitor_pid,
+                                     monitor_start_time=created.monitor_start_time, idmapped=idmapped)
         await self.store.write(record)
         self.oom.watch(record.cgroups_path, bundle)
         return self.refresh(record)
@@ -322,13 +322,23 @@ class ContainerRuntime:
         record = self.refresh(record)
         if record.state != CONTAINER_RUNNING:
             return
-        runc = self.runc(record)
         if timeout > 0:
-            await runc.kill(record.id, record.stop_signal)
+            await self._signal(record, record.stop_signal)
             if await self.monitor.exits.wait(record.id, timeout) is not None:
                 self.refresh(self.store.get(record.id) or record)
                 return
         await self._kill(record)
+
+    async def _signal(self, record: ContainerRecord, sig: int) -> None:
+        """Sends sig to the container's first process, as `runc kill` without --all does, but
+        from here: StopContainer runs no runtime process for it. The pidfd of the process
+        recorded at create (pid and start time, as runc checks them) never reaches one that
+        reused the pid; one that has exited needs no signal. A record made before the start time
+        was kept has the runtime send it."""
+        if record.pid_start_time:
+            proc.send_signal(record.pid, record.pid_start_time, sig)
+        else:
+            await self.runc(record).kill(record.id, sig)
 
     async def _kill(self, record: ContainerRecord) -> None:
         await self.runc(record).kill(record.id, signal.SIGKILL, all_processes=True)
