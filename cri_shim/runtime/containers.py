@@ -40,6 +40,7 @@ from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.oci.spec import Defaults, build_spec
 from cri_shim.runtime import execsync, idmounts, logfile, recovery
 from cri_shim.runtime.conmon import ConmonMonitor
+from cri_shim.runtime.exits import ExitFile
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
 from cri_shim.store import atomic
@@ -81,6 +82,10 @@ class ContainerRuntime:
         self._listeners: list[Callable[[int, ContainerRecord], None]] = []
         # Containers whose `runc start` runs: their exits wait until the start is recorded.
         self._starting: set[str] = set()
+        # The exit watcher's tasks recording exits (_record_exit), and the containers whose exit
+        # one of them is writing now.
+        self._exit_tasks: dict[str, asyncio.Task[None]] = {}
+        self._recording: set[str] = set()
         self.oom = oomwatch.OomWatcher()
         monitor.exits.subscribe(self._on_exit)
 
@@ -241,7 +246,9 @@ class ContainerRuntime:
 
         Whichever call sees an exit first records it (a status poll may beat the exit watcher),
         so the listeners are told here, once per container; a record removed meanwhile is not
-        brought back, and the exit of a container being started waits for its start.
+        brought back, and the exit of a container being started waits for its start. While the
+        exit watcher's task writes an exit (_record_exit), the exit is returned as that task
+        will record it, and it alone persists it and tells the listeners.
         """
         if record.finished_at or not record.created_at or record.id in self._starting:
             return record
@@ -258,19 +265,27 @@ class ContainerRuntime:
         if found is None:
             return stored
         # The exit file is written once the output is in the monitor's pipe: let it reach the log.
-        if not self.monitor.log_written(record.id, LOG_WAIT):
-            log.warning("the container's log is still being written at its exit", extra={"container": record.id})
+        self._log_written(record.id, self.monitor.log_written(record.id, LOG_WAIT))
+        exited = self._exited(stored, found)
+        return exited if record.id in self._recording else self._recorded(api_pb2.CONTAINER_STOPPED_EVENT, exited)
+
+    @staticmethod
+    def _log_written(container_id: str, written: bool) -> None:
+        if not written:
+            log.warning("the container's log is still being written at its exit", extra={"container": container_id})
+
+    def _exited(self, stored: ContainerRecord, found: ExitFile) -> ContainerRecord:
+        """stored with the exit its monitor recorded, and the reason for it."""
         # An OOM kill of some child while the main process exits 0 is still a completion.
-        bundle = Path(record.bundle)
+        bundle = Path(stored.bundle)
         if found.code != 0 and (self.monitor.oom_killed(bundle) or oomwatch.killed(bundle)
-                                or stats.oom_kills(record.cgroups_path) > 0):
+                                or stats.oom_kills(stored.cgroups_path) > 0):
             reason = "OOMKilled"
         else:
             reason = "Completed" if found.code == 0 else "Error"
         # File times are coarse (jiffies): never report an exit before the recorded start.
         finished_at = max(found.finished_at, stored.started_at, stored.created_at)
-        return self._recorded(api_pb2.CONTAINER_STOPPED_EVENT,
-                              dataclasses.replace(stored, finished_at=finished_at, exit_code=found.code, reason=reason))
+        return dataclasses.replace(stored, finished_at=finished_at, exit_code=found.code, reason=reason)
 
     def _recorded(self, event_type: int, record: ContainerRecord) -> ContainerRecord:
         self.store.save(record)
@@ -283,9 +298,44 @@ class ContainerRuntime:
         return record
 
     def _on_exit(self, container_id: str) -> None:
-        record = self.store.get(container_id)
-        if record is not None:
-            self.refresh(record)
+        """The exit watcher's callback: a task records the exit (one at a time a container)."""
+        if container_id not in self._exit_tasks:
+            task = asyncio.get_running_loop().create_task(self._record_exit(container_id))
+            self._exit_tasks[container_id] = task
+            task.add_done_callback(lambda _: self._exit_tasks.pop(container_id, None))
+
+    async def _record_exit(self, container_id: str) -> None:
+        """Records an exit as refresh() does, with the wait for the log and the record's write
+        on worker threads: the loop serves other calls meanwhile (the exit file stays, so a
+        crash before the write finds the exit again at start-up). It holds the record's lock, so
+        a start, an update or a removal under way goes first; one that recorded the exit
+        meanwhile leaves nothing to do."""
+        async with self.store.lock(container_id):
+            stored = self.store.get(container_id)
+            if stored is None or stored.finished_at or not stored.created_at or container_id in self._starting:
+                return
+            found = self.monitor.exits.read(container_id)
+            if found is None:
+                return
+            self._recording.add(container_id)
+            try:
+                self._log_written(container_id, await asyncio.to_thread(self.monitor.log_written, container_id, LOG_WAIT))
+                exited = self._exited(stored, found)
+                await self.store.write(exited)
+            except Exception:  # noqa: BLE001 - the exit file stays: the next refresh records it
+                log.exception("recording an exit failed", extra={"container": container_id})
+                return
+            finally:
+                self._recording.discard(container_id)
+            self._tell(api_pb2.CONTAINER_STOPPED_EVENT, exited)
+
+    async def exit_recorded(self, record: ContainerRecord) -> None:
+        """Returns once the container's exit, if its monitor has recorded one, is on disk: for
+        callers that do not hold the record's lock (the exit watcher's task may be writing it)."""
+        task = self._exit_tasks.get(record.id)
+        if task is not None:
+            await asyncio.shield(task)
+        self.refresh(self.store.get(record.id) or record)
 
     async def start(self, record: ContainerRecord) -> ContainerRecord:
         """Starts a created container (FailedPrecondition for one in another state)."""
@@ -321,13 +371,15 @@ class ContainerRuntime:
         (a container not running is already stopped)."""
         record = self.refresh(record)
         if record.state != CONTAINER_RUNNING:
+            await self.exit_recorded(record)
             return
         if timeout > 0:
             await self._signal(record, record.stop_signal)
             if await self.monitor.exits.wait(record.id, timeout) is not None:
-                self.refresh(self.store.get(record.id) or record)
+                await self.exit_recorded(record)
                 return
         await self._kill(record)
+        await self.exit_recorded(record)
 
     async def _signal(self, record: ContainerRecord, sig: int) -> None:
         """Sends sig to the container's first process, as `runc kill` without --all does, but
