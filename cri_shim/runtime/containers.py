@@ -6,8 +6,9 @@ prefix, and telling GetContainerEvents subscribers, is the container manager's (
 of a container, cri_shim.runtime.manager); the runtime tells its one subscriber when it has
 recorded a start or an exit. It knows nothing of how sandboxes or images are made: callers hand
 it a SandboxInfo, a rootfs path and an ImageConfig. Rules it keeps:
-- the record is persisted before each side effect (created_at 0 while `runc create` runs,
-  so a crash midway is found and cleaned up at start-up by cri_shim.runtime.recovery);
+- the record is persisted before the runtime or the monitor runs anything (created_at 0
+  while `runc create` runs, so a crash midway is found and cleaned up at start-up by
+  cri_shim.runtime.recovery, as are a bundle and idmapped sources no record owns);
 - exits come from the monitor's exit files (inotify callback, or read on demand), so exits
   that happened while the daemon was down are recorded after it comes back;
 - Stop and Remove of finished or removed containers succeed; a failure while creating
@@ -160,15 +161,17 @@ class ContainerRuntime:
             stop_signal=built.stop_signal, cgroups_path=built.spec["linux"]["cgroupsPath"],
             image_volumes=built.image_volumes,
         )
-        await self.store.write(record)  # no other call writes a record whose create has not finished
         idmapped: dict[str, str] = {}
         try:
             bundle.mkdir(parents=True, mode=0o700)
             if sandbox.userns_path is not None:
                 idmapped = {"/": str(rootfs), **idmounts.attach(
                     built.spec, idmounts.directory(self.idmap_root, container_id), sandbox.userns_path)}
-            # The bundle lives in the volatile run dir: a power cut takes the container with it.
-            atomic.write_json(bundle / "config.json", built.spec, durable=False)
+            # The record and the spec are written at once, on worker threads (no other call writes
+            # a record whose create has not finished). The bundle lives in the volatile run dir:
+            # a power cut takes the container with it, so its spec needs no fsync.
+            await _to_the_end(gather_all([self.store.write(record), asyncio.to_thread(
+                atomic.write_json, bundle / "config.json", built.spec, durable=False)]))
             log_file = logfile.for_create(log_path) if log_path else logfile.in_directory(bundle, CONSOLE_LOG)
             with log_file as (log_dir, log_name):
                 created = await self.monitor.create(MonitorSpec(
@@ -461,3 +464,15 @@ class ContainerRuntime:
             updated = dataclasses.replace(current, config=config)
             await self.store.write(updated)
         return updated
+
+
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Awaits work; when cancelled meanwhile, still waits for it to end before the cancellation
+    goes on: a write on a worker thread cannot be stopped, and a rollback that ran beside it
+    would be undone by it (a bundle made again, a record written after its removal)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
