@@ -98,6 +98,21 @@ def open_pidfd(pid: int, started: int) -> int | None:
     return fd
 
 
+def send_signal(pid: int, started: int, sig: int) -> bool:
+    """Sends sig to the recorded process through a pidfd (never to a process that reused its
+    pid); False when it has exited."""
+    fd = open_pidfd(pid, started)
+    if fd is None:
+        return False
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 async def kill_and_wait(pid: int, started: int, timeout: float = 10.0) -> None:
     """SIGKILLs the recorded process and waits until it has exited; already gone is fine."""
     fd = open_pidfd(pid, started)

@@ -14,7 +14,9 @@ layer (upper and work; the filesystem usage reads it).
 The task holds the container's record lock, as RemoveContainer does: a RemoveContainer that
 comes first waits for it, one that came before finds nothing left to do for it (the record is
 gone) and releases everything itself, so RemoveContainer leaves nothing behind whether the task
-ran, runs, failed or never started. At start-up reconcile() runs the task for every container
+ran, runs, failed or never started. A container being removed (removing()) keeps the task to
+the runtime delete: RemoveContainer unmounts and drops the lease with the rest of the root,
+so it waits for the delete only, never for an unmount it would do itself. At start-up reconcile() runs the task for every container
 recorded as exited: its exit was recorded while the daemon was down, or a crash cut the task
 short. Every step tolerates what is already gone.
 """
@@ -22,8 +24,9 @@ short. Every step tolerates what is already gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
 from cri_shim.api import api_pb2 as api
@@ -46,6 +49,8 @@ class ExitRelease:
         self.image_volumes = image_volumes
         self.rootfs_root = rootfs_root
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Containers a RemoveContainer is removing: their task stops after the runtime delete.
+        self._removing: set[str] = set()
 
     def on_event(self, event_type: int, record: ContainerRecord) -> None:
         """The runtime's listener: an exit recorded starts the release (runs on the loop)."""
@@ -67,11 +72,23 @@ class ExitRelease:
                 return  # removed meanwhile, with everything it had
             try:
                 await self.delete_state(record)
+                if container_id in self._removing:
+                    return
                 await self.image_volumes.release(container_dir)
                 await self.rootfs.unmount(container_dir)
             except Exception as exc:  # noqa: BLE001 - RemoveContainer releases what is left
                 log.warning("not released at exit, left to RemoveContainer",
                             extra={"container": container_id, "error": str(exc)})
+
+    @contextlib.contextmanager
+    def removing(self, container_id: str) -> Iterator[None]:
+        """While RemoveContainer removes the container: a task that has not begun its unmount
+        leaves it (and the lease) to the removal, which releases the whole root anyway."""
+        self._removing.add(container_id)
+        try:
+            yield
+        finally:
+            self._removing.discard(container_id)
 
     async def settle(self, container_id: str) -> None:
         """Waits for the container's exit-time release, if one is under way (RemoveContainer

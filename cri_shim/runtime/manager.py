@@ -10,9 +10,9 @@ that stop and remove a pod's containers. Rules it keeps:
 - a retried CreateContainer with the same name joins the attempt in flight, or gets the id
   of the container it made (kubelet retries a create whose answer it did not get);
 - the rootfs and image volumes are mounted before `runc create`, unmounted (with runc's state
-  deleted) when the container exits (cri_shim.runtime.exitrelease) and released after the
-  record is gone, so a container directory nothing refers to is a leftover of a crash and is
-  released at start-up;
+  deleted) when the container exits (cri_shim.runtime.exitrelease) and released beside the
+  removal of the record, once nothing of the container runs, so a container directory nothing
+  refers to is a leftover of a crash and is released at start-up;
 - a container's name, labels and annotations are bounded as a pod's (cri_shim.metadata), and
   all containers' together by a budget that keeps ListContainers and ListContainerStats under
   the gRPC message limit (cri_shim.listbudget): past it, CreateContainer is RESOURCE_EXHAUSTED;
@@ -311,13 +311,21 @@ class ContainerManager:
             await self._remove(record)
 
     async def _remove(self, record: ContainerRecord) -> None:
-        await self.runtime.remove(record)
-        await self._release_rootfs(record.id)
+        """The container's root is released beside the removal of its record, once the container
+        and its runtime state are gone: a crash between the two leaves either an exited
+        container's record, which a RemoveContainer finishes, or a root no record owns, which
+        start-up releases. The exit-time release is kept to the runtime delete meanwhile, and
+        needs no settling: it holds the record's lock, which the removal holds now."""
+        with self.exit_release.removing(record.id):
+            await self.runtime.remove(record, lambda: self._release_root(record.id))
         self.events.publish(api.CONTAINER_DELETED_EVENT, record)
 
     async def _release_rootfs(self, container_id: str) -> None:
-        container_dir = self.rootfs_root / container_id
         await self.exit_release.settle(container_id)
+        await self._release_root(container_id)
+
+    async def _release_root(self, container_id: str) -> None:
+        container_dir = self.rootfs_root / container_id
         await self.image_volumes.release(container_dir)
         await self.rootfs.release(container_dir)
         await asyncio.to_thread(shutil.rmtree, container_dir, True)

@@ -37,7 +37,9 @@ class ContainerRecord(JsonRecord):
     ContainerStatus names it, log_path the log's full path (the config's joined to the pod's
     log directory); user is the resolved uid, gid and groups; image_volumes maps the image's
     VOLUME paths to their directories on the host; idmapped maps the destinations cri-shim
-    idmapped (a pod with a user namespace) to the sources it idmapped.
+    idmapped (a pod with a user namespace) to the sources it idmapped. pid is the container's
+    first process and pid_start_time its start time (clock ticks since boot, 0 in records made
+    before it was kept), which tells that process from one that reused its pid.
     """
 
     id: str
@@ -59,6 +61,7 @@ class ContainerRecord(JsonRecord):
     reason: str = ""
     message: str = ""
     pid: int = 0
+    pid_start_time: int = 0
     monitor_pid: int = 0
     monitor_start_time: int = 0
     cgroups_path: str = ""

@@ -53,7 +53,7 @@ async def recover(rt: ContainerRuntime) -> None:
             log.info("removing an orphaned bundle", extra={"container": bundle.name})
             for runc in rt.runtimes.values():
                 await runc.delete(bundle.name)
-            rt.drop_files(bundle.name, bundle)
+            await rt.drop_files(bundle.name, bundle)
     rt.monitor.sweep_exits(known)
 
 

@@ -124,7 +124,9 @@ class RecordStore(Generic[R]):
         self._drop(record_id)
 
     async def erase(self, record_id: str) -> None:
-        """delete() with the disk work on a worker thread; the caller holds the record's lock."""
+        """delete() with the disk work on a worker thread. As for write(), no other write of the
+        record may run meanwhile: the caller holds the record's lock, or the record is one only
+        its unfinished creation writes (a create rolled back)."""
         await asyncio.to_thread(atomic.remove, self._path(record_id))
         self._drop(record_id)
 

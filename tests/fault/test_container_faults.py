@@ -7,6 +7,7 @@ is removed; the same step succeeds when retried after the fault is cleared.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from cri_shim.errors import CriError, Internal
 from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support.containers import Harness
 from tests.support.faultbin import FaultyBinary
+from tests.support.workloads import until
 
 pytestmark = pytest.mark.fault
 
@@ -135,6 +137,29 @@ def test_kill_fault_fails_the_stop_and_a_retry_stops(faulty: Faulty, mode: str) 
     h.run(h.runtime.stop(rec, 0))
     after = h.get(rec.id)
     assert (after.state, after.exit_code) == (CONTAINER_EXITED, 137)
+    h.run(h.runtime.remove(rec))
+    assert h.leftovers() == before
+
+
+@pytest.mark.parametrize("recorded", ["start time", "no start time", "another start time"])
+def test_the_stop_signal_reaches_only_the_recorded_process(faulty: Faulty, recorded: str) -> None:
+    """The stop signal goes from the daemon to the container's first process, through a pidfd
+    of the process recorded at create (its pid and start time): no runtime call. A record made
+    before the start time was kept has `runc kill` send it; one whose start time is not the
+    process's (its pid since reused) sends none, and the stop ends in SIGKILL by the runtime."""
+    h = faulty.h
+    before = h.leftovers()
+    rec = h.start(h.create(h.config("sh", "-c", "trap 'exit 7' TERM; echo ready; while true; do sleep 0.05; done")))
+    assert rec.pid_start_time > 0
+    until(lambda: h.log_path(rec).exists() and "ready" in h.log_path(rec).read_text(), "the container's trap set")
+    if recorded != "start time":
+        rec = dataclasses.replace(rec, pid_start_time=0 if recorded == "no start time" else rec.pid_start_time + 1)
+        h.runtime.store.save(rec)
+    (faulty.tools["runc"].dir / "calls.log").unlink(missing_ok=True)
+    h.run(h.runtime.stop(rec, 2))
+    after = h.get(rec.id)
+    expected = {"start time": (7, []), "no start time": (7, ["kill"]), "another start time": (137, ["kill"])}[recorded]
+    assert (after.exit_code, [c for c in faulty.tools["runc"].calls() if c == "kill"]) == expected
     h.run(h.runtime.remove(rec))
     assert h.leftovers() == before
 

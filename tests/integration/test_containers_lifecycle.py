@@ -13,6 +13,7 @@ from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.runtime.record import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING
 from tests.support import crilog
 from tests.support.containers import Harness
+from tests.support.workloads import until
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +83,11 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(h: Harness) -> None:
 
 
 def test_stop_signal_from_the_image_is_used(h: Harness) -> None:
-    script = "trap 'echo got-usr1; exit 42' USR1; while true; do sleep 0.1; done"
+    script = "trap 'echo got-usr1; exit 42' USR1; echo ready; while true; do sleep 0.1; done"
     rec = h.start(h.create(h.config("sh", "-c", script), image=ImageConfig(stop_signal="SIGUSR1")))
     assert rec.stop_signal == signal.SIGUSR1
+    # The stop signal is sent at once: the shell, PID 1 of its namespace, ignores it until the trap is set.
+    until(lambda: h.log_path(rec).exists() and "ready" in h.log_path(rec).read_text(), "the container's trap set")
     h.run(h.runtime.stop(rec, 30))
     rec = h.get(rec.id)
     assert (rec.exit_code, rec.reason) == (42, "Error")

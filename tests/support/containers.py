@@ -111,6 +111,7 @@ class Harness:
     def wait_exit(self, record: ContainerRecord, timeout: float = 30) -> ContainerRecord:
         found = self.run(self.monitor.exits.wait(record.id, timeout))
         assert found is not None, f"container {record.id} did not exit within {timeout}s"
+        self.run(self.runtime.exit_recorded(record))  # on disk, as the exit watcher's task writes it
         return self.get(record.id)
 
     def run_to_exit(self, config: api.ContainerConfig, **kw: Any) -> ContainerRecord:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups import oomwatch, stats
-from cri_shim.runtime import exits
+from cri_shim.runtime import containers, exits
 from cri_shim.runtime.exits import ExitWatcher
 from cri_shim.runtime.record import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, CONTAINER_UNKNOWN,
                                      ContainerRecord)
+from cri_shim.store import atomic
 from cri_shim.store.records import RecordStore
 from tests.support import crilog
 
@@ -306,3 +308,25 @@ def test_runc_errors_lose_their_log_framing() -> None:
     assert error_message('{"level":"error","msg":"boom"}\n{"level":"info","msg":"x"}') == "boom"
     assert error_message('time="t" level=warning msg="only a warning"') == "only a warning"
     assert error_message('container "abc" does not exist\n') == 'container "abc" does not exist'
+
+
+def test_a_create_cancelled_during_its_writes_waits_for_them_before_it_rolls_back(tmp_path: Path) -> None:
+    """A write on a worker thread cannot be stopped: the cancellation reaches the create (and its
+    rollback) only once the write has ended, so the rollback is never undone by it."""
+    spec = tmp_path / "bundle" / "config.json"
+
+    async def create() -> None:
+        def slow_write() -> None:
+            time.sleep(0.2)
+            atomic.write_json(spec, {}, durable=False)
+        await containers._to_the_end(asyncio.to_thread(slow_write))
+
+    async def cancel_then_roll_back() -> bool:
+        task = asyncio.create_task(create())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return spec.exists()  # what a rollback now would find (and remove for good)
+
+    assert asyncio.run(cancel_then_roll_back())
