@@ -253,7 +253,7 @@ class InfraContainers:
         default before a restart."""
         self.unwatch(sandbox_id)
         targets = [(infra.pid, infra.start_time)] if infra else []
-        for pid in strays:
+        for pid in strays - {pid for pid, _ in targets}:  # the recorded process is in its cgroup too
             started = proc.start_time(pid)
             if started is not None:
                 targets.append((pid, started))
