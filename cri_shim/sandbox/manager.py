@@ -1,9 +1,11 @@
 """The sandbox manager: RunPodSandbox, StopPodSandbox and RemovePodSandbox as ordered, durable steps.
 
 Run persists the record (phase creating, naming every resource it will make) before the first
-side effect and saves it again as each result comes in (infra pid, IPs); any failure releases
-everything and deletes the record. A retried Run with the same metadata and config joins the
-attempt in flight, or gets the id of the finished sandbox; with another config it is
+side effect and saves it again once the sandbox is ready, with its infra pid and IPs (a crash
+before that leaves an infra process that its cgroup and the marker in its environment find, and
+IPs in the CNI cache); any failure releases everything and deletes the record. A retried Run
+with the same metadata and config joins the attempt in flight, or gets the id of the finished
+sandbox; with another config it is
 ALREADY_EXISTS, naming the sandbox that holds the name. Stop and Remove are idempotent and
 succeed for unknown ids (not for empty or ambiguous ones). Reads (status, list) are served from
 memory. A sandbox's own events go to the publisher the container manager registers, as
@@ -199,7 +201,6 @@ class SandboxManager:
 
     async def _start_infra(self, sb: Sandbox) -> None:
         sb.infra = await self.resources.start_infra(sb)
-        await self.store.write(sb)
 
     async def _attach_network(self, sb: Sandbox, pod: PodPlan) -> None:
         sb.ips = await self.resources.attach_network(sb, pod)

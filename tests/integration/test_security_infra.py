@@ -7,6 +7,7 @@ infra's own empty root, never the host's files, and the process must hold nothin
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from cri_shim.sandbox import infra
 from tests.support.client import api
 from tests.support.pods import changes, pod_config, remove_pod, run_pod, snapshot, status
 from tests.support.registry import Registry
@@ -87,6 +89,28 @@ def test_the_infra_process_has_no_capabilities_nnp_seccomp_and_an_unprivileged_u
     # Its stdio are pipes, never the host's /dev/null, which a runtime may chown to it.
     assert all(stat.S_ISFIFO(os.stat(f"/proc/{pid}/fd/{fd}").st_mode) for fd in (0, 1, 2))
     remove_pod(cri, sid)
+    assert snapshot(pulled.daemon) == pulled.before
+
+
+def test_later_infra_processes_load_the_filter_their_runtime_compiled_and_enforce_it(pulled: Pulled) -> None:
+    """A runtime that keeps the filter it compiled from the profile (crun) is handed it for the
+    next infra containers of its handler: the filter they load is that one, byte for byte, and
+    the kernel enforces it. A runtime that keeps none (runc) compiles the profile each time."""
+    cri = pulled.cri
+    pods = [run_pod(cri, pod_config(f"filter{i}")) for i in range(2)]
+    state = pulled.daemon.dir / "run" / "infra" / "state"
+    kept = {sid: list(state.glob(f"*/{sid}/{infra.FILTER_FILE}")) for sid in pods}
+    annotations = status(cri, pods[1])[1]["runtimeSpec"].get("annotations", {})
+    if kept[pods[0]]:
+        compiled = kept[pods[0]][0].read_bytes()
+        assert annotations == {infra.FILTER_ANNOTATION: base64.b64encode(compiled).decode()}
+        assert [path.read_bytes() for path in kept[pods[1]]] == [compiled]
+    else:
+        assert infra.FILTER_ANNOTATION not in annotations and kept[pods[1]] == []
+    for sid in pods:
+        st = proc_status(status(cri, sid)[1]["pid"])
+        assert st["Seccomp"] == "2" and st["Seccomp_filters"] == "1", st
+        remove_pod(cri, sid)
     assert snapshot(pulled.daemon) == pulled.before
 
 
