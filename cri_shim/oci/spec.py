@@ -11,6 +11,7 @@ containerd applies them to the spec it built.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,25 @@ class ContainerSpec:
     user: user.ResolvedUser
     stop_signal: int
     image_volumes: dict[str, str]  # the image's VOLUME paths -> their directories on the host
+
+
+# Annotation key prefixes the OCI runtimes act on rather than carry: crun's run.oci.* (a seccomp
+# filter compiled elsewhere that replaces the spec's profile, files its hooks' output goes to,
+# cgroup delegation, the handler it runs the container with), the org.systemd.property.* unit
+# properties runc and crun hand systemd (DeviceAllow=, Delegate=), CRIU's configuration file and
+# crun's wasm handler selection. A container's annotations are the client's word, copied into the
+# spec, so a key under one of these would override what this runtime decides (seccomp, devices,
+# cgroups); kubelet sends none. The runtimes compare the keys case-sensitively; the check here
+# does not, to refuse near-misses too.
+RUNTIME_ANNOTATION_PREFIXES = ("run.oci.", "org.systemd.property.", "org.criu.", "module.wasm.image/")
+
+
+def check_annotations(annotations: Mapping[str, str]) -> None:
+    """InvalidArgument for an annotation key the OCI runtime would act on (see above)."""
+    for key in annotations:
+        if key.lower().startswith(RUNTIME_ANNOTATION_PREFIXES):
+            raise InvalidArgument(f"annotation {key[:64]!r}: keys under {', '.join(RUNTIME_ANNOTATION_PREFIXES)} "
+                                  "are read by the OCI runtime and cannot be set by a client")
 
 
 def _annotations(container_id: str, config: api_pb2.ContainerConfig, sandbox_config: api_pb2.PodSandboxConfig,

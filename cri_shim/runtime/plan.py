@@ -3,9 +3,10 @@
 The sandbox side's counterpart is cri_shim.sandbox.validate. Everything decidable from the
 request and stored state is decided here, before a rootfs, a mount, a host directory or a
 process exists, so a refused request leaves nothing behind:
-- a sandbox id and a config; the config's metadata, labels, annotations and image (cri_shim.metadata bounds), NUL in any
-  of its strings and uids and gids out of range (cri_shim.oci.values), namespace modes proto3
-  passed through unknown, a TARGET PID namespace without its target: INVALID_ARGUMENT;
+- a sandbox id and a config; the config's metadata, labels, annotations and image (cri_shim.metadata
+  bounds), annotation keys the OCI runtime acts on (cri_shim.oci.spec), NUL in any of its strings
+  and uids and gids out of range (cri_shim.oci.values), namespace modes proto3 passed through
+  unknown, a TARGET PID namespace without its target: INVALID_ARGUMENT;
 - the log path, joined to the pod's log directory and looked at without following a symlink
   (cri_shim.runtime.logfile): INVALID_ARGUMENT;
 - the sandbox must exist (NOT_FOUND) and be ready (FAILED_PRECONDITION), and be read from its
@@ -36,7 +37,7 @@ from cri_shim.image.imageconfig import ImageConfig
 from cri_shim.image.imagevolumes import ImageVolumes
 from cri_shim.image.records import ImageRecord
 from cri_shim.image.store import ImageStore
-from cri_shim.oci import namespaces, values
+from cri_shim.oci import namespaces, spec, values
 from cri_shim.runtime import logfile
 from cri_shim.runtime.features import HandlerFeatures
 from cri_shim.runtime.record import ContainerRecord
@@ -86,6 +87,7 @@ def check_config(config: api.ContainerConfig) -> None:
         raise InvalidArgument("container config must have metadata with a name")
     metadata.check_name("container name", config.metadata.name, metadata.MAX_CONTAINER_NAME_BYTES)
     metadata.check_labels_and_annotations("container", config.labels, config.annotations)
+    spec.check_annotations(config.annotations)
     if not config.image.image:
         raise InvalidArgument("container config must name an image")
     values.check_config(config)

@@ -54,6 +54,11 @@ def make(c: api.ContainerConfig, sb: Sandbox, handlers: tuple[str, ...] = ("runc
     ({"metadata": api.ContainerMetadata(name="a/b")}, "'/'"),
     ({"image": None}, "image"),
     ({"labels": {"a": "b\x00"}}, "NUL"),
+    ({"annotations": {"run.oci.seccomp_bpf_data": "AA=="}}, "run.oci.seccomp_bpf_data"),
+    ({"annotations": {"org.systemd.property.DeviceAllow": "'/dev/sda rwm'"}}, "org.systemd.property"),
+    ({"annotations": {"RUN.OCI.hooks.stdout": "/etc/shadow"}}, "RUN.OCI"),
+    ({"annotations": {"org.criu.config": "/x"}}, "org.criu.config"),
+    ({"annotations": {"module.wasm.image/variant": "compat"}}, "module.wasm.image"),
     ({"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
         run_as_user=api.Int64Value(value=-1)))}, "run_as_user"),
     ({"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
@@ -67,6 +72,11 @@ def test_config_refusals_name_the_field(fields: dict[str, Any], message: str) ->
         c.ClearField(key)
     with pytest.raises(InvalidArgument, match=message):
         plan.check_config(c)
+
+
+def test_annotations_merely_mentioning_a_runtime_prefix_are_carried() -> None:
+    plan.check_config(config(annotations={"example.com/run.oci.note": "x", "note": "run.oci.seccomp_bpf_data",
+                                          "org.systemd.propertyless": "y"}))
 
 
 def test_a_log_path_out_of_the_log_directory_is_refused_before_anything_else(tmp_path: Path) -> None:
