@@ -253,9 +253,12 @@ class ContainerManager:
         path, ids = sb.namespace_path("user"), sb.id_mappings
         return (path, ids) if path is not None and ids is not None else None
 
-    def user_namespaces(self, handler: str) -> bool:
-        """Whether pods of the handler may have user namespaces (SandboxContainers)."""
-        return self.features(handler or self.cfg.runtime.default_handler).user_namespaces
+    def userns_refusal(self, handler: str) -> str:
+        """Why pods of the handler may not have user namespaces, "" when they may (SandboxContainers):
+        the start-up probe's finding, for the operator to read in the pod's events."""
+        if self.features(handler or self.cfg.runtime.default_handler).user_namespaces:
+            return ""
+        return self.userns.problem or "the runtime does not offer them"
 
     def features(self, handler: str) -> HandlerFeatures:
         """What a runtime handler offers (nothing for one that is not configured)."""

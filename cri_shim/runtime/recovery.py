@@ -58,10 +58,17 @@ async def recover(rt: ContainerRuntime) -> None:
 
 
 async def _adopt_started(rt: ContainerRuntime, record: ContainerRecord) -> None:
-    """A start that ran but was not recorded (crash between `runc start` and the save)."""
-    try:
-        state = await rt.runc(record).state(record.id)
-    except NotFound:
-        return
-    if state.get("status") in ("running", "paused"):
-        rt.store.save(replace(record, started_at=time.time_ns()))
+    """A start that ran but was not recorded (crash between `runc start` and the save).
+
+    Under the record's lock, as a start is recorded, and decided on the record as stored once
+    runc has answered: the container may exit while runc answers, and an exit recorded meanwhile
+    (by a status poll) must stay recorded; the exit watcher's task waits for the lock and then
+    records the exit after the start."""
+    async with rt.store.lock(record.id):
+        try:
+            state = await rt.runc(record).state(record.id)
+        except NotFound:
+            return
+        current = rt.store.get(record.id)
+        if current is not None and current.state == CONTAINER_CREATED and state.get("status") in ("running", "paused"):
+            rt.store.save(replace(current, started_at=time.time_ns()))

@@ -5,8 +5,8 @@ SandboxManager.register_containers(); StopPodSandbox calls stop_sandbox_containe
 kills the infra process, with CNI DEL of the pod's network running beside both;
 RemovePodSandbox does all that, then calls remove_sandbox_containers before it releases the
 rest (namespace pins, /dev/shm, cgroups, files). Both must be idempotent and must succeed for
-a sandbox that has no containers. RunPodSandbox asks user_namespaces() before it makes a
-pod with a user namespace: the container side knows what each handler offers.
+a sandbox that has no containers. RunPodSandbox asks userns_refusal() before it makes a
+pod with a user namespace: the container side knows what each handler offers, and why not.
 """
 
 from __future__ import annotations
@@ -26,5 +26,6 @@ class SandboxContainers(Protocol):
     async def remove_sandbox_containers(self, sandbox_id: str) -> None:
         """Removes every container of the sandbox, stopping any that still runs."""
 
-    def user_namespaces(self, handler: str) -> bool:
-        """Whether the handler's pods may have user namespaces (RunPodSandbox refuses them otherwise)."""
+    def userns_refusal(self, handler: str) -> str:
+        """Why the handler's pods may not have user namespaces ("" when they may); RunPodSandbox
+        refuses them with it."""

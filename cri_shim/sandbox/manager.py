@@ -39,7 +39,7 @@ from cri_shim.api import api_pb2 as api
 from cri_shim.cgroups.migration import MigrationWarmer
 from cri_shim.concurrency import Attempts, gather_all
 from cri_shim.config import Config
-from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri_shim.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, clip
 from cri_shim.linux import proc
 from cri_shim.listbudget import ListBudget, entry_bytes
 from cri_shim.network.cni import CniError
@@ -121,8 +121,11 @@ class SandboxManager:
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> str:
         """Makes a ready sandbox, or returns the one this pod attempt already has."""
         pod = plan(config, runtime_handler, self.cfg, socket.gethostname())
-        if "user" in pod.own_namespaces and self.containers is not None and not self.containers.user_namespaces(runtime_handler):
-            raise FailedPrecondition(f"runtime handler {runtime_handler!r} does not support user namespaces on this host")
+        refusal = ("" if "user" not in pod.own_namespaces or self.containers is None
+                   else self.containers.userns_refusal(runtime_handler))
+        if refusal:
+            raise FailedPrecondition(f"runtime handler {runtime_handler!r} does not support user namespaces on this host: "
+                                     f"{clip(refusal)}")
         name = reservation_name(config.metadata)
         if name not in self._attempts:
             existing = self.store.by_name(name)

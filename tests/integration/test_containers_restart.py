@@ -11,11 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cri_shim.api import api_pb2 as api
 from cri_shim.errors import NotFound
-from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING
+from cri_shim.runtime.containers import ContainerRuntime
+from cri_shim.runtime.record import CONTAINER_EXITED, CONTAINER_RUNNING, ContainerRecord
 from tests.support.containers import Harness
 
 pytestmark = pytest.mark.restart
@@ -104,6 +107,70 @@ def test_interrupted_create_is_discarded_on_recovery() -> None:
         with pytest.raises(NotFound):
             again.run(again.runc.state(rec.id))
         h = again
+    finally:
+        h.close()
+
+
+# How long the staged exit waits for the exit watcher to record it while runc answers.
+WATCHER_WAIT = 3.0
+
+
+@pytest.mark.parametrize("recorder", ["status poll", "exit watcher"])
+def test_an_exit_while_an_unrecorded_start_is_adopted_is_recorded_once(monkeypatch: pytest.MonkeyPatch,
+                                                                       recorder: str) -> None:
+    """`runc start` ran but the crash came before its record: at the next start, recovery asks
+    runc and adopts the start. The container exits while runc answers, and its exit is recorded
+    then (by a status poll, or by the exit watcher's task when it can): the adoption never writes
+    the container back as running, and the exit is told once, with the record that stays."""
+    h = Harness()
+    try:
+        rec = h.create(h.config("sleep", "100000"))
+        h.run(h.runc.start(rec.id))  # the start the record never got
+        h.runtime.close()
+        h.loop.close()
+        staged: list[dict[str, Any]] = []
+        stopped: list[ContainerRecord] = []
+
+        def exit_while_runc_answers(rt: ContainerRuntime) -> None:
+            told = asyncio.Event()
+
+            def on_event(event: int, record: ContainerRecord) -> None:
+                if event == api.CONTAINER_STOPPED_EVENT and record.id == rec.id:
+                    stopped.append(record)
+                    told.set()
+
+            rt.subscribe(on_event)
+            runc = rt.runtimes["runc"]
+            answer = runc.state
+
+            async def state(container_id: str, timeout: float = 30) -> dict[str, Any]:
+                found = await answer(container_id, timeout)
+                if container_id == rec.id and not staged:
+                    staged.append(found)
+                    await runc.kill(container_id, signal.SIGKILL)
+                    assert await rt.monitor.exits.wait(container_id, 10) is not None
+                    if recorder == "status poll":
+                        rt.refresh(rt.store.get(container_id) or rec)
+                    else:  # a watcher that records it before the adoption ends (it must not)
+                        try:
+                            await asyncio.wait_for(told.wait(), WATCHER_WAIT)
+                        except TimeoutError:
+                            pass
+                return found
+
+            monkeypatch.setattr(runc, "state", state)
+
+        again = Harness(h.dir, before_open=exit_while_runc_answers)
+        h = again
+        assert [s["status"] for s in staged] == ["running"], "runc answered while the container ran"
+        if recorder == "status poll":
+            assert again.runtime.store.get(rec.id).state == CONTAINER_EXITED, "the adoption kept the exit"
+        again.run(again.runtime.exit_recorded(again.runtime.store.get(rec.id)))
+        final = again.get(rec.id)
+        assert (final.state, final.exit_code) == (CONTAINER_EXITED, 137), final
+        assert stopped == [final], stopped
+        if recorder == "exit watcher":
+            assert final.started_at > 0, "the start adopted first, the exit recorded after it"
     finally:
         h.close()
 

@@ -123,7 +123,8 @@ def test_copies_a_crash_left_attached_are_released_at_start_up(top: Path) -> Non
 
 def refuses_user_namespace_pods(d: Daemon, problem: str) -> None:
     """Starts d and checks that it offers no user namespaces, says why (problem in the reason),
-    and refuses a pod with one with FAILED_PRECONDITION, leaving nothing."""
+    and refuses a pod with one with FAILED_PRECONDITION saying why again (kubelet shows it in
+    the pod's events), leaving nothing."""
     d.start()
     cri = Cri(d.endpoint)
     status = cri.runtime.Status(api.StatusRequest(verbose=True))
@@ -137,7 +138,7 @@ def refuses_user_namespace_pods(d: Daemon, problem: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
         run_pod(cri, config)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
-    assert "does not support user namespaces" in err.value.details()
+    assert "does not support user namespaces" in err.value.details() and problem in err.value.details(), err.value.details()
     assert changes(before, snapshot(d)) == {}
     cri.close()
 

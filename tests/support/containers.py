@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,11 +36,13 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 class Harness:
     """One event loop, one ContainerRuntime, and helpers to make containers on it."""
 
-    def __init__(self, directory: Path | None = None, runc: str = "", conmon: str = "conmon") -> None:
+    def __init__(self, directory: Path | None = None, runc: str = "", conmon: str = "conmon",
+                 before_open: Callable[[ContainerRuntime], None] | None = None) -> None:
         """A fresh harness, or (given the directory of an earlier one) its successor after a restart;
         runc and conmon may name wrapper binaries (tests/support/faultbin.py). The one handler is
         called "runc" whatever runs it: by default the binary of the tests' handler
-        (tests/support/daemon.py), else the one the daemon prefers."""
+        (tests/support/daemon.py), else the one the daemon prefers. before_open is handed the
+        runtime before it opens, to stage what its recovery meets."""
         runc = runc or handler_under_test() or handlers.PREFERRED[0]
         self.dir = directory or Path(tempfile.mkdtemp(prefix="ct", dir="/tmp"))
         self.loop = asyncio.new_event_loop()
@@ -55,6 +57,8 @@ class Harness:
         self.host = self.runtime.host
         self.runc = self.runtime.runtimes["runc"]
         self.monitor = self.runtime.monitor
+        if before_open is not None:
+            before_open(self.runtime)
         self.run(self.runtime.open())
         self.count = 0
 
