@@ -19,19 +19,13 @@ pidfd watch notices an infra process that dies while the daemon runs, so its san
 NOTREADY, as containerd does when a pause container exits. Removal kills the process by pidfd
 first: runc's `delete --force` alone polls for the death it caused every 100 ms.
 
-Compiling the seccomp profile is up to half of what `run` takes (20 to 35 ms here, beside CNI
-ADD on a pod start). Every infra container of a host gets the same profile, so once a
-handler's runtime has compiled it and kept the filter in its state (crun does:
-`<state>/<id>/seccomp.bpf`), later infra containers of that handler are handed that filter
-(crun's `run.oci.seccomp_bpf_data` annotation), which crun loads instead of compiling the
-profile again; the spec still names the profile. The filter is read from our own state
-directory, never from anything a pod can write. runc keeps no filter, and compiles each time.
+Every infra container of a host gets the same seccomp profile, so later ones of a handler are
+handed the filter its runtime compiled for the first (cri_shim.runtime.seccompfilters).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import shutil
@@ -45,6 +39,7 @@ from cri_shim.linux import proc
 from cri_shim.oci import apparmor, resources, seccomp, security
 from cri_shim.oci.context import HostInfo
 from cri_shim.runtime.runc import Runc
+from cri_shim.runtime.seccompfilters import SeccompFilters
 from cri_shim.sandbox.record import Infra, Sandbox
 from cri_shim.store import atomic
 
@@ -55,12 +50,6 @@ DEFAULT_ID = 65535
 # containerd's pause container; clamped to what this host lets the daemon set.
 OOM_SCORE_ADJ = -998
 _PT_INTERP = 3
-# crun loads a seccomp filter compiled beforehand (base64 of its BPF) from this annotation.
-FILTER_ANNOTATION = "run.oci.seccomp_bpf_data"
-# The file in a container's runtime state where crun keeps the filter it loaded.
-FILTER_FILE = "seccomp.bpf"
-# A classic BPF program holds at most 4096 instructions of 8 bytes (BPF_MAXINSNS).
-FILTER_MAX_BYTES = 4096 * 8
 
 
 def marker(sandbox_id: str) -> str:
@@ -150,20 +139,6 @@ def spec(sb: Sandbox, binary: str, root: Path, host: HostInfo) -> dict[str, Any]
     }
 
 
-def compiled_filter(state: Path) -> str | None:
-    """The seccomp filter a runtime kept in a container's state directory, base64 encoded; None
-    when it keeps none, or the file is not a BPF program (a symlink is not followed)."""
-    try:
-        fd = os.open(state / FILTER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(FILTER_MAX_BYTES + 1)
-    if not data or len(data) > FILTER_MAX_BYTES or len(data) % 8:
-        return None
-    return base64.b64encode(data).decode()
-
-
 class InfraContainers:
     """Running, watching and removing infra containers, with one runtime per handler."""
 
@@ -178,8 +153,7 @@ class InfraContainers:
         # The binary, the shared root and the host's facts, found and made at the first start.
         self._prepared: tuple[str, HostInfo] | None = None
         self._watches: dict[str, int] = {}
-        # By runtime state root: the seccomp profile a handler's runtime compiled, and its filter.
-        self._filters: dict[Path, tuple[dict[str, Any], str]] = {}
+        self._filters = SeccompFilters()
 
     def _runtime(self, handler: str) -> Runc:
         return self._runtimes.get(handler) or self._runtimes[self.cfg.runtime.default_handler]
@@ -199,11 +173,7 @@ class InfraContainers:
         if "apparmorProfile" in config["process"]:
             await asyncio.to_thread(apparmor.ensure_default_loaded)
         runtime = self._runtime(sb.runtime_handler)
-        profile = config["linux"]["seccomp"]
-        kept = self._filters.get(runtime.root)
-        reused = kept[1] if kept is not None and kept[0] == profile else None
-        if reused is not None:
-            config["annotations"] = {FILTER_ANNOTATION: reused}
+        reused = self._filters.annotate(runtime.root, config)
 
         def write() -> None:
             bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -214,14 +184,14 @@ class InfraContainers:
         try:
             await runtime.run_detached(sb.id, bundle, pid_file)
         except Internal as exc:
-            self._filters.pop(runtime.root, None)  # the next start compiles the profile again
+            self._filters.forget(runtime.root, config)
             raise Internal(f"the pod's infra process did not start: {exc}") from None
         pid = int(pid_file.read_text())
         started = proc.start_time(pid)
         if started is None:
             raise Internal("the pod's infra process exited at once")
-        if reused is None and (compiled := compiled_filter(runtime.root / sb.id)) is not None:
-            self._filters[runtime.root] = (profile, compiled)
+        if not reused:
+            self._filters.learn(runtime.root, config, sb.id)
         return Infra(pid, started)
 
     def watch(self, sandbox_id: str, infra: Infra, on_exit: Callable[[str], None]) -> bool:

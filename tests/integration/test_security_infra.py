@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cri_shim.sandbox import infra
+from cri_shim.runtime.seccompfilters import FILTER_ANNOTATION, FILTER_FILE
 from tests.support.client import api
 from tests.support.pods import changes, pod_config, remove_pod, run_pod, snapshot, status
 from tests.support.registry import Registry
@@ -99,14 +99,14 @@ def test_later_infra_processes_load_the_filter_their_runtime_compiled_and_enforc
     cri = pulled.cri
     pods = [run_pod(cri, pod_config(f"filter{i}")) for i in range(2)]
     state = pulled.daemon.dir / "run" / "infra" / "state"
-    kept = {sid: list(state.glob(f"*/{sid}/{infra.FILTER_FILE}")) for sid in pods}
+    kept = {sid: list(state.glob(f"*/{sid}/{FILTER_FILE}")) for sid in pods}
     annotations = status(cri, pods[1])[1]["runtimeSpec"].get("annotations", {})
     if kept[pods[0]]:
         compiled = kept[pods[0]][0].read_bytes()
-        assert annotations == {infra.FILTER_ANNOTATION: base64.b64encode(compiled).decode()}
+        assert annotations == {FILTER_ANNOTATION: base64.b64encode(compiled).decode()}
         assert [path.read_bytes() for path in kept[pods[1]]] == [compiled]
     else:
-        assert infra.FILTER_ANNOTATION not in annotations and kept[pods[1]] == []
+        assert FILTER_ANNOTATION not in annotations and kept[pods[1]] == []
     for sid in pods:
         st = proc_status(status(cri, sid)[1]["pid"])
         assert st["Seccomp"] == "2" and st["Seccomp_filters"] == "1", st

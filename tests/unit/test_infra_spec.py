@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import shutil
 from pathlib import Path
 
@@ -94,19 +92,3 @@ def test_the_infra_process_joins_the_pods_user_namespace() -> None:
     assert {"type": "user", "path": "/run/ns/user/a"} in linux["namespaces"]
     assert linux["uidMappings"] == linux["gidMappings"] == [{"containerID": 0, "hostID": 65536, "size": 65536}]
     assert "uidMappings" not in infra.spec(sandbox(), "/bin/c", Path("/r"), HostInfo())["linux"]
-
-
-def test_a_kept_filter_is_read_only_when_it_is_a_bpf_program(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    assert infra.compiled_filter(state) is None  # a runtime that keeps none
-    program = bytes(range(16))
-    (state / infra.FILTER_FILE).write_bytes(program)
-    assert infra.compiled_filter(state) == base64.b64encode(program).decode()
-    for bad in (b"", b"x" * 9, b"x" * (infra.FILTER_MAX_BYTES + 8)):
-        (state / infra.FILTER_FILE).write_bytes(bad)
-        assert infra.compiled_filter(state) is None, len(bad)
-    (tmp_path / "elsewhere").write_bytes(program)
-    (state / infra.FILTER_FILE).unlink()
-    os.symlink(tmp_path / "elsewhere", state / infra.FILTER_FILE)
-    assert infra.compiled_filter(state) is None
