@@ -44,6 +44,7 @@ from cri_shim.runtime.conmon import ConmonMonitor
 from cri_shim.runtime.exits import ExitFile
 from cri_shim.runtime.monitor import Monitor, MonitorSpec
 from cri_shim.runtime.runc import Runc
+from cri_shim.runtime.seccompfilters import SeccompFilters
 from cri_shim.store import atomic
 from cri_shim.runtime.record import CONTAINER_CREATED, CONTAINER_RUNNING, ContainerRecord
 from cri_shim.store.records import RecordStore
@@ -88,6 +89,7 @@ class ContainerRuntime:
         self._exit_tasks: dict[str, asyncio.Task[None]] = {}
         self._recording: set[str] = set()
         self.oom = oomwatch.OomWatcher()
+        self.seccomp_filters = SeccompFilters()
         monitor.exits.subscribe(self._on_exit)
 
     @classmethod
@@ -152,6 +154,8 @@ class ContainerRuntime:
                            cdi_edits=cdi_edits)
         if built.spec["process"].get("apparmorProfile") == apparmor.DEFAULT_PROFILE:
             await asyncio.to_thread(apparmor.ensure_default_loaded)
+        # Added here, after every client field was applied (and run.oci.* annotations refused).
+        reused = self.seccomp_filters.annotate(runc.root, built.spec)
         bundle = self.bundle_root / container_id
         record = ContainerRecord(
             id=container_id, name=name, sandbox_id=sandbox.id, config=config,
@@ -181,6 +185,7 @@ class ContainerRuntime:
                     scope_slice=record.cgroups_path.split(":", 1)[0] if runc.systemd_cgroup else None,
                 ), CREATE_TIMEOUT)
         except BaseException:
+            self.seccomp_filters.forget(runc.root, built.spec)
             try:
                 await self.discard(record)
             except Exception:  # noqa: BLE001 - the create's own error is the one to report
@@ -189,6 +194,8 @@ class ContainerRuntime:
         finally:
             # The container's mount namespace holds its own binds of them now (or it failed).
             idmounts.release(idmounts.directory(self.idmap_root, container_id))
+        if not reused:
+            self.seccomp_filters.learn(runc.root, built.spec, container_id)
         record = dataclasses.replace(self.store.get(container_id) or record, created_at=time.time_ns(), pid=created.pid,
                                      pid_start_time=proc.start_time(created.pid) or 0, monitor_pid=created.monitor_pid,
                                      monitor_start_time=created.monitor_start_time, idmapped=idmapped)
