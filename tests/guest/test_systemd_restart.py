@@ -1,12 +1,10 @@
 """A crash of cri-shim under the systemd cgroup driver leaves nothing in systemd: a kill -9 while
-the handler's `create` hangs (the container's monitor already in its transient scope), then a
-restart, then the pod's removal, and systemd lists no unit of the pod and its slice holds no
-cgroup. Under runc and crun alike: crun's scope holds a child cgroup of its own ("container")."""
+`runc create` hangs (the container's monitor already in its transient scope), then a restart,
+then the pod's removal, and systemd lists no unit of the pod and its slice holds no cgroup."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +15,20 @@ from tests.support.client import Cri, api
 from tests.support.faultbin import FaultyBinary
 from tests.support.pods import changes, remove_pod, run_pod, snapshot
 from tests.support.registry import Registry
-from tests.support.workloads import WAIT, Pulled, container_config, listed, logged_pod, pulled_daemon, pulling_from
-from tests.support.workloads import until
+from tests.support.workloads import WAIT, Pulled, container_config, faulty_runc, listed, logged_pod, pulled_daemon
+from tests.support.workloads import pulling_from, until
 
 pytestmark = pytest.mark.guest
 pulled = pulled_daemon
+runc_wrapper = faulty_runc
 
 SLICE = "crishimguest.slice"
 
 
-@pytest.fixture(params=["runc", "crun"])
-def handler(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
-def runtime_wrapper(tmp_path: Path, handler: str) -> Iterator[FaultyBinary]:
-    """The handler behind a fault wrapper; a call it left hanging is ended afterwards."""
-    wrapper = FaultyBinary(tmp_path, handler)
-    yield wrapper
-    wrapper.kill_hung()
-
-
-@pytest.fixture
-def daemon_overrides(registry: Registry, handler: str, runtime_wrapper: FaultyBinary) -> dict[str, Any]:
-    overrides = pulling_from(registry, **{handler: runtime_wrapper})
-    overrides["runtime"].update(cgroup_driver="systemd", default_cgroup_parent=SLICE, default_handler=handler)
+def daemon_overrides(registry: Registry, runc_wrapper: FaultyBinary) -> dict[str, Any]:
+    overrides = pulling_from(registry, runc=runc_wrapper)
+    overrides["runtime"].update(cgroup_driver="systemd", default_cgroup_parent=SLICE)
     return overrides
 
 
@@ -59,15 +45,15 @@ def cgroups_in_slice() -> list[str]:
     return sorted(d.name for d in directory.iterdir() if d.is_dir()) if directory.is_dir() else []
 
 
-def test_kill_9_mid_create_leaves_no_scope_after_the_restart(pulled: Pulled, runtime_wrapper: FaultyBinary) -> None:
+def test_kill_9_mid_create_leaves_no_scope_after_the_restart(pulled: Pulled, runc_wrapper: FaultyBinary) -> None:
     daemon, cri = pulled.daemon, pulled.cri
     pod = logged_pod(daemon, "crashed")
     sid = run_pod(cri, pod)
     monitors_before = set(units_of("cri-shim-conmon-"))
-    runtime_wrapper.inject("create", "hang")
+    runc_wrapper.inject("create", "hang")
     config = container_config("interrupted", "sleep", "600", image=pulled.image)
     call = cri.runtime.CreateContainer.future(api.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod))
-    runtime_wrapper.wait_hung(timeout=WAIT)
+    runc_wrapper.wait_hung(timeout=WAIT)
     # The monitor runs in its scope in the pod's slice, waiting on the hung create.
     monitors = [u for u in units_of("cri-shim-conmon-") if u not in monitors_before]
     assert len(monitors) == 1, monitors
@@ -76,7 +62,7 @@ def test_kill_9_mid_create_leaves_no_scope_after_the_restart(pulled: Pulled, run
     with pytest.raises(grpc.RpcError):
         call.result(timeout=WAIT)
     assert units_of(cid), "the monitor's scope outlives the daemon"
-    runtime_wrapper.clear()
+    runc_wrapper.clear()
     daemon.start()
     cri = Cri(daemon.endpoint)
     # The restart discards the interrupted create: its monitor and the hung call end, and systemd
