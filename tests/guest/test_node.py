@@ -2,8 +2,12 @@
 with both cgroup drivers, their resources in the v2 files, and nothing left in systemd after.
 
 With the cgroupfs driver cri-shim and runc write the cgroup tree below the daemon's own parent;
-with the systemd driver the pod's parent is a slice and runc asks systemd (over D-Bus) for each
-container's scope, so systemd owns those cgroups and lists them as units.
+with the systemd driver the pod's parent is a slice and the runtime asks systemd (over D-Bus) for
+each container's scope, so systemd owns those cgroups and lists them as units. The tests whose
+outcome depends on the handler run the systemd driver under crun as well (the handler the daemon
+picks by default on this node): crun runs the container's processes in a child cgroup of the
+scope, "container", and writes the limits there, so the checks follow the process's own cgroup up
+to the container's (the scope, whose counters cri-shim reads).
 """
 
 from __future__ import annotations
@@ -35,9 +39,20 @@ def driver(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+# The tests where the handler matters: both drivers under runc, and the systemd driver under crun
+# (with the cgroupfs driver crun makes no child cgroup, and cri-shim's part is the same as runc's).
+HANDLERS = pytest.mark.parametrize(("driver", "handler"), [("cgroupfs", "runc"), ("systemd", "runc"), ("systemd", "crun")])
+
+
 @pytest.fixture
-def daemon_overrides(driver: str, registry: Registry) -> dict[str, Any]:
-    runtime: dict[str, Any] = {"cgroup_driver": driver, "default_pids_limit": PIDS_LIMIT}
+def handler() -> str:
+    """The runtime handler of the daemon's pods; HANDLERS names crun too."""
+    return "runc"
+
+
+@pytest.fixture
+def daemon_overrides(driver: str, handler: str, registry: Registry) -> dict[str, Any]:
+    runtime: dict[str, Any] = {"cgroup_driver": driver, "default_pids_limit": PIDS_LIMIT, "default_handler": handler}
     if driver == "systemd":
         runtime["default_cgroup_parent"] = "crishimguest.slice"
     return {**pulling_from(registry), "runtime": runtime}
@@ -49,6 +64,34 @@ def cgroup_of(pid: int) -> Path:
         if line.startswith("0::"):
             return CGROUP / line[3:].lstrip("/")
     raise AssertionError(f"process {pid} is in no v2 cgroup")
+
+
+def container_cgroup(pid: int, handler: str, driver: str) -> Path:
+    """The container's cgroup, the one its cgroupsPath names and cri-shim reads counters from:
+    the process's own, or under crun's systemd driver the scope whose child "container" holds it."""
+    cgroup = cgroup_of(pid)
+    if (handler, driver) == ("crun", "systemd"):
+        assert cgroup.name == "container" and cgroup.parent.name.endswith(".scope"), cgroup
+        return cgroup.parent
+    return cgroup
+
+
+def chain(pid: int, top: Path, name: str) -> list[str]:
+    """A cgroup file's first line in the process's cgroup and each ancestor up to top: a limit
+    holds for the process wherever on that chain the runtime wrote it."""
+    cgroup, values = cgroup_of(pid), []
+    while True:
+        values.append((cgroup / name).read_text().split("\n")[0].strip())
+        if cgroup == top:
+            return values
+        assert cgroup != CGROUP, f"{top} is no ancestor of process {pid}'s cgroup"
+        cgroup = cgroup.parent
+
+
+def tightest(pid: int, top: Path, name: str) -> int | None:
+    """The smallest of a limit file's values ("max" or a number) on the chain; None: none set."""
+    numbers = [int(v) for v in chain(pid, top, name) if v != "max"]
+    return min(numbers) if numbers else None
 
 
 def units(kind: str) -> list[str]:
@@ -71,7 +114,8 @@ def test_status_and_runtime_config(pulled: Pulled, driver: str) -> None:
     assert answer.linux.cgroup_driver == (api.SYSTEMD if driver == "systemd" else api.CGROUPFS)
 
 
-def test_container_resources_land_in_the_v2_files(pulled: Pulled, driver: str) -> None:
+@HANDLERS
+def test_container_resources_land_in_the_v2_files(pulled: Pulled, driver: str, handler: str) -> None:
     cri = pulled.cri
     pod = logged_pod(pulled.daemon, "resources")
     sid = run_pod(cri, pod)
@@ -82,10 +126,10 @@ def test_container_resources_land_in_the_v2_files(pulled: Pulled, driver: str) -
     cid = run_container(cri, sid, pod, config)
     info = verbose_info(cri, cid)
     pid = info["pid"]
-    cgroup = cgroup_of(pid)
+    cgroup = container_cgroup(pid, handler, driver)
     monitor = cgroup_of(info["monitorPid"])
     if driver == "systemd":
-        # runc's systemd driver: a scope systemd made, below the pod's slice; conmon in a scope
+        # The systemd driver: a scope systemd made, below the pod's slice; conmon in a scope
         # of its own there, outside the daemon's cgroup (so outside any unit the daemon runs in).
         assert cgroup.name == f"cri-shim-{cid}.scope" and cgroup.parent.name == "crishimguest.slice"
         assert monitor.name == f"cri-shim-conmon-{cid}.scope" and monitor.parent.name == "crishimguest.slice"
@@ -93,22 +137,24 @@ def test_container_resources_land_in_the_v2_files(pulled: Pulled, driver: str) -
     else:
         assert str(cgroup).startswith(str(CGROUP / pulled.daemon.dir.name))
         assert monitor == cgroup_of(pulled.daemon.proc.pid)
-    files = {name: (cgroup / name).read_text().strip() for name in
-             ("memory.max", "memory.swap.max", "cpu.max", "cpu.weight", "cpuset.cpus", "pids.max")}
-    assert files["memory.max"] == str(64 * MiB)
-    assert files["memory.swap.max"] == "0"  # swap limit unset: equal to memory, so no swap on top
-    assert files["cpu.max"] == "50000 100000"
-    assert files["cpu.weight"] != "100"  # shares 512 of the default 1024, converted by runc
-    assert files["cpuset.cpus"] == "0"
-    assert files["pids.max"] == str(PIDS_LIMIT)
-    # ContainerStats from cpu.stat and memory.current/memory.stat.
+    assert tightest(pid, cgroup, "memory.max") == 64 * MiB
+    assert tightest(pid, cgroup, "memory.swap.max") == 0  # swap limit unset: equal to memory, so no swap on top
+    assert "50000 100000" in chain(pid, cgroup, "cpu.max")
+    assert set(chain(pid, cgroup, "cpu.weight")) != {"100"}  # shares 512 of the default 1024, converted
+    assert (cgroup_of(pid) / "cpuset.cpus.effective").read_text().strip() == "0"
+    assert tightest(pid, cgroup, "pids.max") == PIDS_LIMIT
+    # ContainerStats from cpu.stat and memory.current/memory.stat of the container's cgroup, and
+    # the limit it is under.
     stats = cri.runtime.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
     assert stats.cpu.usage_core_nano_seconds.value > 0 and stats.memory.working_set_bytes.value > 0
-    # UpdateContainerResources through runc update, into the same files.
+    assert 0 < stats.memory.available_bytes.value <= 64 * MiB - stats.memory.working_set_bytes.value
+    # UpdateContainerResources through the handler's update, into the files that limit the process.
     update = api.LinuxContainerResources(memory_limit_in_bytes=128 * MiB, cpu_period=100000, cpu_quota=25000)
     cri.runtime.UpdateContainerResources(api.UpdateContainerResourcesRequest(container_id=cid, linux=update))
-    assert (cgroup / "memory.max").read_text().strip() == str(128 * MiB)
-    assert (cgroup / "cpu.max").read_text().strip() == "25000 100000"
+    assert tightest(pid, cgroup, "memory.max") == 128 * MiB
+    assert "25000 100000" in chain(pid, cgroup, "cpu.max") and "50000 100000" not in chain(pid, cgroup, "cpu.max")
+    stats = cri.runtime.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
+    assert 64 * MiB < stats.memory.available_bytes.value <= 128 * MiB - stats.memory.working_set_bytes.value
     remove_pod(cri, sid)
     assert not cgroup.exists()
     until(lambda: not [u for u in units("scope") if cid in u], "the container's and its monitor's scopes going")
@@ -116,9 +162,11 @@ def test_container_resources_land_in_the_v2_files(pulled: Pulled, driver: str) -
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
 
 
-def test_oom_kill_is_reported_from_memory_events(pulled: Pulled, driver: str) -> None:
+@HANDLERS
+def test_oom_kill_is_reported_from_memory_events(pulled: Pulled, driver: str, handler: str) -> None:
     """With the systemd driver the container's scope, memory.events with it, is gone as soon as
-    its last process is: the daemon knows of the kill from watching the file while it ran."""
+    its last process is: the daemon knows of the kill from watching the file while it ran (the
+    scope's, which counts the kills in crun's child cgroup too)."""
     cri = pulled.cri
     pod = logged_pod(pulled.daemon, "oom")
     sid = run_pod(cri, pod)
@@ -155,7 +203,8 @@ def drop_parent(driver: str, parent: str) -> None:
                 directory.rmdir()
 
 
-def test_pod_and_container_stats_from_cpu_stat_and_memory_stat(pulled: Pulled, driver: str) -> None:
+@HANDLERS
+def test_pod_and_container_stats_from_cpu_stat_and_memory_stat(pulled: Pulled, driver: str, handler: str) -> None:
     cri = pulled.cri
     parent = kubelet_parent(driver, "podstats")
     pod = logged_pod(pulled.daemon, "stats", linux=api.LinuxPodSandboxConfig(cgroup_parent=parent))
@@ -163,7 +212,7 @@ def test_pod_and_container_stats_from_cpu_stat_and_memory_stat(pulled: Pulled, d
     # Some CPU first, then a resident buffer of a few MiB (busybox sh holds its variables).
     busy = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; x=$(head -c 4000000 /dev/zero | tr '\\0' a); " + FOREVER
     cid = run_container(cri, sid, pod, container_config("busy", "sh", "-c", busy, image=pulled.image))
-    cgroup = cgroup_of(verbose_info(cri, cid)["pid"])
+    cgroup = container_cgroup(verbose_info(cri, cid)["pid"], handler, driver)
     pod_cgroup = CGROUP / paths.parent_path(driver, parent).lstrip("/")
 
     def usage_usec(directory: Path) -> int:
@@ -199,7 +248,8 @@ def test_pod_and_container_stats_from_cpu_stat_and_memory_stat(pulled: Pulled, d
 HUGE_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB")
 
 
-def test_hugetlb_and_io_weight_land_in_the_v2_files(pulled: Pulled, driver: str) -> None:
+@HANDLERS
+def test_hugetlb_and_io_weight_land_in_the_v2_files(pulled: Pulled, driver: str, handler: str) -> None:
     """hugepage_limits become hugetlb.2MB.max (scripts/guest reserves 2 MiB pages on the kernel
     command line); io.weight, which CRI carries only in the unified map, becomes io.weight."""
     controllers = (CGROUP / "cgroup.controllers").read_text().split()
@@ -213,9 +263,10 @@ def test_hugetlb_and_io_weight_land_in_the_v2_files(pulled: Pulled, driver: str)
     config = container_config("app", "sh", "-c", FOREVER, image=pulled.image,
                               linux=api.LinuxContainerConfig(resources=resources))
     cid = run_container(cri, sid, pod, config)
-    cgroup = cgroup_of(verbose_info(cri, cid)["pid"])
-    assert (cgroup / "hugetlb.2MB.max").read_text().strip() == str(4 * MiB)
-    assert (cgroup / "io.weight").read_text().split("\n")[0] == "default 300"
+    pid = verbose_info(cri, cid)["pid"]
+    cgroup = container_cgroup(pid, handler, driver)
+    assert tightest(pid, cgroup, "hugetlb.2MB.max") == 4 * MiB
+    assert "default 300" in chain(pid, cgroup, "io.weight")
     remove_pod(cri, sid)
     assert not cgroup.exists()
     assert changes(pulled.before, snapshot(pulled.daemon)) == {}
