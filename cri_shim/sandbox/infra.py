@@ -40,7 +40,7 @@ from cri_shim.oci import apparmor, resources, seccomp, security
 from cri_shim.oci.context import HostInfo
 from cri_shim.runtime.runc import Runc
 from cri_shim.runtime.seccompfilters import SeccompFilters
-from cri_shim.sandbox.record import Infra, Sandbox
+from cri_shim.sandbox.record import SANDBOX_ID, Infra, Sandbox
 from cri_shim.store import atomic
 
 log = logging.getLogger("cri_shim.sandbox")
@@ -233,11 +233,13 @@ class InfraContainers:
             await runtime.delete(sandbox_id)  # a handler without the infra's state has nothing to delete
 
     def known(self) -> dict[str, str]:
-        """Sandbox ids that have infra container state, with their handler's name."""
+        """Sandbox ids that have infra container state, with their handler's name; entries a
+        runtime keeps of its own there (crun's `.cache` of compiled seccomp filters) are not
+        sandboxes, and recovery must not `delete --force` them."""
         found = {}
         for name, runtime in self._runtimes.items():
             if runtime.root.is_dir():
-                found.update({entry.name: name for entry in runtime.root.iterdir()})
+                found.update({entry.name: name for entry in runtime.root.iterdir() if SANDBOX_ID.fullmatch(entry.name)})
         return found
 
     def close(self) -> None:

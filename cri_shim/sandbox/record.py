@@ -7,6 +7,7 @@ half-made sandbox (creating: roll back) from a finished one (ready, notready).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from cri_shim import idmappings
@@ -22,6 +23,9 @@ NOTREADY = "notready"
 
 # Namespace kinds a pod may pin, in the order they are made (a user namespace owns the others).
 NAMESPACE_KINDS = ("user", "net", "ipc", "uts")
+# A sandbox id as RunPodSandbox makes it (secrets.token_hex(32)): what a directory entry must look
+# like to be taken for a sandbox's, where a runtime keeps entries of its own beside them.
+SANDBOX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass

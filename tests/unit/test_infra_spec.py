@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cri_shim.api import api_pb2 as api
+from cri_shim.config import Config
 from cri_shim.errors import Internal
 from cri_shim.oci.context import HostInfo
 from cri_shim.sandbox import infra
@@ -92,3 +93,14 @@ def test_the_infra_process_joins_the_pods_user_namespace() -> None:
     assert {"type": "user", "path": "/run/ns/user/a"} in linux["namespaces"]
     assert linux["uidMappings"] == linux["gidMappings"] == [{"containerID": 0, "hostID": 65536, "size": 65536}]
     assert "uidMappings" not in infra.spec(sandbox(), "/bin/c", Path("/r"), HostInfo())["linux"]
+
+
+def test_only_sandbox_ids_in_a_runtimes_state_root_are_infra_containers(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.paths.run_dir = str(tmp_path)
+    containers = infra.InfraContainers(cfg)
+    root = tmp_path / "infra" / "state" / "crun"
+    sandbox_id = "ab" * 32
+    for name in (sandbox_id, ".cache", "AB" * 32, "ab" * 31, "not-a-sandbox"):
+        (root / name).mkdir(parents=True)
+    assert containers.known() == {sandbox_id: "crun"}
