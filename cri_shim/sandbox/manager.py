@@ -124,7 +124,8 @@ class SandboxManager:
         refusal = ("" if "user" not in pod.own_namespaces or self.containers is None
                    else self.containers.userns_refusal(runtime_handler))
         if refusal:
-            raise FailedPrecondition(f"runtime handler {runtime_handler!r} does not support user namespaces on this host: "
+            handler = runtime_handler or self.cfg.runtime.default_handler
+            raise FailedPrecondition(f"runtime handler {handler!r} does not support user namespaces on this host: "
                                      f"{clip(refusal)}")
         name = reservation_name(config.metadata)
         if name not in self._attempts:

@@ -139,6 +139,8 @@ def refuses_user_namespace_pods(d: Daemon, problem: str) -> None:
         run_pod(cri, config)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
     assert "does not support user namespaces" in err.value.details() and problem in err.value.details(), err.value.details()
+    # The pod asked for the default handler: the message names the handler that is, not ''.
+    assert "runtime handler ''" not in err.value.details(), err.value.details()
     assert changes(before, snapshot(d)) == {}
     cri.close()
 
