@@ -16,9 +16,9 @@ comes first waits for it, one that came before finds nothing left to do for it (
 gone) and releases everything itself, so RemoveContainer leaves nothing behind whether the task
 ran, runs, failed or never started. A container being removed (removing()) keeps the task to
 the runtime delete: RemoveContainer unmounts and drops the lease with the rest of the root,
-so it waits for the delete only, never for an unmount it would do itself. At start-up reconcile() runs the task for every container
-recorded as exited: its exit was recorded while the daemon was down, or a crash cut the task
-short. Every step tolerates what is already gone.
+so it waits for the delete only, never for an unmount it would do itself. At start-up
+reconcile() runs the task for every container recorded as exited: its exit was recorded while
+the daemon was down, or a crash cut the task short. Every step tolerates what is already gone.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ that makes it for containers (Rootfs.mount_empty): an idmapped copy of a directo
 store's filesystem, with an overlay over it whose upper and work directories are where
 container roots are. It runs on a thread of its own in a private mount namespace (nothing it
 mounts reaches the host's, and all of it goes when the thread ends), within PROBE_TIMEOUT: it
-takes 10 to 25 ms, 0.2 to 1.3 s on an emulated node. The directories the pod's root reaches on the way to a container's root
-and the infra root (as an unprivileged user on the host) must also let every user traverse
-them. What the probe found is logged and shown in verbose Status (userNamespaces); where it
+takes 10 to 25 ms, 0.2 to 1.3 s on an emulated node. The directories the pod's root reaches
+on the way to a container's root and the infra root (as an unprivileged user on the host) must
+also let every user traverse them. What the probe found is logged and shown in verbose Status (userNamespaces); where it
 failed, RunPodSandbox refuses a pod with a user namespace (FAILED_PRECONDITION).
 Handlers that list linux.mountExtensions.idmap could make the idmapped binds themselves from the
 mounts' uidMappings; cri-shim still makes them for every handler, so one path is exercised.

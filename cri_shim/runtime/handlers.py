@@ -12,9 +12,9 @@ container to its end: the infra binary's `--version` (runtime.infra, static) as 
 user with no capabilities, in new namespaces and a cgroup below the default parent, all
 removed afterwards, also when the run overran its timeout and was cut off (under emulation
 `runc run` can take the whole 5 seconds): its runtime state, a `runc init` left in the cgroup,
-the cgroup and, under the systemd driver, the scope unit (remove_probe). That last step is what finds a host the runtime cannot work on, such as
-crun 1.8.1 on a cgroup v1 host whose v2 hierarchy holds a controller ("cgroups in hybrid mode
-not supported"). What a handler can do beyond running containers is asked separately
+the cgroup and, under the systemd driver, the scope unit (remove_probe). That last step is
+what finds a host the runtime cannot work on, such as crun 1.8.1 on a cgroup v1 host whose v2
+hierarchy holds a controller ("cgroups in hybrid mode not supported"). What a handler can do beyond running containers is asked separately
 (cri_shim.runtime.features).
 """
 

@@ -1,9 +1,9 @@
 """Seccomp filters an OCI runtime already compiled, handed back to it for later containers.
 
 Compiling a seccomp profile into BPF is about half of what `crun create` or `crun run` takes
-(32 to 36 ms of 68 to 70 for RuntimeDefault under load). Most containers of a host get one of a few profiles
-(RuntimeDefault, which kubelet gives every pod under seccompDefault or PSA restricted, with the
-capabilities it was built for), so once a handler's runtime has compiled a profile and kept the
+(32 to 36 ms of 68 to 70 for RuntimeDefault under load). Most containers of a host get one of
+a few profiles (RuntimeDefault, which kubelet gives every pod under seccompDefault or PSA
+restricted, with the capabilities it was built for), so once a handler's runtime has compiled a profile and kept the
 filter in the container's state (crun does: `<state root>/<id>/seccomp.bpf`), later containers
 of that handler with the very same profile are handed that filter in crun's
 `run.oci.seccomp_bpf_data` annotation, which crun loads instead of compiling the profile again;

@@ -10,8 +10,9 @@ the namespaces live on only through the pins. That costs about 2 ms; running uti
 A pod with a user namespace (cri_shim.idmappings) has its namespaces made by a child process
 instead (cri_shim.linux.userns), as a multithreaded process can neither unshare nor setns a
 user namespace: the user, network, IPC and UTS namespaces are made together, so that the user
-namespace owns the others; the daemon pins the four and the child goes. The thread then joins the pinned network and UTS namespaces (setns, allowed for every kind but
-user) for the hostname, sysctls and lo, with the daemon's privileges over what its child made.
+namespace owns the others; the daemon pins the four and the child goes. The thread then joins
+the pinned network and UTS namespaces (setns, allowed for every kind but user) for the
+hostname, sysctls and lo, with the daemon's privileges over what its child made.
 
 A pod PID namespace is not made here: the infra container (cri_shim.sandbox.infra) makes it.
 """
